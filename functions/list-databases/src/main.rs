@@ -1,0 +1,6 @@
+use subkv::{api, routes};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    subkv::lambda::serve(&routes::LIST_DATABASES, api::databases::list).await
+}
