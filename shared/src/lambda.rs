@@ -65,7 +65,7 @@ impl Ctx {
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .filter(|p| matches!(*p, "http" | "https"))
-            .unwrap_or("https");
+            .unwrap_or("http");
         let host = headers
             .get(HOST)
             .and_then(|v| v.to_str().ok())

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The local stack: moto server (DynamoDB, DynamoDB Streams, S3, KMS) on 127.0.0.1
+# and `cargo lambda watch` serving every route at its production path.
+#
+#   stack.sh dev              start, print the API URL and admin token, stay in the foreground
+#   stack.sh run -- CMD...    start, run CMD against the stack, stop; exits with CMD's status
+#
+# Ports: SUBKV_PORT (API, default 9000), SUBKV_EMULATOR_PORT (moto, default 4566).
+# Every process it starts is stopped on exit, Ctrl-C or SIGTERM.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+venv="$root/.venv"
+mode=${1:-dev}
+[ $# -gt 0 ] && shift
+[ "${1:-}" = "--" ] && shift
+
+api_port=${SUBKV_PORT:-9000}
+emulator_port=${SUBKV_EMULATOR_PORT:-4566}
+state_dir="$root/target/local-stack/$api_port"
+mkdir -p "$state_dir"
+
+if [ -z "${SUBKV_ADMIN_TOKEN:-}" ]; then
+  SUBKV_ADMIN_TOKEN="skv_admin_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+fi
+
+# What every function (and the bootstrap) reads.
+export SUBKV_ADMIN_TOKEN
+export AWS_ENDPOINT_URL="http://127.0.0.1:$emulator_port"
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=subkv-local AWS_SECRET_ACCESS_KEY=subkv-local
+unset AWS_PROFILE AWS_SESSION_TOKEN
+export SUBKV_CONTROL_TABLE=subkv-control
+export SUBKV_BACKUP_KMS_KEY_ID=alias/subkv-backup-secrets
+# The local stack backs up to the emulator's S3 over http on loopback.
+export SUBKV_ALLOW_INSECURE_ENDPOINTS=true
+export RUST_LOG=${RUST_LOG:-info}
+
+sessions=()   # session ids of the services started (moto, cargo lambda watch)
+helpers=()    # plain child processes (the log follower)
+
+session_of() { # the session id of a pid (field 6 of /proc/PID/stat)
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  set -- $stat
+  echo "$4"
+}
+
+pids_in_session() {
+  local sid=$1 stat pid
+  for stat in /proc/[0-9]*/stat; do
+    pid=${stat#/proc/}; pid=${pid%/stat}
+    [ "$(session_of "$pid" 2>/dev/null)" = "$sid" ] && echo "$pid"
+  done
+  return 0
+}
+
+stop_all() {
+  local sid pids deadline
+  trap - EXIT INT TERM
+  [ ${#helpers[@]} -gt 0 ] && kill "${helpers[@]}" 2>/dev/null
+  for sid in "${sessions[@]}"; do
+    # The leader first, so cargo lambda can pass SIGTERM on to its functions.
+    kill -TERM "$sid" 2>/dev/null || true
+  done
+  deadline=$((SECONDS + 10))
+  for sid in "${sessions[@]}"; do
+    while pids=$(pids_in_session "$sid") && [ -n "$pids" ]; do
+      if [ $SECONDS -ge $deadline ]; then
+        kill -KILL $pids 2>/dev/null || true
+        break
+      fi
+      kill -TERM $pids 2>/dev/null || true
+      wait_briefly
+    done
+  done
+}
+
+wait_briefly() { sleep 0.2; }  # polling interval of the readiness and shutdown loops
+
+on_signal() {
+  echo "stack: stopping" >&2
+  stop_all
+  exit 130
+}
+trap stop_all EXIT
+trap on_signal INT TERM
+
+start_in_session() { # name logfile cmd...: runs cmd in a session of its own
+  local name=$1 log=$2
+  shift 2
+  setsid "$@" >"$log" 2>&1 < /dev/null &
+  local pid=$!
+  sessions+=("$pid")
+  echo "stack: $name started (pid $pid, log $log)" >&2
+}
+
+wait_for_port() { # name port pid seconds
+  local name=$1 port=$2 pid=$3 limit=$((SECONDS + $4))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "stack: $name exited before listening on $port; its log:" >&2
+      tail -n 40 "$state_dir/$name.log" >&2 || true
+      exit 1
+    fi
+    if [ $SECONDS -ge $limit ]; then
+      echo "stack: $name is not listening on $port after $4 s" >&2
+      exit 1
+    fi
+    wait_briefly
+  done
+}
+
+for port in "$api_port" "$emulator_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "stack: port $port is already in use (set SUBKV_PORT / SUBKV_EMULATOR_PORT)" >&2
+    exit 1
+  fi
+done
+
+start_in_session moto "$state_dir/moto.log" \
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$emulator_port"
+wait_for_port moto "$emulator_port" "${sessions[-1]}" 60
+
+"$root/target/debug/subkv-local" bootstrap
+
+watch_flags=(--invoke-address 127.0.0.1 --invoke-port "$api_port" --concurrency 4)
+if [ "$mode" != dev ]; then
+  watch_flags+=(--ignore-changes)
+fi
+start_in_session api "$state_dir/api.log" \
+  env PATH="$venv/bin:$PATH" cargo lambda watch "${watch_flags[@]}"
+wait_for_port api "$api_port" "${sessions[-1]}" 300
+
+export SUBKV_API_URL="http://127.0.0.1:$api_port"
+case "$mode" in
+  dev)
+    cat <<EOF
+
+subkv is running.
+  API base URL:   $SUBKV_API_URL/v1
+  admin token:    $SUBKV_ADMIN_TOKEN
+  emulator:       $AWS_ENDPOINT_URL (moto: DynamoDB, Streams, S3, KMS)
+  logs:           $state_dir/
+Create an organization:
+  curl -s -X POST $SUBKV_API_URL/v1/organizations -H "Authorization: Bearer $SUBKV_ADMIN_TOKEN" -d '{"name":"acme"}'
+Ctrl-C stops everything.
+EOF
+    tail -n +1 -f "$state_dir/api.log" &
+    helpers+=("$!")
+    wait "${sessions[1]}" || true
+    echo "stack: cargo lambda watch exited" >&2
+    exit 1
+    ;;
+  run)
+    set +e
+    "$@"
+    status=$?
+    set -e
+    if [ $status -ne 0 ]; then
+      echo "stack: command failed ($status); last lines of the API log:" >&2
+      tail -n 60 "$state_dir/api.log" >&2 || true
+    fi
+    exit $status
+    ;;
+  *)
+    echo "usage: stack.sh dev | stack.sh run -- CMD..." >&2
+    exit 2
+    ;;
+esac
