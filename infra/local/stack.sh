@@ -135,6 +135,7 @@ start_in_session api "$state_dir/api.log" \
 wait_for_port api "$api_port" "${sessions[-1]}" 300
 
 export SUBKV_API_URL="http://127.0.0.1:$api_port"
+export SUBKV_STACK_LOG_DIR="$state_dir"
 case "$mode" in
   dev)
     cat <<EOF

@@ -41,8 +41,12 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let table = std::env::var(env::CONTROL_TABLE).unwrap_or_else(|_| DEFAULT_CONTROL_TABLE.into());
     ensure_control_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await?;
-    let alias = std::env::var(env::BACKUP_KMS_KEY_ID)
-        .map_err(|_| format!("{} must name the KMS alias to create", env::BACKUP_KMS_KEY_ID))?;
+    let alias = std::env::var(env::BACKUP_KMS_KEY_ID).map_err(|_| {
+        format!(
+            "{} must name the KMS alias to create",
+            env::BACKUP_KMS_KEY_ID
+        )
+    })?;
     ensure_kms_alias(&aws_sdk_kms::Client::new(&sdk), &alias).await?;
     println!("bootstrap: table {table} and KMS key {alias} are ready");
     Ok(())
