@@ -60,6 +60,7 @@ pids_in_session() {
 stop_all() {
   local sid pids deadline
   trap - EXIT INT TERM
+  set +e  # best effort from here on: a process that is already gone is not an error
   [ ${#helpers[@]} -gt 0 ] && kill "${helpers[@]}" 2>/dev/null
   for sid in "${sessions[@]}"; do
     # The leader first, so cargo lambda can pass SIGTERM on to its functions.

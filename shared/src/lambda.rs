@@ -194,15 +194,28 @@ where
     let elapsed_us = started.elapsed().as_micros() as u64;
     match result {
         Ok(reply) => {
-            tracing::info!(route = route.function, status = 200, elapsed_us, organization = ?organization, "request");
+            tracing::info!(
+                route = route.function,
+                status = 200,
+                elapsed_us,
+                organization = organization.map(tracing::field::display),
+                "request"
+            );
             reply.into_response()
         }
         Err(err) => {
             let status = err.status().as_u16();
             if status >= 500 {
-                tracing::error!(route = route.function, status, elapsed_us, organization = ?organization, error = %error_chain(&err), "request failed");
+                tracing::error!(route = route.function, status, elapsed_us, organization = organization.map(tracing::field::display), error = %error_chain(&err), "request failed");
             } else {
-                tracing::info!(route = route.function, status, elapsed_us, organization = ?organization, code = err.code(), "request");
+                tracing::info!(
+                    route = route.function,
+                    status,
+                    elapsed_us,
+                    organization = organization.map(tracing::field::display),
+                    code = err.code(),
+                    "request"
+                );
             }
             error_response(&err)
         }

@@ -50,12 +50,19 @@ pub async fn enable(ctx: Ctx) -> ApiResult<Reply> {
     let endpoint = validate(&body, ctx.app.config.allow_insecure_endpoints)
         .map_err(ApiError::InvalidRequestBody)?;
     let store = &ctx.app.store;
-    if store
-        .get_database(organization_id, database_id)
+    // Answer the common conflicts before paying for a KMS call; the transaction
+    // below still decides races.
+    match store
+        .backup_of_database(organization_id, database_id)
         .await?
-        .is_none()
     {
-        return Err(ApiError::not_found(Resource::Database, database_id));
+        None => return Err(ApiError::not_found(Resource::Database, database_id)),
+        Some(Some(_)) => {
+            return Err(ApiError::BackupAlreadyEnabled {
+                database_id: database_id.to_string(),
+            })
+        }
+        Some(None) => {}
     }
     let id = Uuid::new_v4();
     let ciphertext = ctx
@@ -94,17 +101,12 @@ pub async fn enable(ctx: Ctx) -> ApiResult<Reply> {
 pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.organization_id()?;
     let database_id = ctx.id("databaseId")?;
-    let store = &ctx.app.store;
-    if store
-        .get_database(organization_id, database_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found(Resource::Database, database_id));
-    }
-    let backups: Vec<KvDatabaseBackup> = store
+    let backups: Vec<KvDatabaseBackup> = ctx
+        .app
+        .store
         .backup_of_database(organization_id, database_id)
         .await?
+        .ok_or_else(|| ApiError::not_found(Resource::Database, database_id))?
         .iter()
         .map(KvDatabaseBackup::from)
         .collect();

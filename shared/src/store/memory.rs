@@ -155,13 +155,12 @@ impl ControlStore for MemoryStore {
         &self,
         organization_id: Uuid,
         database_id: Uuid,
-    ) -> Result<Option<BackupRecord>, StoreError> {
+    ) -> Result<Option<Option<BackupRecord>>, StoreError> {
         let s = self.lock()?;
         Ok(s.databases
             .get(&database_id)
             .filter(|(db, _)| db.organization_id == organization_id)
-            .and_then(|(_, slot)| *slot)
-            .and_then(|id| s.backups.get(&id).cloned()))
+            .map(|(_, slot)| slot.and_then(|id| s.backups.get(&id).cloned())))
     }
 
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {

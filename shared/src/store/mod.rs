@@ -61,12 +61,13 @@ pub trait ControlStore: Send + Sync {
         organization_id: Uuid,
         id: Uuid,
     ) -> Result<Option<BackupRecord>, StoreError>;
-    /// The database's backup, if it has one (at most one exists).
+    /// The database's backup: `None` if there is no such database, else
+    /// `Some(None)` or `Some(Some(backup))` (at most one exists).
     async fn backup_of_database(
         &self,
         organization_id: Uuid,
         database_id: Uuid,
-    ) -> Result<Option<BackupRecord>, StoreError>;
+    ) -> Result<Option<Option<BackupRecord>>, StoreError>;
     /// Deletes a backup and frees its database for a new one; false if not found.
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError>;
 }
