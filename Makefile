@@ -18,14 +18,22 @@ help:
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
-	python3 -m venv $(VENV)
+	@# Debian ships venv separately; as root, install it rather than fail.
+	python3 -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq python3-venv && rm -rf $(VENV) \
+	  && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/local/requirements.txt
 	touch $@
 
 tools: $(TOOLS)
 
+# Exactly what `cargo lambda watch` runs (`cargo run --bin <function>`): every function
+# and the bootstrap share one dependency feature set, so building them together here
+# leaves nothing to compile on a function's first request. (`--workspace --all-targets`
+# would unify in dev-dependency features and build a different variant.)
+FUNCTIONS := $(notdir $(wildcard functions/*))
 build:
-	cargo build --workspace --all-targets
+	cargo build --bin subkv-local $(addprefix --bin ,$(FUNCTIONS))
 
 dev: tools build
 	@exec infra/local/stack.sh dev
@@ -45,7 +53,9 @@ e2e: tools build
 
 test: lint unit e2e
 
-bench: tools build
+# The release binaries of every function first: cold_start runs target/release/get-database.
+bench:
+	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
 	cargo bench -p subkv-shared
 
 clean:
