@@ -217,3 +217,32 @@ async fn list_links_are_absolute_with_the_forwarded_scheme() {
         "{link}"
     );
 }
+
+#[tokio::test]
+async fn binary_garbage_bodies_are_400s_not_500s() {
+    // API Gateway hands non-UTF-8 bodies over base64-encoded; lambda_http decodes them
+    // into bytes. (cargo lambda watch answers such requests itself with a 500 before
+    // any function runs, so this is proven here rather than end to end.)
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    for body in [
+        &b"\xff\xfe{"[..],
+        b"*\x00\xc3\x28",
+        b"{\"description\": \"\xc3\x28\"}",
+    ] {
+        let mut req = request("PATCH", &format!("/v1/databases/{db}"), &f.token, None);
+        *req.body_mut() = Body::Binary(body.to_vec());
+        let (status, reply) = json_of(
+            subkv::lambda::handle(
+                f.app.clone(),
+                &routes::UPDATE_DATABASE,
+                &api::databases::update,
+                req,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["code"], "invalidRequestBody");
+    }
+}
