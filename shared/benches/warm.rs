@@ -273,17 +273,9 @@ impl Bench {
     }
 }
 
-/// Same subscriber as `subkv::telemetry::init` at the default level, writing to `io::sink`.
+/// Same subscriber as the functions at the default level, writing to `io::sink`.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::new(subkv::telemetry::directives(None));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_current_span(false)
-        .flatten_event(true)
-        .with_writer(std::io::sink)
-        .try_init();
+    subkv::telemetry::init_with(None, std::io::sink);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -27,18 +27,27 @@ pub fn directives(configured: Option<&str>) -> String {
         .fold(base, |acc, target| format!("{acc},{target}=info"))
 }
 
+/// Installs the JSON subscriber, writing to stdout (what Lambda collects).
 pub fn init() {
     let configured = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok());
-    let filter = EnvFilter::new(directives(configured.as_deref()));
-    // Ignore the error of a second init (tests, benches).
+    init_with(configured.as_deref(), std::io::stdout);
+}
+
+/// The same subscriber with another writer (benchmarks log to `io::sink`).
+/// A second call is a no-op.
+pub fn init_with<W>(configured: Option<&str>, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_env_filter(EnvFilter::new(directives(configured)))
         .with_target(false)
         .with_current_span(false)
         .flatten_event(true)
+        .with_writer(writer)
         .try_init();
 }
 
