@@ -33,6 +33,10 @@ export AWS_ACCESS_KEY_ID=subkv-local AWS_SECRET_ACCESS_KEY=subkv-local
 unset AWS_PROFILE AWS_SESSION_TOKEN
 export SUBKV_CONTROL_TABLE=subkv-control
 export SUBKV_BACKUP_KMS_KEY_ID=alias/subkv-backup-secrets
+export SUBKV_KV_DATA_TABLE=subkv-kv-data SUBKV_KV_LOG_TABLE=subkv-kv-log
+export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
+# How often the local scheduler runs the expiry sweeper (AWS: an EventBridge rule).
+sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.
 export SUBKV_ALLOW_INSECURE_ENDPOINTS=true
 export RUST_LOG=${RUST_LOG:-info}
@@ -134,6 +138,10 @@ fi
 start_in_session api "$state_dir/api.log" \
   env PATH="$venv/bin:$PATH" cargo lambda watch "${watch_flags[@]}"
 wait_for_port api "$api_port" "${sessions[-1]}" 300
+
+# Scheduled functions: what EventBridge rules do in AWS, through watch's invoke API.
+start_in_session scheduler "$state_dir/scheduler.log" \
+  python3 "$root/infra/local/scheduler.py" "http://127.0.0.1:$api_port" "kv-sweep-expired=$sweep_seconds"
 
 export SUBKV_API_URL="http://127.0.0.1:$api_port"
 export SUBKV_STACK_LOG_DIR="$state_dir"

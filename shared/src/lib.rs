@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod kv;
 pub mod lambda;
 pub mod model;
 pub mod pagination;

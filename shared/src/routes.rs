@@ -14,6 +14,23 @@ pub enum Access {
     AdminOrOrganization,
     /// A token of the organization that owns the resource.
     Organization,
+    /// KV Connect metadata exchange: an organization token that owns the database;
+    /// errors are plain text (data plane).
+    KvConnect,
+    /// KV Connect data path: a data-path token of the metadata exchange.
+    KvData,
+    /// KV Connect data path, with a streamed response (Lambda response streaming).
+    KvStream,
+}
+
+impl Access {
+    /// Management routes are in docs/openapi.yaml; data-plane routes speak KV Connect.
+    pub fn is_management(self) -> bool {
+        matches!(
+            self,
+            Self::Admin | Self::AdminOrOrganization | Self::Organization
+        )
+    }
 }
 
 /// One production route.
@@ -53,7 +70,14 @@ routes! {
     LIST_BACKUPS = "list-backups", "GET", "/v1/databases/{databaseId}/database_backups", Organization;
     GET_BACKUP = "get-backup", "GET", "/v1/database_backups/{databaseBackupId}", Organization;
     DELETE_BACKUP = "delete-backup", "DELETE", "/v1/database_backups/{databaseBackupId}", Organization;
+    KV_CONNECT = "kv-connect", "POST", "/databases/{databaseId}/connect", KvConnect;
+    KV_SNAPSHOT_READ = "kv-snapshot-read", "POST", "/databases/{databaseId}/snapshot_read", KvData;
+    KV_ATOMIC_WRITE = "kv-atomic-write", "POST", "/databases/{databaseId}/atomic_write", KvData;
+    KV_WATCH = "kv-watch", "POST", "/databases/{databaseId}/watch", KvStream;
 }
+
+/// Functions that serve no route (scheduled or event-driven).
+pub const BACKGROUND_FUNCTIONS: &[&str] = &["kv-sweep-expired"];
 
 impl Route {
     /// Names of the `{parameters}` in the path, in order.

@@ -1,0 +1,7 @@
+use subkv::kv::protocol::{serve, Op};
+use subkv::routes;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    serve(&routes::KV_SNAPSHOT_READ, Op::SnapshotRead).await
+}

@@ -1,0 +1,424 @@
+//! KV Connect (denoland/denokv proto/kv-connect.md), versions 1 to 3: the
+//! metadata exchange and the data path, one handler per route.
+
+use super::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
+use super::limits::MAX_REQUEST_BYTES;
+use super::model::versionstamp;
+use super::store::{KvStore, WriteOutcome, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
+use super::token::{TokenSigner, DEFAULT_TTL_SECONDS, KEY_LABEL};
+use crate::auth::{bearer_token, token_sha256_hex};
+use crate::routes::Route;
+use crate::store::{dynamo::DynamoStore, ControlStore};
+use denokv_proto::datapath as pb;
+use lambda_http::http::header::{CONTENT_TYPE, HOST};
+use lambda_http::http::{HeaderValue, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use prost::Message;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Environment variables of the data-plane functions.
+pub mod env {
+    pub const DATA_TABLE: &str = "SUBKV_KV_DATA_TABLE";
+    pub const LOG_TABLE: &str = "SUBKV_KV_LOG_TABLE";
+    /// KMS HMAC key (id, ARN or alias) the data-path token key is derived from.
+    pub const TOKEN_KEY_ID: &str = "SUBKV_DATA_TOKEN_KEY_ID";
+    pub const TOKEN_TTL_SECONDS: &str = "SUBKV_DATA_TOKEN_TTL_SECONDS";
+    /// How long change records stay in the change log (DynamoDB TTL).
+    pub const LOG_RETENTION_SECONDS: &str = "SUBKV_KV_LOG_RETENTION_SECONDS";
+    pub const WATCH_MAX_SECONDS: &str = "SUBKV_WATCH_MAX_SECONDS";
+    pub const WATCH_POLL_MS: &str = "SUBKV_WATCH_POLL_MS";
+}
+
+/// Protocol versions subkv speaks.
+pub const VERSIONS: [u64; 3] = [1, 2, 3];
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub max_seconds: u64,
+    pub poll_ms: u64,
+    pub keepalive_seconds: u64,
+}
+
+/// What every data-plane function builds once per cold start.
+pub struct KvApp {
+    pub store: KvStore,
+    pub signer: TokenSigner,
+    pub control: Arc<dyn ControlStore>,
+    pub watch: WatchConfig,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name} must be a number, got {v:?}")),
+    }
+}
+
+impl KvApp {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let key_id = var(env::TOKEN_KEY_ID)
+            .ok_or_else(|| format!("{} must name the KMS HMAC key", env::TOKEN_KEY_ID))?;
+        let mac = aws_sdk_kms::Client::new(&sdk)
+            .generate_mac()
+            .key_id(key_id)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(aws_sdk_kms::primitives::Blob::new(KEY_LABEL))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "deriving the data-path token key: {}",
+                    aws_sdk_kms::error::DisplayErrorContext(e)
+                )
+            })?;
+        let key: [u8; 32] = mac
+            .mac
+            .as_ref()
+            .and_then(|m| m.as_ref().try_into().ok())
+            .ok_or("GenerateMac returned no 32-byte MAC")?;
+        let control_table = var(crate::app::env::CONTROL_TABLE)
+            .unwrap_or_else(|| crate::app::DEFAULT_CONTROL_TABLE.into());
+        Ok(Self {
+            store: KvStore::new(
+                dynamo.clone(),
+                var(env::DATA_TABLE).unwrap_or_else(|| DEFAULT_DATA_TABLE.into()),
+                var(env::LOG_TABLE).unwrap_or_else(|| DEFAULT_LOG_TABLE.into()),
+                number(env::LOG_RETENTION_SECONDS, 7 * 24 * 3600)?,
+            ),
+            signer: TokenSigner::new(key, number(env::TOKEN_TTL_SECONDS, DEFAULT_TTL_SECONDS)?),
+            control: Arc::new(DynamoStore::new(dynamo, control_table)),
+            watch: WatchConfig {
+                max_seconds: number(env::WATCH_MAX_SECONDS, 600)?,
+                poll_ms: number(env::WATCH_POLL_MS, 250)?,
+                keepalive_seconds: 5,
+            },
+        })
+    }
+}
+
+fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn database_in_path(route: &Route, request: &Request) -> KvResult<Uuid> {
+    let given = request.path_parameters();
+    let raw = match given.first("databaseId") {
+        Some(id) => Some(id.to_string()),
+        None => route
+            .match_path(request.uri().path())
+            .and_then(|p| p.into_iter().find(|(k, _)| *k == "databaseId"))
+            .map(|(_, v)| v.to_string()),
+    };
+    let raw = raw.unwrap_or_default();
+    Uuid::try_parse(&raw).map_err(|_| KvError::NotFound(format!("database {raw:?} not found")))
+}
+
+fn protobuf(message: &impl Message) -> Response<Body> {
+    let mut response = Response::new(Body::Binary(message.encode_to_vec()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    response
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A checked data-path request: its database and protocol version.
+pub struct DataRequest {
+    pub database: Uuid,
+    pub version: u8,
+}
+
+/// Checks what every data-path request must carry (spec "Data Path Protocol").
+pub fn authorize(app: &KvApp, route: &Route, request: &Request) -> KvResult<DataRequest> {
+    if request.body().len() > MAX_REQUEST_BYTES {
+        return Err(KvError::PayloadTooLarge(format!(
+            "request body too large (the limit is {MAX_REQUEST_BYTES} bytes)"
+        )));
+    }
+    let token = bearer_token(request.headers()).ok_or(KvError::Unauthorized(
+        "missing bearer token: send Authorization: Bearer <token from the metadata exchange>",
+    ))?;
+    let database = app.signer.verify(token, now_seconds())?;
+    let in_path = database_in_path(route, request)?;
+    if in_path != database {
+        return Err(KvError::NotFound(format!(
+            "database {in_path} not found for this token"
+        )));
+    }
+    if let Some(ct) = header(request, "content-type") {
+        if !ct.trim().eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(KvError::UnsupportedMediaType(format!(
+                "content-type must be application/x-protobuf, got {ct:?}"
+            )));
+        }
+    }
+    let (version, id_header) = match header(request, "x-denokv-version") {
+        None => (1, "x-transaction-domain-id"),
+        Some("2") => (2, "x-denokv-database-id"),
+        Some("3") => (3, "x-denokv-database-id"),
+        Some(other) => {
+            return Err(KvError::bad(format!(
+                "unsupported x-denokv-version {other:?}: subkv speaks 1, 2 and 3"
+            )))
+        }
+    };
+    match header(request, id_header).map(Uuid::try_parse) {
+        Some(Ok(id)) if id == database => Ok(DataRequest { database, version }),
+        Some(_) => Err(KvError::bad(format!(
+            "{id_header} does not name the database of this token"
+        ))),
+        None => Err(KvError::bad(format!("missing {id_header} header"))),
+    }
+}
+
+fn decode<M: Message + Default>(request: &Request, what: &str) -> KvResult<M> {
+    M::decode(request.body().as_ref())
+        .map_err(|e| KvError::bad(format!("invalid {what} protobuf: {e}")))
+}
+
+/// `POST /databases/{databaseId}/connect`: the metadata exchange.
+pub async fn connect(app: &KvApp, route: &Route, request: Request) -> KvResult<Response<Body>> {
+    let database = database_in_path(route, &request)?;
+    let body = request.body().as_ref();
+    let supported: Vec<u64> = if body.iter().all(u8::is_ascii_whitespace) {
+        vec![1]
+    } else {
+        let parsed: denokv_proto::MetadataExchangeRequest = serde_json::from_slice(body)
+            .map_err(|e| KvError::bad(format!("invalid metadata exchange request: {e}")))?;
+        parsed.supported_versions
+    };
+    let version = VERSIONS
+        .iter()
+        .rev()
+        .find(|v| supported.contains(v))
+        .copied()
+        .ok_or_else(|| {
+            KvError::bad(format!(
+                "no protocol version in common: the client supports {supported:?}, subkv supports 1, 2 and 3"
+            ))
+        })?;
+    let token = bearer_token(request.headers()).ok_or(KvError::Unauthorized(
+        "missing access token: set DENO_KV_ACCESS_TOKEN to an organization token",
+    ))?;
+    let store_err = |e: crate::error::StoreError| KvError::Internal(e.to_string());
+    let record = app
+        .control
+        .token_by_hash(&token_sha256_hex(token))
+        .await
+        .map_err(store_err)?
+        .ok_or(KvError::Unauthorized("invalid access token"))?;
+    app.control
+        .get_database(record.organization_id, database)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| KvError::NotFound(format!("database {database} not found")))?;
+    let (data_token, expires) = app.signer.issue(database, now_seconds());
+    let expires_at = chrono::DateTime::from_timestamp(expires, 0)
+        .ok_or_else(|| KvError::Internal("token expiry out of range".into()))?;
+    let metadata = denokv_proto::DatabaseMetadata {
+        version,
+        database_id: database,
+        endpoints: vec![denokv_proto::EndpointInfo {
+            url: endpoint_url(&request, version).into(),
+            consistency: "strong".into(),
+        }],
+        token: data_token.into(),
+        expires_at,
+    };
+    let json = serde_json::to_vec(&metadata)
+        .map_err(|e| KvError::Internal(format!("metadata JSON: {e}")))?;
+    let mut response = Response::new(Body::Binary(json));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// Where the data path lives: beside the metadata URL (`.../databases/{id}`).
+/// Version 1 clients need an absolute URL, built from the request; later ones
+/// resolve a relative one against the URL they called, which survives API stages
+/// and custom-domain base paths.
+fn endpoint_url(request: &Request, version: u64) -> String {
+    let path = request.uri().path();
+    let trimmed = path.trim_end_matches('/');
+    let base = trimmed.strip_suffix("/connect").unwrap_or(trimmed);
+    if version >= 2 {
+        let id = base.rsplit('/').next().unwrap_or_default();
+        let up = if path.ends_with('/') { "../../" } else { "../" };
+        return format!("{up}{id}");
+    }
+    let headers = request.headers();
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("https");
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("localhost");
+    format!("{proto}://{host}{base}")
+}
+
+/// `POST /databases/{databaseId}/snapshot_read`.
+pub async fn snapshot_read(
+    app: &KvApp,
+    route: &Route,
+    request: Request,
+) -> KvResult<Response<Body>> {
+    let req = authorize(app, route, &request)?;
+    let read: pb::SnapshotRead = decode(&request, "SnapshotRead")?;
+    let ranges: Vec<denokv_proto::ReadRange> = read.try_into()?;
+    let results = app.store.snapshot_read(req.database, &ranges).await?;
+    let output = pb::SnapshotReadOutput {
+        ranges: results
+            .into_iter()
+            .map(|entries| pb::ReadRangeOutput {
+                values: entries.into_iter().map(pb_entry).collect(),
+            })
+            .collect(),
+        read_disabled: false,
+        read_is_strongly_consistent: true,
+        status: pb::SnapshotReadStatus::SrSuccess as i32,
+    };
+    Ok(protobuf(&output))
+}
+
+pub fn pb_entry(entry: super::model::Entry) -> pb::KvEntry {
+    pb::KvEntry {
+        key: entry.key,
+        value: entry.value,
+        encoding: entry.encoding as i32,
+        versionstamp: versionstamp(entry.version).to_vec(),
+    }
+}
+
+/// `POST /databases/{databaseId}/atomic_write`.
+pub async fn atomic_write(
+    app: &KvApp,
+    route: &Route,
+    request: Request,
+) -> KvResult<Response<Body>> {
+    let req = authorize(app, route, &request)?;
+    let write: pb::AtomicWrite = decode(&request, "AtomicWrite")?;
+    if !write.enqueues.is_empty() {
+        return Err(KvError::bad(ENQUEUE_UNSUPPORTED));
+    }
+    let write: denokv_proto::AtomicWrite = write.try_into()?;
+    let output = match app.store.atomic_write(req.database, &write).await? {
+        WriteOutcome::Committed(vs) => pb::AtomicWriteOutput {
+            status: pb::AtomicWriteStatus::AwSuccess as i32,
+            versionstamp: vs.to_vec(),
+            failed_checks: vec![],
+        },
+        WriteOutcome::CheckFailed(failed) => pb::AtomicWriteOutput {
+            status: pb::AtomicWriteStatus::AwCheckFailure as i32,
+            versionstamp: vec![],
+            failed_checks: failed,
+        },
+    };
+    Ok(protobuf(&output))
+}
+
+/// One log line per request; errors become their plain-text response.
+pub fn finish(
+    route: &Route,
+    started: std::time::Instant,
+    result: KvResult<Response<Body>>,
+) -> Response<Body> {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(response) => {
+            tracing::info!(route = route.function, status = 200, elapsed_us, "request");
+            response
+        }
+        Err(err) => {
+            let status = err.status().as_u16();
+            if err.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(route = route.function, status, elapsed_us, error = %err.detail(), "request failed");
+            } else {
+                tracing::info!(route = route.function, status, elapsed_us, error = %err.detail(), "request");
+            }
+            err.into_response()
+        }
+    }
+}
+
+/// The operations of the request/response data-plane functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Connect,
+    SnapshotRead,
+    AtomicWrite,
+}
+
+/// Runs one request of `op`. Never fails: errors become their response.
+pub async fn handle(
+    app: &KvApp,
+    route: &'static Route,
+    op: Op,
+    request: Request,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let result = match op {
+        Op::Connect => connect(app, route, request).await,
+        Op::SnapshotRead => snapshot_read(app, route, request).await,
+        Op::AtomicWrite => atomic_write(app, route, request).await,
+    };
+    finish(route, started, result)
+}
+
+/// The whole of a data-plane function's `main`.
+pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Error> {
+    crate::telemetry::init();
+    let app = Arc::new(KvApp::from_env().await?);
+    tracing::debug!(route = route.function, "cold start");
+    lambda_http::run(lambda_http::service_fn(move |request: Request| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&app, route, op, request).await) }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http;
+
+    fn request(path: &str, host: &str) -> Request {
+        let mut r = Request::new(Body::Empty);
+        *r.uri_mut() = http::Uri::try_from(path).unwrap();
+        r.headers_mut()
+            .insert(HOST, HeaderValue::from_str(host).unwrap());
+        r
+    }
+
+    #[test]
+    fn endpoints_are_relative_from_v2_and_absolute_for_v1() {
+        let r = request("/databases/abc/connect", "api.example.com");
+        assert_eq!(endpoint_url(&r, 3), "../abc");
+        assert_eq!(endpoint_url(&r, 1), "https://api.example.com/databases/abc");
+        let r = request("/prod/databases/abc/connect/", "h");
+        assert_eq!(endpoint_url(&r, 2), "../../abc");
+        // Resolving as the client does lands on the data path.
+        let base = url::Url::parse("http://h:9000/prod/databases/abc/connect").unwrap();
+        assert_eq!(
+            base.join("../abc").unwrap().as_str(),
+            "http://h:9000/prod/databases/abc"
+        );
+    }
+}
