@@ -86,6 +86,7 @@ fn sam_template_deploys_every_route_to_its_function() {
     let template = template();
     let resources = template["Resources"].as_mapping().expect("Resources");
     let mut found = BTreeSet::new();
+    let mut binaries = BTreeSet::new();
     for (_, resource) in resources {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
@@ -94,15 +95,52 @@ fn sam_template_deploys_every_route_to_its_function() {
             .as_str()
             .expect("Binary")
             .to_string();
+        binaries.insert(binary.clone());
         assert_eq!(
             resource["Metadata"]["BuildMethod"].as_str(),
             Some("rust-cargolambda")
         );
-        let events = resource["Properties"]["Events"]
-            .as_mapping()
-            .expect("Events");
+        let streamed = routes::ALL
+            .iter()
+            .find(|r| r.function == binary && r.access == routes::Access::KvStream);
+        if let Some(route) = streamed {
+            // Streamed routes: a function URL in response-stream mode, reached
+            // through the Edge distribution at the route's path.
+            assert_eq!(
+                resource["Properties"]["FunctionUrlConfig"]["InvokeMode"].as_str(),
+                Some("RESPONSE_STREAM"),
+                "{binary} must stream its response"
+            );
+            let pattern: String = route
+                .path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "*" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let behaviors = template["Resources"]["Edge"]["Properties"]["DistributionConfig"]
+                ["CacheBehaviors"]
+                .as_sequence()
+                .expect("Edge cache behaviors");
+            assert!(
+                behaviors
+                    .iter()
+                    .any(|b| b["PathPattern"].as_str() == Some(pattern.as_str())),
+                "the Edge distribution must route {pattern} to {binary}"
+            );
+            found.insert((
+                binary.clone(),
+                route.method.to_string(),
+                route.path.to_string(),
+            ));
+            continue;
+        }
+        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
         for (_, event) in events {
-            assert_eq!(event["Type"].as_str(), Some("HttpApi"));
+            if event["Type"].as_str() != Some("HttpApi") {
+                continue;
+            }
             found.insert((
                 binary.clone(),
                 event["Properties"]["Method"]
@@ -117,6 +155,12 @@ fn sam_template_deploys_every_route_to_its_function() {
         }
     }
     assert_eq!(found, expected());
+    for background in routes::BACKGROUND_FUNCTIONS {
+        assert!(
+            binaries.contains(*background),
+            "{background} is not deployed"
+        );
+    }
 }
 
 #[test]

@@ -522,7 +522,7 @@ mod tests {
             max_v8: vec![],
             clamp: false,
         };
-        let checks = vec![
+        let checks = || vec![
             Check {
                 key: k("n"),
                 versionstamp: Some(versionstamp(3)),
@@ -533,7 +533,7 @@ mod tests {
             },
         ];
         // Before the deadline the key exists at version 3; after it, it does not.
-        match plan(&write(checks.clone(), vec![m("n", sum)]), &snapshot, 4, 50).unwrap() {
+        match plan(&write(checks(), vec![m("n", sum)]), &snapshot, 4, 50).unwrap() {
             PlanOutcome::CheckFailed(failed) => assert_eq!(failed, vec![1]),
             other => panic!("{other:?}"),
         }
@@ -543,7 +543,7 @@ mod tests {
             max_v8: vec![],
             clamp: false,
         };
-        match plan(&write(checks, vec![m("n", sum)]), &snapshot, 4, 100).unwrap() {
+        match plan(&write(checks(), vec![m("n", sum)]), &snapshot, 4, 100).unwrap() {
             PlanOutcome::CheckFailed(failed) => assert_eq!(failed, vec![0]),
             other => panic!("{other:?}"),
         }
