@@ -265,7 +265,8 @@ fn endpoint_url(request: &Request, version: u64) -> String {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .filter(|p| matches!(*p, "http" | "https"))
-        .unwrap_or("https");
+        // API Gateway and CloudFront always set it; only a local server lacks it.
+        .unwrap_or("http");
     let host = headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
@@ -411,6 +412,9 @@ mod tests {
     fn endpoints_are_relative_from_v2_and_absolute_for_v1() {
         let r = request("/databases/abc/connect", "api.example.com");
         assert_eq!(endpoint_url(&r, 3), "../abc");
+        assert_eq!(endpoint_url(&r, 1), "http://api.example.com/databases/abc");
+        let mut r = r;
+        r.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert_eq!(endpoint_url(&r, 1), "https://api.example.com/databases/abc");
         let r = request("/prod/databases/abc/connect/", "h");
         assert_eq!(endpoint_url(&r, 2), "../../abc");

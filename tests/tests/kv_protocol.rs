@@ -1,0 +1,536 @@
+//! KV Connect at the wire level against the local stack: the metadata exchange,
+//! every way a data-path request can be wrong (each a 4xx with a plain-text body,
+//! never a 5xx), and the change log that every commit, and every expiry, writes.
+
+use denokv_proto::datapath as pb;
+use prost::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use subkv_e2e::*;
+use uuid::Uuid;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+struct Raw {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    /// A KV Connect error: this status and a plain-text message containing `needle`.
+    fn assert_plain_error(&self, status: u16, needle: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        assert!(
+            self.content_type.starts_with("text/plain"),
+            "{}",
+            self.content_type
+        );
+        assert!(
+            self.text().contains(needle),
+            "{:?} lacks {needle:?}",
+            self.text()
+        );
+    }
+}
+
+async fn post(path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Raw {
+    let mut request = client().post(format!("{}{path}", api_url())).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("request reaches the stack");
+    Raw {
+        status: response.status(),
+        content_type: response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body: response.bytes().await.expect("body").to_vec(),
+    }
+}
+
+async fn connect(db: &str, token: &str, body: &str) -> Raw {
+    let auth = format!("Bearer {token}");
+    post(
+        &format!("/databases/{db}/connect"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
+struct Session {
+    db: String,
+    token: String,
+}
+
+impl Session {
+    async fn open() -> Self {
+        let org = create_org("kv-protocol").await;
+        let db = create_db(&org, "kv protocol").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let reply = connect(&db, &org.token, r#"{"supportedVersions":[1,2,3]}"#).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let meta: Value = serde_json::from_slice(&reply.body).unwrap();
+        Self {
+            db,
+            token: meta["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn call(&self, op: &str, body: Vec<u8>) -> Raw {
+        self.call_with(op, &self.db.clone(), &[], body).await
+    }
+
+    async fn call_with(
+        &self,
+        op: &str,
+        path_db: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Raw {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("x-denokv-version", "3"),
+            ("x-denokv-database-id", self.db.as_str()),
+            ("content-type", "application/x-protobuf"),
+        ];
+        for (k, v) in extra {
+            headers.retain(|(h, _)| h != k);
+            if !v.is_empty() {
+                headers.push((k, v));
+            }
+        }
+        post(&format!("/databases/{path_db}/{op}"), &headers, body).await
+    }
+
+    async fn write(&self, write: pb::AtomicWrite) -> pb::AtomicWriteOutput {
+        let reply = self.call("atomic_write", write.encode_to_vec()).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        pb::AtomicWriteOutput::decode(reply.body.as_slice()).unwrap()
+    }
+}
+
+fn key(s: &str) -> Vec<u8> {
+    denokv_proto::encode_key(&denokv_proto::Key(vec![denokv_proto::KeyPart::String(
+        s.into(),
+    )]))
+    .unwrap()
+}
+
+fn set(k: &[u8], value: &[u8], expire_at_ms: i64) -> pb::Mutation {
+    pb::Mutation {
+        key: k.to_vec(),
+        value: Some(pb::KvValue {
+            data: value.to_vec(),
+            encoding: pb::ValueEncoding::VeBytes as i32,
+        }),
+        mutation_type: pb::MutationType::MSet as i32,
+        expire_at_ms,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn metadata_exchange_negotiates_and_authorizes() {
+    let org = create_org("kv-connect").await;
+    let other = create_org("kv-connect-other").await;
+    let db = create_db(&org, "connect").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let reply = connect(&db, &org.token, r#"{"supportedVersions":[1,2,3]}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.content_type, "application/json");
+    let meta: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(meta["version"], 3);
+    assert_eq!(meta["databaseId"], db.as_str());
+    assert_eq!(
+        meta["endpoints"],
+        json!([{"url": format!("../{db}"), "consistency": "strong"}])
+    );
+    assert!(meta["expiresAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(!meta["token"].as_str().unwrap().contains(&org.token));
+
+    // No body: version 1, with an absolute endpoint.
+    let v1: Value = serde_json::from_slice(&connect(&db, &org.token, "").await.body).unwrap();
+    assert_eq!(v1["version"], 1);
+    assert_eq!(
+        v1["endpoints"][0]["url"],
+        format!("{}/databases/{db}", api_url())
+    );
+    let v2: Value = serde_json::from_slice(
+        &connect(&db, &org.token, r#"{"supportedVersions":[2]}"#)
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(v2["version"], 2);
+
+    connect(&db, &org.token, r#"{"supportedVersions":[7]}"#)
+        .await
+        .assert_plain_error(400, "no protocol version in common");
+    connect(&db, &org.token, r#"{"supportedVersions":"x"}"#)
+        .await
+        .assert_plain_error(400, "invalid metadata exchange request");
+    connect(&db, &org.token, "{")
+        .await
+        .assert_plain_error(400, "invalid metadata exchange request");
+    post(&format!("/databases/{db}/connect"), &[], vec![])
+        .await
+        .assert_plain_error(401, "access token");
+    connect(&db, "skv_not_a_real_token", "")
+        .await
+        .assert_plain_error(401, "invalid access token");
+    // Another organization's token, an unknown id, a malformed id: the same 404.
+    connect(&db, &other.token, "")
+        .await
+        .assert_plain_error(404, "not found");
+    connect(&unknown_id(), &org.token, "")
+        .await
+        .assert_plain_error(404, "not found");
+    connect("not-a-uuid", &org.token, "")
+        .await
+        .assert_plain_error(404, "not found");
+    // The admin token owns no database.
+    connect(&db, &admin_token(), "")
+        .await
+        .assert_plain_error(401, "invalid access token");
+}
+
+#[tokio::test]
+async fn bad_data_path_requests_are_4xx_plain_text() {
+    let s = Session::open().await;
+    let other = Session::open().await;
+    let read = pb::SnapshotRead {
+        ranges: vec![pb::ReadRange {
+            start: key("a"),
+            end: key("b"),
+            limit: 10,
+            reverse: false,
+        }],
+    }
+    .encode_to_vec();
+
+    let ok = s.call("snapshot_read", read.clone()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.content_type, "application/x-protobuf");
+    let out = pb::SnapshotReadOutput::decode(ok.body.as_slice()).unwrap();
+    assert_eq!(out.status, pb::SnapshotReadStatus::SrSuccess as i32);
+    assert!(out.read_is_strongly_consistent);
+
+    for op in ["snapshot_read", "atomic_write", "watch"] {
+        s.call_with(op, &s.db, &[("authorization", "")], read.clone())
+            .await
+            .assert_plain_error(401, "missing bearer token");
+        s.call_with(
+            op,
+            &s.db,
+            &[("authorization", "Bearer skvd1.x.1.y")],
+            read.clone(),
+        )
+        .await
+        .assert_plain_error(401, "invalid or expired");
+        // A valid token of one database on another database's path.
+        s.call_with(op, &other.db, &[], read.clone())
+            .await
+            .assert_plain_error(404, "not found for this token");
+        s.call_with(
+            op,
+            &s.db,
+            &[("x-denokv-database-id", &other.db)],
+            read.clone(),
+        )
+        .await
+        .assert_plain_error(400, "does not name the database");
+        s.call_with(op, &s.db, &[("x-denokv-database-id", "")], read.clone())
+            .await
+            .assert_plain_error(400, "missing x-denokv-database-id");
+        s.call_with(op, &s.db, &[("x-denokv-version", "9")], read.clone())
+            .await
+            .assert_plain_error(400, "unsupported x-denokv-version");
+        s.call_with(
+            op,
+            &s.db,
+            &[("content-type", "application/json")],
+            read.clone(),
+        )
+        .await
+        .assert_plain_error(415, "content-type");
+        s.call_with(op, &s.db, &[], vec![0xff, 0xff, 0xff])
+            .await
+            .assert_plain_error(400, "invalid");
+    }
+    // Version 1 names the database in x-transaction-domain-id.
+    let v1 = s
+        .call_with(
+            "snapshot_read",
+            &s.db,
+            &[
+                ("x-denokv-version", ""),
+                ("x-denokv-database-id", ""),
+                ("x-transaction-domain-id", &s.db),
+            ],
+            read.clone(),
+        )
+        .await;
+    assert_eq!(v1.status, 200, "{}", v1.text());
+    s.call_with(
+        "watch",
+        &s.db,
+        &[("x-denokv-version", "2")],
+        pb::Watch::default().encode_to_vec(),
+    )
+    .await
+    .assert_plain_error(400, "version 3");
+
+    // Deno's limits, named.
+    let too_many = pb::SnapshotRead {
+        ranges: vec![
+            pb::ReadRange {
+                start: key("a"),
+                end: key("b"),
+                limit: 1,
+                reverse: false
+            };
+            11
+        ],
+    };
+    s.call("snapshot_read", too_many.encode_to_vec())
+        .await
+        .assert_plain_error(400, "the limit is 10");
+    let zero = pb::SnapshotRead {
+        ranges: vec![pb::ReadRange {
+            start: key("a"),
+            end: key("b"),
+            limit: 0,
+            reverse: false,
+        }],
+    };
+    s.call("snapshot_read", zero.encode_to_vec())
+        .await
+        .assert_plain_error(400, "limit");
+    let big_key = pb::AtomicWrite {
+        mutations: vec![set(&vec![2u8; 2049], b"x", 0)],
+        ..Default::default()
+    };
+    s.call("atomic_write", big_key.encode_to_vec())
+        .await
+        .assert_plain_error(400, "key too large");
+    let enqueue = pb::AtomicWrite {
+        enqueues: vec![pb::Enqueue {
+            payload: vec![1],
+            deadline_ms: 0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    s.call("atomic_write", enqueue.encode_to_vec())
+        .await
+        .assert_plain_error(400, "enqueue is not supported");
+    let no_value = pb::AtomicWrite {
+        mutations: vec![pb::Mutation {
+            key: key("k"),
+            mutation_type: pb::MutationType::MSet as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    s.call("atomic_write", no_value.encode_to_vec())
+        .await
+        .assert_plain_error(400, "invalid mutation");
+    let many: Vec<pb::Mutation> = (0..99)
+        .map(|i| set(&key(&format!("k{i}")), b"x", 0))
+        .collect();
+    s.call(
+        "atomic_write",
+        pb::AtomicWrite {
+            mutations: many,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .assert_plain_error(400, "at most 98");
+    let bad_vs = pb::AtomicWrite {
+        checks: vec![pb::Check {
+            key: key("k"),
+            versionstamp: vec![1, 2, 3],
+        }],
+        ..Default::default()
+    };
+    s.call("atomic_write", bad_vs.encode_to_vec())
+        .await
+        .assert_plain_error(400, "versionstamp");
+    // 98 distinct keys is within the limit.
+    let ok: Vec<pb::Mutation> = (0..98)
+        .map(|i| set(&key(&format!("k{i}")), b"x", 0))
+        .collect();
+    let out = s
+        .write(pb::AtomicWrite {
+            mutations: ok,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
+}
+
+#[tokio::test]
+async fn failed_checks_are_reported_by_index() {
+    let s = Session::open().await;
+    let first = s
+        .write(pb::AtomicWrite {
+            mutations: vec![set(&key("c"), b"1", 0)],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(first.status, pb::AtomicWriteStatus::AwSuccess as i32);
+    let write = pb::AtomicWrite {
+        checks: vec![
+            pb::Check {
+                key: key("c"),
+                versionstamp: first.versionstamp.clone(),
+            },
+            pb::Check {
+                key: key("c2"),
+                versionstamp: vec![],
+            },
+            pb::Check {
+                key: key("c"),
+                versionstamp: vec![],
+            },
+        ],
+        mutations: vec![set(&key("c"), b"2", 0)],
+        ..Default::default()
+    };
+    let out = s.write(write).await;
+    assert_eq!(out.status, pb::AtomicWriteStatus::AwCheckFailure as i32);
+    assert_eq!(
+        out.failed_checks,
+        vec![0, 2],
+        "checks on one key fail together"
+    );
+    let ok = pb::AtomicWrite {
+        checks: vec![
+            pb::Check {
+                key: key("c"),
+                versionstamp: first.versionstamp.clone(),
+            },
+            pb::Check {
+                key: key("c2"),
+                versionstamp: vec![],
+            },
+        ],
+        mutations: vec![set(&key("c"), b"2", 0)],
+        ..Default::default()
+    };
+    let out = s.write(ok).await;
+    assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
+    assert!(out.versionstamp > first.versionstamp);
+}
+
+async fn store() -> subkv::kv::store::KvStore {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let env =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    subkv::kv::store::KvStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        env("SUBKV_KV_DATA_TABLE", subkv::kv::store::DEFAULT_DATA_TABLE),
+        env("SUBKV_KV_LOG_TABLE", subkv::kv::store::DEFAULT_LOG_TABLE),
+        3600,
+    )
+}
+
+#[tokio::test]
+async fn every_commit_and_every_expiry_reaches_the_change_log() {
+    let s = Session::open().await;
+    let db = Uuid::parse_str(&s.db).unwrap();
+    let soon = chrono_now_ms() + 1500;
+    let a = s
+        .write(pb::AtomicWrite {
+            mutations: vec![set(&key("a"), b"A", 0), set(&key("gone"), b"G", soon)],
+            ..Default::default()
+        })
+        .await;
+    let sum = pb::Mutation {
+        key: key("n"),
+        value: Some(pb::KvValue {
+            data: 7u64.to_le_bytes().to_vec(),
+            encoding: pb::ValueEncoding::VeLe64 as i32,
+        }),
+        mutation_type: pb::MutationType::MSum as i32,
+        ..Default::default()
+    };
+    let b = s
+        .write(pb::AtomicWrite {
+            mutations: vec![sum.clone(), sum],
+            ..Default::default()
+        })
+        .await;
+    let log = store().await;
+    let records = log.change_records(db, 0, 100).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        &records[0].1.entries[0].versionstamp[..10],
+        a.versionstamp.as_slice()
+    );
+    assert_eq!(&records[0].1.entries[0].versionstamp[10..], &[0, 0]);
+    assert_eq!(&records[0].1.entries[1].versionstamp[10..], &[0xff, 0xff]);
+    assert_eq!(records[0].1.entries[1].expire_at_ms as i64, soon);
+    // sum is recorded as a set of the resulting value.
+    let sums = &records[1].1.entries;
+    assert_eq!(&sums[1].versionstamp[..10], b.versionstamp.as_slice());
+    assert_eq!(sums[0].value, 7u64.to_le_bytes().to_vec());
+    assert_eq!(sums[1].value, 14u64.to_le_bytes().to_vec());
+    assert!(sums
+        .iter()
+        .all(|e| e.kind == denokv_proto::backup::BackupKvMutationKind::MkSet as i32));
+
+    // The sweeper (every 2 s in the local stack) deletes the expired key through a
+    // commit of its own: wait for that record, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let clear = loop {
+        let records = log.change_records(db, records[1].0, 10).await.unwrap();
+        if let Some((_, range)) = records.first() {
+            break range.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deletion of the expired key reached the change log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(clear.entries.len(), 1);
+    assert_eq!(
+        clear.entries[0].kind,
+        denokv_proto::backup::BackupKvMutationKind::MkClear as i32
+    );
+    assert_eq!(clear.entries[0].key, key("gone"));
+    assert!(clear.timestamp_ms as i64 >= soon);
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
