@@ -522,16 +522,18 @@ mod tests {
             max_v8: vec![],
             clamp: false,
         };
-        let checks = || vec![
-            Check {
-                key: k("n"),
-                versionstamp: Some(versionstamp(3)),
-            },
-            Check {
-                key: k("n"),
-                versionstamp: None,
-            },
-        ];
+        let checks = || {
+            vec![
+                Check {
+                    key: k("n"),
+                    versionstamp: Some(versionstamp(3)),
+                },
+                Check {
+                    key: k("n"),
+                    versionstamp: None,
+                },
+            ]
+        };
         // Before the deadline the key exists at version 3; after it, it does not.
         match plan(&write(checks(), vec![m("n", sum)]), &snapshot, 4, 50).unwrap() {
             PlanOutcome::CheckFailed(failed) => assert_eq!(failed, vec![1]),
