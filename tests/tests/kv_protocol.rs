@@ -358,19 +358,16 @@ async fn bad_data_path_requests_are_4xx_plain_text() {
     s.call("atomic_write", no_value.encode_to_vec())
         .await
         .assert_plain_error(400, "invalid mutation");
-    let many: Vec<pb::Mutation> = (0..99)
+    let many: Vec<pb::Mutation> = (0..1001)
         .map(|i| set(&key(&format!("k{i}")), b"x", 0))
         .collect();
-    s.call(
-        "atomic_write",
-        pb::AtomicWrite {
-            mutations: many,
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    )
-    .await
-    .assert_plain_error(400, "at most 98");
+    let many = pb::AtomicWrite {
+        mutations: many,
+        ..Default::default()
+    };
+    s.call("atomic_write", many.encode_to_vec())
+        .await
+        .assert_plain_error(400, "the limit is 1000");
     let bad_vs = pb::AtomicWrite {
         checks: vec![pb::Check {
             key: key("k"),
@@ -381,17 +378,6 @@ async fn bad_data_path_requests_are_4xx_plain_text() {
     s.call("atomic_write", bad_vs.encode_to_vec())
         .await
         .assert_plain_error(400, "versionstamp");
-    // 98 distinct keys is within the limit.
-    let ok: Vec<pb::Mutation> = (0..98)
-        .map(|i| set(&key(&format!("k{i}")), b"x", 0))
-        .collect();
-    let out = s
-        .write(pb::AtomicWrite {
-            mutations: ok,
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
 }
 
 #[tokio::test]
@@ -533,4 +519,92 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Reads every key under the prefix "k" through the data path, one page.
+async fn list_k(s: &Session) -> Vec<pb::KvEntry> {
+    let read = pb::SnapshotRead {
+        ranges: vec![pb::ReadRange {
+            start: key("k"),
+            end: key("l"),
+            limit: 1000,
+            reverse: false,
+        }],
+    };
+    let reply = s.call("snapshot_read", read.encode_to_vec()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    pb::SnapshotReadOutput::decode(reply.body.as_slice())
+        .unwrap()
+        .ranges
+        .remove(0)
+        .values
+}
+
+#[tokio::test]
+async fn a_thousand_mutations_commit_atomically() {
+    let s = Session::open().await;
+    // Deno's limit: 1000 mutations, here on 1000 distinct keys, with a check.
+    let mutations: Vec<pb::Mutation> = (0..1000)
+        .map(|i| set(&key(&format!("k{i:04}")), b"x", 0))
+        .collect();
+    let write = pb::AtomicWrite {
+        checks: vec![pb::Check {
+            key: key("k0000"),
+            versionstamp: vec![],
+        }],
+        mutations,
+        ..Default::default()
+    };
+    let out = s.write(write.clone()).await;
+    assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
+    let entries = list_k(&s).await;
+    assert_eq!(entries.len(), 1000);
+    assert!(entries.iter().all(|e| e.versionstamp == out.versionstamp));
+    // The same commit again fails its check and changes nothing.
+    let again = s.write(write).await;
+    assert_eq!(again.status, pb::AtomicWriteStatus::AwCheckFailure as i32);
+    assert_eq!(again.failed_checks, vec![0]);
+    // A later small commit gets a higher versionstamp.
+    let next = s
+        .write(pb::AtomicWrite {
+            mutations: vec![set(&key("k0001"), b"y", 0)],
+            ..Default::default()
+        })
+        .await;
+    assert!(next.versionstamp > out.versionstamp);
+}
+
+#[tokio::test]
+async fn a_large_commit_interrupted_after_its_intent_is_finished_by_the_next_reader() {
+    let s = Session::open().await;
+    let db = Uuid::parse_str(&s.db).unwrap();
+    let crashing = store().await.crash_after_intent();
+    let mutations = (0..250)
+        .map(|i| denokv_proto::Mutation {
+            key: key(&format!("k{i:04}")),
+            kind: denokv_proto::MutationKind::Set(denokv_proto::KvValue::Bytes(vec![1])),
+            expire_at: None,
+        })
+        .collect();
+    let write = denokv_proto::AtomicWrite {
+        checks: vec![],
+        mutations,
+        enqueues: vec![],
+    };
+    let err = crashing.atomic_write(db, &write).await.unwrap_err();
+    assert!(err.detail().contains("simulated crash"), "{}", err.detail());
+    // Nothing applied yet, but the commit is decided: the next read finishes it
+    // and sees all of it, never a part.
+    let entries = list_k(&s).await;
+    assert_eq!(entries.len(), 250);
+    let vs = &entries[0].versionstamp;
+    assert!(entries.iter().all(|e| &e.versionstamp == vs));
+    // And the next write comes after it.
+    let next = s
+        .write(pb::AtomicWrite {
+            mutations: vec![set(&key("z"), b"1", 0)],
+            ..Default::default()
+        })
+        .await;
+    assert!(&next.versionstamp > vs);
 }

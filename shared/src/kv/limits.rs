@@ -1,5 +1,5 @@
 //! Deno KV's limits (the values of denokv_proto's limits module, which the crate
-//! keeps private), and the one limit DynamoDB imposes on top (docs/data-plane.md).
+//! keeps private), and DynamoDB's transaction size, which shapes how commits are sent.
 
 pub const MAX_WRITE_KEY_BYTES: usize = 2048;
 pub const MAX_READ_KEY_BYTES: usize = MAX_WRITE_KEY_BYTES + 1;
@@ -11,9 +11,9 @@ pub const MAX_MUTATIONS: usize = 1000;
 pub const MAX_TOTAL_MUTATION_BYTES: usize = 819200;
 pub const MAX_WATCHED_KEYS: usize = 10;
 
-/// DynamoDB's TransactWriteItems limit. A commit writes the database head, its
-/// change record (1 item, or more past ~350 KB) and one item per distinct key it
-/// writes or checks, so it may touch at most this many items in all.
+/// DynamoDB's TransactWriteItems (and TransactGetItems) limit. A commit that
+/// touches more items (head, change record, one per distinct key) becomes a large
+/// commit: see `store.rs` and docs/data-plane.md.
 pub const MAX_ITEMS_PER_COMMIT: usize = 100;
 
 /// Largest request body a data-path function accepts: the biggest valid commit

@@ -414,7 +414,8 @@ mod tests {
         assert_eq!(endpoint_url(&r, 3), "../abc");
         assert_eq!(endpoint_url(&r, 1), "http://api.example.com/databases/abc");
         let mut r = r;
-        r.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        r.headers_mut()
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert_eq!(endpoint_url(&r, 1), "https://api.example.com/databases/abc");
         let r = request("/prod/databases/abc/connect/", "h");
         assert_eq!(endpoint_url(&r, 2), "../../abc");

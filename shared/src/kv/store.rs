@@ -15,6 +15,7 @@ use super::keys::{is_point_range, range_bounds, sort_key};
 use super::limits::MAX_ITEMS_PER_COMMIT;
 use super::model::{versionstamp, Entry, Slot};
 use super::plan::{plan, CommitPlan, Cond, PlanOutcome};
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_get_items::TransactGetItemsError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -51,12 +52,16 @@ const ENCODING: &str = "enc";
 const EXPIRE: &str = "kv_exp";
 const SHARD: &str = "kv_xs";
 const DELETED: &str = "kv_del";
+/// On the head: the commit `kv_ver` is a large commit still being applied.
+const PENDING: &str = "kv_pending";
 const BUCKET: &str = "b";
 const TTL: &str = "ttl";
 const HEAD_SK: &[u8] = b"head";
 const LOG_TIME: &str = "ts";
 const LOG_PARTS: &str = "parts";
 const LOG_MUTATIONS: &str = "m";
+/// The commit's client request token: tells an ambiguous failure from a commit.
+const LOG_REQUEST: &str = "req";
 
 /// How long a tombstone outlives its deletion. A snapshot read must see the
 /// tombstone of any deletion newer than the head it read, and no read lasts this
@@ -73,11 +78,21 @@ pub enum WriteOutcome {
     CheckFailed(Vec<u32>),
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    version: u64,
+    /// A large commit (`version`) is being applied: finish it before anything else.
+    pending: bool,
+}
+
 enum CommitResult {
     Committed,
     HeadMoved,
     ChecksFailed(Vec<u32>),
     Contention,
+    /// The transaction may or may not have happened (a timeout or a 5xx after
+    /// the SDK's retries); the change record tells.
+    Ambiguous(String),
 }
 
 pub struct KvStore {
@@ -85,6 +100,9 @@ pub struct KvStore {
     data_table: String,
     log_table: String,
     log_retention_seconds: i64,
+    /// Test hook: fail a large commit right after its first transaction, as a
+    /// crash would (tests/tests/kv_protocol.rs proves others finish it).
+    crash_after_intent: bool,
     /// Last head version this instance saw per database: a blind write then needs
     /// no read (a stale value costs one failed condition and a re-read).
     heads: Mutex<HashMap<Uuid, u64>>,
@@ -94,15 +112,19 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn dynamo<E, R>(operation: &'static str, err: SdkError<E, R>) -> KvError
+fn dynamo<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> KvError
 where
     E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    if matches!(
-        err,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
-    ) {
+    let server_error = err
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
+    if server_error
+        || matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+        )
+    {
         return KvError::Unavailable(format!("storage did not answer ({operation}); retry"));
     }
     let text = DisplayErrorContext(&err).to_string();
@@ -322,8 +344,16 @@ impl KvStore {
             data_table,
             log_table,
             log_retention_seconds,
+            crash_after_intent: false,
             heads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// For tests only: every large commit stops after its first transaction.
+    #[doc(hidden)]
+    pub fn crash_after_intent(mut self) -> Self {
+        self.crash_after_intent = true;
+        self
     }
 
     fn head_key(database: Uuid) -> Item {
@@ -358,20 +388,27 @@ impl KvStore {
         }
     }
 
-    /// The last committed version of a database (0: nothing was ever written).
+    /// The last committed version of a database (0: nothing was ever written),
+    /// after finishing a large commit that is still being applied, if any.
     pub async fn head(&self, database: Uuid) -> KvResult<u64> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.data_table)
-            .set_key(Some(Self::head_key(database)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo("GetItem", e))?;
-        let version = out.item.as_ref().and_then(|i| get_n(i, VER)).unwrap_or(0);
-        self.remember_head(database, Some(version));
-        Ok(version)
+        loop {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.data_table)
+                .set_key(Some(Self::head_key(database)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| dynamo("GetItem", e))?;
+            let version = out.item.as_ref().and_then(|i| get_n(i, VER)).unwrap_or(0);
+            if out.item.as_ref().is_some_and(|i| i.contains_key(PENDING)) {
+                self.roll_forward(database, version).await?;
+                continue;
+            }
+            self.remember_head(database, Some(version));
+            return Ok(version);
+        }
     }
 
     /// The head and these items in one serializable read (TransactGetItems).
@@ -382,17 +419,53 @@ impl KvStore {
         sks: &BTreeSet<Vec<u8>>,
         with_head: bool,
     ) -> KvResult<Option<(u64, BTreeMap<Vec<u8>, Slot>)>> {
+        loop {
+            match self.read_once(database, sks, with_head).await? {
+                Some((
+                    Head {
+                        version,
+                        pending: true,
+                    },
+                    _,
+                )) => self.roll_forward(database, version).await?,
+                Some((head, slots)) => return Ok(Some((head.version, slots))),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn read_once(
+        &self,
+        database: Uuid,
+        sks: &BTreeSet<Vec<u8>>,
+        with_head: bool,
+    ) -> KvResult<Option<(Head, BTreeMap<Vec<u8>, Slot>)>> {
         let mut keys: Vec<Item> = Vec::new();
         if with_head {
             keys.push(Self::head_key(database));
         }
         keys.extend(sks.iter().map(|sk| Self::item_key(database, sk)));
         if keys.len() > MAX_ITEMS_PER_COMMIT {
-            return Err(KvError::bad(format!(
-                "this atomic operation needs to read {} keys (sum/min/max operands and keys longer than {} bytes); subkv reads at most {} per atomic operation",
-                sks.len(),
-                super::keys::SHORT_KEY_MAX,
-                MAX_ITEMS_PER_COMMIT - 1
+            // More than one TransactGetItems holds (a large commit's operands):
+            // the head first, then the items in chunks. Not one snapshot, but it
+            // need not be: the commit is conditioned on the head being unchanged,
+            // and every item is read after the head.
+            let head = self.head(database).await?;
+            let mut slots = BTreeMap::new();
+            let list: Vec<Vec<u8>> = sks.iter().cloned().collect();
+            for chunk in list.chunks(MAX_ITEMS_PER_COMMIT) {
+                let chunk: BTreeSet<Vec<u8>> = chunk.iter().cloned().collect();
+                match Box::pin(self.read_once(database, &chunk, false)).await? {
+                    Some((_, part)) => slots.extend(part),
+                    None => return Ok(None),
+                }
+            }
+            return Ok(Some((
+                Head {
+                    version: head,
+                    pending: false,
+                },
+                slots,
             )));
         }
         let items: Vec<Option<Item>> = if keys.len() == 1 {
@@ -445,13 +518,16 @@ impl KvStore {
         };
         let mut items = items.into_iter();
         let head = if with_head {
-            items
-                .next()
-                .flatten()
-                .and_then(|i| get_n(&i, VER))
-                .unwrap_or(0)
+            let item = items.next().flatten();
+            Head {
+                version: item.as_ref().and_then(|i| get_n(i, VER)).unwrap_or(0),
+                pending: item.as_ref().is_some_and(|i| i.contains_key(PENDING)),
+            }
         } else {
-            0
+            Head {
+                version: 0,
+                pending: false,
+            }
         };
         let mut slots = BTreeMap::new();
         for (sk, item) in sks.iter().zip(items) {
@@ -469,7 +545,7 @@ impl KvStore {
         let sks: BTreeSet<Vec<u8>> = keys.iter().map(|k| sort_key(k)).collect();
         for attempt in 0..MAX_ATTEMPTS {
             let now = now_ms();
-            if let Some((_, slots)) = self.read_with_head(database, &sks, false).await? {
+            if let Some((_, slots)) = self.read_with_head(database, &sks, true).await? {
                 return Ok(keys
                     .iter()
                     .map(|k| slots.get(&sort_key(k)).and_then(|s| s.get(k, now)).cloned())
@@ -637,6 +713,15 @@ impl KvStore {
                     self.remember_head(database, None);
                     backoff(attempt).await;
                 }
+                CommitResult::Ambiguous(request) => {
+                    self.remember_head(database, None);
+                    if self.committed_by(database, plan.version, &request).await? {
+                        // Ours. A large one may still need its items: head() finishes it.
+                        self.head(database).await?;
+                        return Ok(WriteOutcome::Committed(versionstamp(plan.version)));
+                    }
+                    backoff(attempt).await;
+                }
             }
         }
         Err(KvError::Unavailable(
@@ -653,22 +738,22 @@ impl KvStore {
     ) -> KvResult<CommitResult> {
         let parts = log_parts(&plan.log, now.max(0) as u64);
         let items = 1 + parts.len() + plan.puts.len() + plan.checks.len();
-        if items > MAX_ITEMS_PER_COMMIT {
-            return Err(KvError::bad(format!(
-                "this atomic operation writes or checks {} distinct keys; subkv allows at most {} per atomic operation (DynamoDB's TransactWriteItems limit of {MAX_ITEMS_PER_COMMIT} items, less {} for the commit's own records)",
-                plan.puts.len() + plan.checks.len(),
-                MAX_ITEMS_PER_COMMIT - 1 - parts.len(),
-                1 + parts.len()
-            )));
-        }
+        // Too many items for one transaction: a large commit. The transaction then
+        // holds the head (marked pending), the change record and the checks only;
+        // the items follow in further transactions (`apply`), and whoever meets the
+        // pending head first finishes them (`roll_forward`).
+        let large = items > MAX_ITEMS_PER_COMMIT;
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             KvError::Internal(format!("TransactWriteItems request: {e}"))
         };
-        let mut actions = Vec::with_capacity(items);
+        let mut actions = Vec::with_capacity(items.min(MAX_ITEMS_PER_COMMIT));
         // 0: the head, on condition that no commit came in between.
         let mut head_item = Self::head_key(database);
         head_item.insert(VER.into(), n(plan.version));
         head_item.insert(LOG_TIME.into(), n(now));
+        if large {
+            head_item.insert(PENDING.into(), AttributeValue::Bool(true));
+        }
         let mut head_put = Put::builder()
             .table_name(&self.data_table)
             .set_item(Some(head_item));
@@ -676,7 +761,7 @@ impl KvStore {
             head_put.condition_expression(format!("attribute_not_exists({VER})"))
         } else {
             head_put
-                .condition_expression(format!("{VER} = :head"))
+                .condition_expression(format!("{VER} = :head AND attribute_not_exists({PENDING})"))
                 .expression_attribute_values(":head", n(head))
         };
         actions.push(
@@ -685,6 +770,7 @@ impl KvStore {
                 .build(),
         );
         // The change record (its stream feeds the backups).
+        let request = Uuid::new_v4().to_string();
         let total = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let item = Item::from([
@@ -693,6 +779,7 @@ impl KvStore {
                 (LOG_TIME.into(), n(now)),
                 (LOG_PARTS.into(), n(total)),
                 (LOG_MUTATIONS.into(), b(part)),
+                (LOG_REQUEST.into(), AttributeValue::S(request.clone())),
                 (TTL.into(), n(now / 1000 + self.log_retention_seconds)),
             ]);
             let put = Put::builder()
@@ -705,7 +792,7 @@ impl KvStore {
         }
         // The items, with the checks on them; then checks on items not written.
         let mut check_owner: Vec<Vec<u32>> = vec![Vec::new(); actions.len()];
-        for put in &plan.puts {
+        for put in plan.puts.iter().filter(|_| !large) {
             let mut builder = Put::builder()
                 .table_name(&self.data_table)
                 .set_item(Some(item_from_slot(database, &put.slot, now)));
@@ -723,27 +810,41 @@ impl KvStore {
             );
             check_owner.push(put.conds.iter().map(|c| c.check_index).collect());
         }
-        for check in &plan.checks {
+        let checked_puts = plan
+            .puts
+            .iter()
+            .filter(|p| large && !p.conds.is_empty())
+            .map(|p| (&p.slot.sk, &p.conds));
+        let checks = plan.checks.iter().map(|c| (&c.sk, &c.conds));
+        for (sk, conds) in checked_puts.chain(checks) {
             let mut values = Item::new();
-            let expr = condition(&check.conds, &mut values, now);
+            let expr = condition(conds, &mut values, now);
             let cc = ConditionCheck::builder()
                 .table_name(&self.data_table)
-                .set_key(Some(Self::item_key(database, &check.sk)))
+                .set_key(Some(Self::item_key(database, sk)))
                 .condition_expression(expr)
                 .set_expression_attribute_values(Some(values))
                 .build()
                 .map_err(build)?;
             actions.push(TransactWriteItem::builder().condition_check(cc).build());
-            check_owner.push(check.conds.iter().map(|c| c.check_index).collect());
+            check_owner.push(conds.iter().map(|c| c.check_index).collect());
         }
         let result = self
             .client
             .transact_write_items()
             .set_transact_items(Some(actions))
-            .client_request_token(Uuid::new_v4().to_string())
+            .client_request_token(request.clone())
             .send()
             .await;
         let err = match result {
+            Ok(_) if large && self.crash_after_intent => {
+                return Err(KvError::Internal("simulated crash after the intent".into()))
+            }
+            Ok(_) if large => {
+                let slots: Vec<Slot> = plan.puts.iter().map(|p| p.slot.clone()).collect();
+                self.apply(database, plan.version, &slots, now).await?;
+                return Ok(CommitResult::Committed);
+            }
             Ok(_) => return Ok(CommitResult::Committed),
             Err(err) => err,
         };
@@ -759,7 +860,7 @@ impl KvStore {
             _ => {
                 let err = dynamo("TransactWriteItems", err);
                 return match err {
-                    KvError::Unavailable(_) => Ok(CommitResult::Contention),
+                    KvError::Unavailable(_) => Ok(CommitResult::Ambiguous(request)),
                     other => Err(other),
                 };
             }
@@ -797,6 +898,217 @@ impl KvStore {
         Err(KvError::Internal(format!(
             "transaction cancelled: {reasons:?}"
         )))
+    }
+
+    /// Whether the commit `version` exists and was sent with this request token
+    /// (after an ambiguous failure). Retries its own read for a while: giving up
+    /// here would leave the client unsure whether its write happened.
+    async fn committed_by(&self, database: Uuid, version: u64, request: &str) -> KvResult<bool> {
+        let mut last = None;
+        for attempt in 0..8 {
+            let read = self
+                .client
+                .get_item()
+                .table_name(&self.log_table)
+                .key(PK, AttributeValue::S(database.to_string()))
+                .key(SK, b(log_sk(version, 0)))
+                .consistent_read(true)
+                .send()
+                .await;
+            match read {
+                Ok(out) => {
+                    return Ok(out
+                        .item
+                        .as_ref()
+                        .and_then(|i| i.get(LOG_REQUEST))
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|r| r == request))
+                }
+                Err(e) => last = Some(dynamo("GetItem", e)),
+            }
+            backoff(attempt).await;
+        }
+        Err(last.unwrap_or_else(|| KvError::Unavailable("storage unavailable; retry".into())))
+    }
+
+    /// Writes the items of the large commit `version` (at most 100 per
+    /// transaction; puts of fully determined content, so repeating them is
+    /// harmless), then clears the pending mark on the head.
+    async fn apply(&self, database: Uuid, version: u64, slots: &[Slot], now: i64) -> KvResult<()> {
+        for chunk in slots.chunks(MAX_ITEMS_PER_COMMIT) {
+            let actions = chunk
+                .iter()
+                .map(|slot| {
+                    Put::builder()
+                        .table_name(&self.data_table)
+                        .set_item(Some(item_from_slot(database, slot, now)))
+                        // Never over a later commit: if another process finished
+                        // this commit and the database moved on, stop.
+                        .condition_expression(format!("attribute_not_exists({VER}) OR {VER} <= :v"))
+                        .expression_attribute_values(":v", n(version))
+                        .build()
+                        .map(|put| TransactWriteItem::builder().put(put).build())
+                        .map_err(|e| KvError::Internal(format!("TransactWriteItems request: {e}")))
+                })
+                .collect::<KvResult<Vec<_>>>()?;
+            // Idempotent, so transient failures are simply retried.
+            let mut attempt = 0;
+            loop {
+                let sent = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(actions.clone()))
+                    .send()
+                    .await;
+                let Err(err) = sent else { break };
+                let moved_on = matches!(
+                    err.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(e))
+                        if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                if moved_on {
+                    return Ok(());
+                }
+                let conflict = matches!(
+                    err.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(_))
+                        | Some(TransactWriteItemsError::TransactionInProgressException(_))
+                );
+                if conflict && attempt < MAX_ATTEMPTS {
+                    attempt += 1;
+                    backoff(attempt.min(6)).await;
+                    continue;
+                }
+                match dynamo("TransactWriteItems", err) {
+                    KvError::Unavailable(_) if attempt < MAX_ATTEMPTS => attempt += 1,
+                    other => return Err(other),
+                }
+                backoff(attempt.min(6)).await;
+            }
+        }
+        let mut head_item = Self::head_key(database);
+        head_item.insert(VER.into(), n(version));
+        head_item.insert(LOG_TIME.into(), n(now));
+        let done = self
+            .client
+            .put_item()
+            .table_name(&self.data_table)
+            .set_item(Some(head_item))
+            .condition_expression(format!("{VER} = :v AND attribute_exists({PENDING})"))
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            // Someone else finished it first.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(dynamo("PutItem", e)),
+        }
+    }
+
+    /// Finishes the large commit `version` that the head marks pending (its
+    /// committer may have crashed): rebuilds every item it writes from its change
+    /// record and applies them. Nothing else can commit meanwhile (the head is
+    /// pending), so reading buckets now reads them as the commit found them, or
+    /// already applied (`kv_ver = version`).
+    async fn roll_forward(&self, database: Uuid, version: u64) -> KvResult<()> {
+        tracing::info!(%database, version, "finishing a pending large commit");
+        let parts = self.change_record(database, version).await?;
+        let mut slots: BTreeMap<Vec<u8>, Slot> = BTreeMap::new();
+        let buckets: BTreeSet<Vec<u8>> = parts
+            .iter()
+            .map(|e| sort_key(&e.key))
+            .filter(|sk| super::keys::is_bucket(sk))
+            .collect();
+        for sk in &buckets {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.data_table)
+                .set_key(Some(Self::item_key(database, sk)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| dynamo("GetItem", e))?;
+            let slot = match out.item {
+                Some(item) => slot_from_item(&item)?,
+                None => Slot::empty(sk.clone()),
+            };
+            slots.insert(sk.clone(), slot);
+        }
+        let now = now_ms();
+        for entry in &parts {
+            let sk = sort_key(&entry.key);
+            let slot = slots.entry(sk.clone()).or_insert_with(|| Slot::empty(sk));
+            if slot.version == version {
+                continue; // this bucket is already applied
+            }
+            if entry.kind == denokv_proto::backup::BackupKvMutationKind::MkClear as i32 {
+                slot.remove(&entry.key);
+            } else {
+                slot.put(Entry {
+                    key: entry.key.clone(),
+                    value: entry.value.clone(),
+                    encoding: entry.value_encoding as i64,
+                    version,
+                    expire_at_ms: (entry.expire_at_ms > 0).then_some(entry.expire_at_ms as i64),
+                });
+            }
+        }
+        let slots: Vec<Slot> = slots
+            .into_values()
+            .filter(|s| s.version != version)
+            .map(|mut s| {
+                s.version = version;
+                s
+            })
+            .collect();
+        self.apply(database, version, &slots, now).await
+    }
+
+    /// Every entry of the change record of `version`, in order.
+    async fn change_record(
+        &self,
+        database: Uuid,
+        version: u64,
+    ) -> KvResult<Vec<BackupReplicationLogEntry>> {
+        let mut entries = Vec::new();
+        let mut start_key = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.log_table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
+                .expression_attribute_values(":lo", b(log_sk(version, 0)))
+                .expression_attribute_values(":hi", b(log_sk(version, u16::MAX)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| dynamo("Query", e))?;
+            for item in page.items() {
+                let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
+                let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
+                entries.extend(range.entries);
+            }
+            match page.last_evaluated_key {
+                Some(key) => start_key = Some(key),
+                None => break,
+            }
+        }
+        if entries.is_empty() {
+            return Err(KvError::Internal(format!(
+                "database {database}: pending commit {version} has no change record"
+            )));
+        }
+        Ok(entries)
     }
 
     /// Keys of expiring items whose deadline has passed (from the expiry index).
