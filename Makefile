@@ -9,12 +9,20 @@ TOOLS := $(VENV)/.installed
 TEST_PORT ?= 9100
 TEST_EMULATOR_PORT ?= 4666
 
-.PHONY: help dev test unit e2e lint tools build bench clean
+# The KV benchmarks' stack has its own ports too; denokv serve (the comparison) listens on DENOKV_PORT.
+KV_BENCH_PORT ?= 9400
+KV_BENCH_EMULATOR_PORT ?= 4900
+DENOKV_PORT ?= 4901
+DENOKV_VERSION ?= 0.14.0
+DENOKV := target/denokv/bin/denokv
+
+.PHONY: help dev test unit e2e lint tools build bench bench-kv denokv clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
 	@echo "make test   lint, unit tests, then end-to-end tests against a fresh local stack"
-	@echo "make bench  benchmarks (see docs/operations.md)"
+	@echo "make bench  benchmarks, including bench-kv (see docs/performance.md)"
+	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
@@ -54,9 +62,26 @@ e2e: tools build
 test: lint unit e2e
 
 # The release binaries of every function first: cold_start runs target/release/get-database.
-bench:
+# kv_round_trips needs a local stack: bench-kv runs it.
+bench: bench-kv
 	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
-	cargo bench -p subkv-shared
+	cargo bench -p subkv-shared --bench warm --bench cold_start --bench kv_pure
+
+# KV data plane (docs/performance.md, "KV data plane"): DynamoDB round trips and CPU per
+# operation (fails if a round-trip count changes), then sequential kv.set latency from
+# Deno through a fresh local stack and, if $(DENOKV) exists, through denokv serve.
+bench-kv: tools build
+	cargo bench -p subkv-shared --bench kv_round_trips --no-run
+	SUBKV_PORT=$(KV_BENCH_PORT) SUBKV_EMULATOR_PORT=$(KV_BENCH_EMULATOR_PORT) \
+	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno \
+	DENOKV=$(CURDIR)/$(DENOKV) DENOKV_PORT=$(DENOKV_PORT) \
+	infra/local/stack.sh run -- shared/benches/kv_bench.sh
+
+# The public denokv server, for bench-kv's latency comparison (a release build from
+# crates.io: several minutes; see docs/performance.md).
+denokv: $(DENOKV)
+$(DENOKV):
+	cargo install denokv --version $(DENOKV_VERSION) --locked --root $(CURDIR)/target/denokv
 
 clean:
 	rm -rf $(VENV) target
