@@ -378,6 +378,24 @@ async fn bad_data_path_requests_are_4xx_plain_text() {
     s.call("atomic_write", bad_vs.encode_to_vec())
         .await
         .assert_plain_error(400, "versionstamp");
+    // A KvU64 (LE64) value that is not 8 bytes: denokv_proto would panic on it.
+    for mutation_type in [pb::MutationType::MSet, pb::MutationType::MSum] {
+        let short_u64 = pb::AtomicWrite {
+            mutations: vec![pb::Mutation {
+                key: key("k"),
+                value: Some(pb::KvValue {
+                    data: b"a0".to_vec(),
+                    encoding: pb::ValueEncoding::VeLe64 as i32,
+                }),
+                mutation_type: mutation_type as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        s.call("atomic_write", short_u64.encode_to_vec())
+            .await
+            .assert_plain_error(400, "must be 8 bytes");
+    }
 }
 
 #[tokio::test]

@@ -308,6 +308,23 @@ pub fn pb_entry(entry: super::model::Entry) -> pb::KvEntry {
     }
 }
 
+/// A KvU64 value (encoding LE64) must be exactly 8 bytes. denokv_proto's
+/// conversion assumes it (and panics otherwise), so it is checked first.
+fn check_u64_values(write: &pb::AtomicWrite) -> KvResult<()> {
+    let le64 = denokv_proto::VALUE_ENCODING_LE64 as i32;
+    let malformed = write
+        .mutations
+        .iter()
+        .filter_map(|m| m.value.as_ref())
+        .any(|v| v.encoding == le64 && v.data.len() != 8);
+    if malformed {
+        return Err(KvError::bad(
+            "invalid KvU64 value: a value with encoding LE64 must be 8 bytes",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /databases/{databaseId}/atomic_write`.
 pub async fn atomic_write(
     app: &KvApp,
@@ -319,6 +336,7 @@ pub async fn atomic_write(
     if !write.enqueues.is_empty() {
         return Err(KvError::bad(ENQUEUE_UNSUPPORTED));
     }
+    check_u64_values(&write)?;
     let write: denokv_proto::AtomicWrite = write.try_into()?;
     let output = match app.store.atomic_write(req.database, &write).await? {
         WriteOutcome::Committed(vs) => pb::AtomicWriteOutput {
@@ -425,5 +443,27 @@ mod tests {
             base.join("../abc").unwrap().as_str(),
             "http://h:9000/prod/databases/abc"
         );
+    }
+
+    #[test]
+    fn a_kv_u64_value_must_be_eight_bytes() {
+        let write = |data: Vec<u8>| pb::AtomicWrite {
+            mutations: vec![pb::Mutation {
+                key: vec![2, b'k', 0],
+                value: Some(pb::KvValue {
+                    data,
+                    encoding: pb::ValueEncoding::VeLe64 as i32,
+                }),
+                mutation_type: pb::MutationType::MSum as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(check_u64_values(&write(vec![1; 8])).is_ok());
+        for bad in [vec![], vec![1, 2], vec![0; 9]] {
+            let err = check_u64_values(&write(bad)).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400);
+            assert!(err.to_string().contains("8 bytes"), "{err}");
+        }
     }
 }
