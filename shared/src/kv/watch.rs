@@ -50,24 +50,34 @@ pub fn frame(message: &pb::WatchOutput) -> Bytes {
 
 const KEEPALIVE: &[u8] = &[0, 0, 0, 0];
 
-/// What changed since the last message: `None` for a key that did not change.
-pub fn diff(last: Option<&[Option<u64>]>, current: &[Option<Entry>]) -> Vec<pb::WatchKeyOutput> {
-    current
+/// The message to send for the watched keys' current state, or `None` if no
+/// key's version changed since the last message (`last`; `None` before the first).
+///
+/// A message carries every key, each marked changed, as `denokv serve` sends
+/// them: the spec allows marking unchanged keys `changed: false`, but the Deno
+/// runtime's client then reports those keys as absent (seen with Deno 2.9).
+/// The client drops keys whose versionstamp it already has, so callers still
+/// see only real changes.
+pub fn update(
+    last: Option<&[Option<u64>]>,
+    current: &[Option<Entry>],
+) -> Option<Vec<pb::WatchKeyOutput>> {
+    let versions: Vec<Option<u64>> = current
         .iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let now = entry.as_ref().map(|e| e.version);
-            let changed = last.is_none_or(|last| last.get(i).copied().flatten() != now);
-            pb::WatchKeyOutput {
-                changed,
-                entry_if_changed: if changed {
-                    entry.clone().map(pb_entry)
-                } else {
-                    None
-                },
-            }
-        })
-        .collect()
+        .map(|e| e.as_ref().map(|e| e.version))
+        .collect();
+    if last.is_some_and(|last| last == versions.as_slice()) {
+        return None;
+    }
+    Some(
+        current
+            .iter()
+            .map(|entry| pb::WatchKeyOutput {
+                changed: true,
+                entry_if_changed: entry.clone().map(pb_entry),
+            })
+            .collect(),
+    )
 }
 
 async fn run(
@@ -83,8 +93,7 @@ async fn run(
     loop {
         let head = app.store.head(database).await?;
         let entries = app.store.get_many(database, &keys).await?;
-        let outputs = diff(last.as_deref(), &entries);
-        if outputs.iter().any(|o| o.changed) {
+        if let Some(outputs) = update(last.as_deref(), &entries) {
             let message = pb::WatchOutput {
                 status: pb::SnapshotReadStatus::SrSuccess as i32,
                 keys: outputs,
@@ -222,9 +231,9 @@ mod tests {
     }
 
     #[test]
-    fn the_first_message_has_every_key_then_only_changes() {
+    fn a_message_is_sent_on_any_change_and_carries_every_key() {
         let now = vec![Some(entry(3)), None];
-        let first = diff(None, &now);
+        let first = update(None, &now).expect("the first message is always sent");
         assert!(first.iter().all(|o| o.changed));
         assert_eq!(
             first[0].entry_if_changed.as_ref().unwrap().versionstamp,
@@ -232,10 +241,18 @@ mod tests {
         );
         assert!(first[1].entry_if_changed.is_none());
         let last = vec![Some(3), None];
-        let next = diff(Some(&last), &[Some(entry(4)), None]);
-        assert!(next[0].changed && !next[1].changed);
-        let deleted = diff(Some(&last), &[None, None]);
-        assert!(deleted[0].changed && deleted[0].entry_if_changed.is_none());
+        assert!(update(Some(&last), &now).is_none(), "nothing changed");
+        let next = update(Some(&last), &[Some(entry(3)), Some(entry(4))]).unwrap();
+        assert!(next.iter().all(|o| o.changed));
+        assert_eq!(
+            next[0].entry_if_changed.as_ref().unwrap().versionstamp,
+            versionstamp(3).to_vec(),
+            "an unchanged key is sent with its current entry"
+        );
+        let deleted = update(Some(&last), &[None, None]).unwrap();
+        assert!(deleted
+            .iter()
+            .all(|o| o.changed && o.entry_if_changed.is_none()));
     }
 
     #[test]
