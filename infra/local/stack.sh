@@ -125,8 +125,9 @@ for port in "$api_port" "$emulator_port"; do
   fi
 done
 
+# moto_server, with DynamoDB requests serialized (moto's transactions are not atomic otherwise).
 start_in_session moto "$state_dir/moto.log" \
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$emulator_port"
+  "$venv/bin/python" "$root/infra/local/moto_server.py" -H 127.0.0.1 -p "$emulator_port"
 wait_for_port moto "$emulator_port" "${sessions[-1]}" 60
 
 "$root/target/debug/subkv-local" bootstrap
