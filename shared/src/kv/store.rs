@@ -22,9 +22,9 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Get, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TimeToLiveSpecification, TransactGetItem,
-    TransactWriteItem,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification, TransactGetItem, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use denokv_proto::backup::{BackupMutationRange, BackupReplicationLogEntry};
@@ -61,6 +61,7 @@ const LOG_TIME: &str = "ts";
 const LOG_PARTS: &str = "parts";
 const LOG_MUTATIONS: &str = "m";
 /// The commit's client request token: tells an ambiguous failure from a commit.
+/// On the change record and, for the last commit, on the head.
 const LOG_REQUEST: &str = "req";
 
 /// How long a tombstone outlives its deletion. A snapshot read must see the
@@ -87,7 +88,9 @@ struct Head {
 
 enum CommitResult {
     Committed,
-    HeadMoved,
+    /// The head is no longer the one the commit was planned on. Carries the head's
+    /// version as the failed condition saw it, unless a large commit is pending.
+    HeadMoved(Option<u64>),
     ChecksFailed(Vec<u32>),
     Contention,
     /// The transaction may or may not have happened (a timeout or a 5xx after
@@ -703,10 +706,15 @@ impl KvStore {
                     return Ok(WriteOutcome::Committed(versionstamp(plan.version)));
                 }
                 CommitResult::ChecksFailed(failed) => return Ok(WriteOutcome::CheckFailed(failed)),
-                CommitResult::HeadMoved => {
+                CommitResult::HeadMoved(current) => {
                     self.remember_head(database, None);
                     if attempt > 0 {
                         backoff(attempt.min(4)).await;
+                    }
+                    // The next attempt plans on the head the failed condition saw.
+                    if let Some(version) = current {
+                        self.remember_head(database, Some(version));
+                        cached = Some(version);
                     }
                 }
                 CommitResult::Contention => {
@@ -748,15 +756,21 @@ impl KvStore {
         };
         let mut actions = Vec::with_capacity(items.min(MAX_ITEMS_PER_COMMIT));
         // 0: the head, on condition that no commit came in between.
+        let request = Uuid::new_v4().to_string();
         let mut head_item = Self::head_key(database);
         head_item.insert(VER.into(), n(plan.version));
         head_item.insert(LOG_TIME.into(), n(now));
+        head_item.insert(LOG_REQUEST.into(), AttributeValue::S(request.clone()));
         if large {
             head_item.insert(PENDING.into(), AttributeValue::Bool(true));
         }
+        // On a failed condition the head comes back: its version spares the retry a
+        // read, and its request token recognises this very commit, applied by an
+        // earlier attempt of the same request (the SDK retries 5xx answers).
         let mut head_put = Put::builder()
             .table_name(&self.data_table)
-            .set_item(Some(head_item));
+            .set_item(Some(head_item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         head_put = if head == 0 {
             head_put.condition_expression(format!("attribute_not_exists({VER})"))
         } else {
@@ -770,7 +784,6 @@ impl KvStore {
                 .build(),
         );
         // The change record (its stream feeds the backups).
-        let request = Uuid::new_v4().to_string();
         let total = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let item = Item::from([
@@ -848,12 +861,16 @@ impl KvStore {
             Ok(_) => return Ok(CommitResult::Committed),
             Err(err) => err,
         };
-        let reasons: Vec<String> = match err.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None").to_string())
-                .collect(),
+        let (reasons, current_head): (Vec<String>, Option<&Item>) = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(e)) => (
+                e.cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None").to_string())
+                    .collect(),
+                e.cancellation_reasons()
+                    .first()
+                    .and_then(|r| r.item.as_ref()),
+            ),
             Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
                 return Ok(CommitResult::Contention)
             }
@@ -871,7 +888,21 @@ impl KvStore {
                 .is_some_and(|c| c == "ConditionalCheckFailed")
         };
         if failed(0) {
-            return Ok(CommitResult::HeadMoved);
+            let version = current_head.and_then(|h| get_n(h, VER));
+            let ours = current_head
+                .and_then(|h| h.get(LOG_REQUEST))
+                .and_then(|r| r.as_s().ok())
+                .is_some_and(|r| *r == request);
+            if ours && version == Some(plan.version) {
+                // An earlier attempt of this request committed. If it is a large
+                // commit, its items may still be missing: head() finishes them.
+                if large {
+                    self.head(database).await?;
+                }
+                return Ok(CommitResult::Committed);
+            }
+            let pending = current_head.is_some_and(|h| h.contains_key(PENDING));
+            return Ok(CommitResult::HeadMoved(version.filter(|_| !pending)));
         }
         let mut checks: Vec<u32> = (0..check_owner.len())
             .filter(|&i| failed(i))
