@@ -308,8 +308,9 @@ impl Operation {
             // Read head + operand, then commit.
             Operation::Sum => of(&[("TransactGetItems", 1), ("TransactWriteItems", 1)]),
             // The other instance moved the head: the commit fails on the head's
-            // condition, the head is read, the commit is sent again.
-            Operation::SetTwoInstances => of(&[("GetItem", 1), ("TransactWriteItems", 2)]),
+            // condition, whose cancellation reason carries the current head
+            // (ALL_OLD), and the commit is sent again on it: no head read.
+            Operation::SetTwoInstances => of(&[("TransactWriteItems", 2)]),
             Operation::RawGetItem => of(&[("GetItem", 1)]),
         }
     }
