@@ -82,11 +82,12 @@ bench: bench-kv
 
 # KV data plane (docs/performance.md, "KV data plane"): DynamoDB round trips and CPU per
 # operation (fails if a round-trip count changes), then sequential kv.set latency from
-# Deno through a fresh local stack and, if $(DENOKV) exists, through denokv serve.
+# Deno and from @deno/kv under Node through a fresh local stack and, if $(DENOKV)
+# exists, through denokv serve.
 bench-kv: tools build
 	cargo bench -p subkv-shared --bench kv_round_trips --no-run
 	SUBKV_PORT=$(KV_BENCH_PORT) SUBKV_EMULATOR_PORT=$(KV_BENCH_EMULATOR_PORT) \
-	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno \
+	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
 	DENOKV=$(CURDIR)/$(DENOKV) DENOKV_PORT=$(DENOKV_PORT) \
 	infra/local/stack.sh run -- shared/benches/kv_bench.sh
 
