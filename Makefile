@@ -64,8 +64,9 @@ lint: tools
 	$(VENV)/bin/deno fmt --check --line-width 110 tests/kv tests/kv-node/kv.test.mjs
 	cd tests/kv && DENO_DIR=$(CURDIR)/target/deno $(CURDIR)/$(VENV)/bin/deno check *.ts
 
-unit:
+unit: tools
 	cargo test --workspace --exclude subkv-e2e
+	$(VENV)/bin/python -m unittest discover -s infra/local -p 'test_*.py'
 
 e2e: tools build
 	SUBKV_PORT=$(TEST_PORT) SUBKV_EMULATOR_PORT=$(TEST_EMULATOR_PORT) \

@@ -12,11 +12,25 @@ local stack's transactions behave as DynamoDB's do:
 
 DynamoDB Streams share the lock (they read the same tables); S3 and KMS stay
 concurrent. See docs/decisions.md ("The local emulator's DynamoDB transactions").
+
+And three fixes to its DynamoDB Streams, for the stream pump (stream_pump.py):
+
+3. A stream record's Keys carry binary key attributes as the raw bytes, as its
+   images do. moto base64-encoded them once in the record and the response
+   encoded them again, so a `B` sort key reached readers as base64 text.
+4. A transaction cancelled after some of its writes (see 2.) leaves no stream
+   records: the writes are undone and so are their records, as in DynamoDB,
+   where a cancelled transaction never reaches the stream.
+5. Shard iterators expire 15 minutes after they are issued, as DynamoDB's do
+   (ExpiredIteratorException). moto kept every iterator it ever issued: a
+   reader polling an idle stream four times a second grew it by ~0.5 GB a day.
 """
 
 import functools
 import threading
+import time
 
+from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     MultipleTransactionsException,
@@ -25,7 +39,10 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import StreamRecord
+from moto.dynamodb.models.utilities import dynamo_json_dump
 from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.server import main
 
@@ -84,6 +101,12 @@ def _transact_write_items(self, transact_items):
     if any(code for code, _, _ in reasons):
         raise TransactionCanceledException(reasons)
 
+    # Where each touched table's stream ends now: a rollback cuts it back there.
+    stream_marks = {}
+    for _, _, name, _, _ in planned:
+        shard = self.get_table(name).stream_shard
+        if shard is not None:
+            stream_marks[name] = len(shard.items)
     applied, position = [], 0
     try:
         for position, (kind, op, name, key, current) in enumerate(planned):
@@ -111,12 +134,76 @@ def _transact_write_items(self, transact_items):
                 self.delete_item(name, key)
             else:
                 self.put_item(name, before)
+        # Neither the undone writes nor the undoing reach the stream. No reader saw
+        # them (streams share the lock), and moto numbers a shard's records by their
+        # position, so the next record takes the first freed sequence number.
+        for name, mark in stream_marks.items():
+            shard = self.get_table(name).stream_shard
+            if shard is not None:
+                del shard.items[mark:]
         reasons = [(None, None, None)] * len(planned)
         reasons[position] = (type(error).__name__, str(error), None)
         raise TransactionCanceledException(reasons) from error
 
 
 DynamoDBBackend.transact_write_items = _transact_write_items
+
+
+_stream_record_init = StreamRecord.__init__
+
+
+def _stream_record_with_raw_keys(self, table, stream_type, event_name, old, new, seq):
+    """moto's record, with Keys taken from the item's attributes as the images are
+    (binary values as bytes, which the response encodes once)."""
+    _stream_record_init(self, table, stream_type, event_name, old, new, seq)
+    attributes = (old if old is not None else new).to_json()["Attributes"]
+    change = self.record["dynamodb"]
+    change["Keys"] = {a: attributes[a] for a in table.table_key_attrs if a in attributes}
+    change["SizeBytes"] = len(dynamo_json_dump(change))
+
+
+StreamRecord.__init__ = _stream_record_with_raw_keys
+
+
+ITERATOR_LIFETIME_SECONDS = 15 * 60  # DynamoDB Streams' shard iterator lifetime
+
+
+class ExpiredIteratorException(JsonRESTError):
+    def __init__(self):
+        super().__init__(
+            "ExpiredIteratorException",
+            "The shard iterator has expired and can no longer be used to retrieve stream records.",
+        )
+
+
+_shard_iterator_init = ShardIterator.__init__
+
+
+def _shard_iterator_stamped(self, *args, **kwargs):
+    _shard_iterator_init(self, *args, **kwargs)
+    self.issued = time.monotonic()
+
+
+ShardIterator.__init__ = _shard_iterator_stamped
+
+
+def _get_records(self, iterator_arn, limit):
+    """moto's GetRecords, after forgetting the iterators past their lifetime
+    (callers hold the lock). The dict keeps issue order: the oldest come first."""
+    horizon = time.monotonic() - ITERATOR_LIFETIME_SECONDS
+    iterators = self.shard_iterators
+    while iterators:
+        oldest = next(iter(iterators))
+        if getattr(iterators[oldest], "issued", horizon) > horizon:
+            break
+        del iterators[oldest]
+    iterator = iterators.get(iterator_arn)
+    if iterator is None:  # expired, or never issued by this server
+        raise ExpiredIteratorException()
+    return iterator.get(limit)
+
+
+DynamoDBStreamsBackend.get_records = _get_records
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,8 @@ export SUBKV_KV_DATA_TABLE=subkv-kv-data SUBKV_KV_LOG_TABLE=subkv-kv-log
 export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
 # How often the local scheduler runs the expiry sweeper (AWS: an EventBridge rule).
 sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
+# How often it runs backup-forward's scheduled catch-up.
+backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.
 export SUBKV_ALLOW_INSECURE_ENDPOINTS=true
 export RUST_LOG=${RUST_LOG:-info}
@@ -142,7 +144,13 @@ wait_for_port api "$api_port" "${sessions[-1]}" 300
 
 # Scheduled functions: what EventBridge rules do in AWS, through watch's invoke API.
 start_in_session scheduler "$state_dir/scheduler.log" \
-  python3 "$root/infra/local/scheduler.py" "http://127.0.0.1:$api_port" "kv-sweep-expired=$sweep_seconds"
+  python3 "$root/infra/local/scheduler.py" "http://127.0.0.1:$api_port" \
+  "kv-sweep-expired=$sweep_seconds" "backup-forward=$backup_catchup_seconds"
+
+# The change log's stream to backup-forward: what the event source mapping does in AWS.
+start_in_session stream-pump "$state_dir/stream-pump.log" \
+  "$venv/bin/python" "$root/infra/local/stream_pump.py" "http://127.0.0.1:$api_port" \
+  backup-forward subkv-kv-log --failure-file "$state_dir/stream-failures.jsonl"
 
 export SUBKV_API_URL="http://127.0.0.1:$api_port"
 export SUBKV_STACK_LOG_DIR="$state_dir"
@@ -155,6 +163,8 @@ subkv is running.
   admin token:    $SUBKV_ADMIN_TOKEN
   emulator:       $AWS_ENDPOINT_URL (moto: DynamoDB, Streams, S3, KMS)
   logs:           $state_dir/
+  backups:        stream pump: subkv-kv-log's stream -> backup-forward (stream-pump.log,
+                  discarded batches in stream-failures.jsonl); catch-up every ${backup_catchup_seconds} s (scheduler.log)
 Create an organization:
   curl -s -X POST $SUBKV_API_URL/v1/organizations -H "Authorization: Bearer $SUBKV_ADMIN_TOKEN" -d '{"name":"acme"}'
 Ctrl-C stops everything.
