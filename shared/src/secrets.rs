@@ -3,8 +3,10 @@
 
 use crate::error::StoreError;
 use async_trait::async_trait;
+use aws_sdk_kms::error::{DisplayErrorContext, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
 
 /// A secret string: `Debug` and `Display` never show it, and it cannot be serialized.
 #[derive(Clone, PartialEq, Eq)]
@@ -52,13 +54,32 @@ pub trait SecretSealer: Send + Sync {
     ) -> Result<Vec<u8>, StoreError>;
 }
 
-/// Encrypts with `kms:Encrypt` on one key (an id, ARN or `alias/...`).
-pub struct KmsSealer {
+#[async_trait]
+pub trait SecretOpener: Send + Sync {
+    /// Decrypts a sealed secret; fails unless `context` is the one it was sealed
+    /// under.
+    async fn open(
+        &self,
+        ciphertext: &[u8],
+        context: &[(&'static str, String)],
+    ) -> Result<SecretString, StoreError>;
+}
+
+/// One KMS key (an id, ARN or `alias/...`): seals with `kms:Encrypt`, opens with
+/// `kms:Decrypt` (KMS refuses a ciphertext of another key, or one sealed under
+/// another encryption context). Which of the two a function may do is up to its
+/// IAM policy.
+pub struct KmsKey {
     client: aws_sdk_kms::Client,
     key_id: String,
 }
 
-impl KmsSealer {
+/// What the management API seals with.
+pub type KmsSealer = KmsKey;
+/// What the backup engine opens with.
+pub type KmsOpener = KmsKey;
+
+impl KmsKey {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
         Self {
             client,
@@ -67,30 +88,73 @@ impl KmsSealer {
     }
 }
 
+/// The encryption context as the KMS request takes it (none when empty).
+fn context_map(context: &[(&'static str, String)]) -> Option<HashMap<String, String>> {
+    (!context.is_empty()).then(|| {
+        context
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    })
+}
+
+/// A failed KMS call; the SDK's error text never holds the plaintext.
+fn kms_failure<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Kms {
+        operation,
+        source: DisplayErrorContext(err).to_string().into(),
+    }
+}
+
 #[async_trait]
-impl SecretSealer for KmsSealer {
+impl SecretSealer for KmsKey {
     async fn seal(
         &self,
         secret: &SecretString,
         context: &[(&'static str, String)],
     ) -> Result<Vec<u8>, StoreError> {
-        let mut request = self
+        let out = self
             .client
             .encrypt()
             .key_id(&self.key_id)
-            .plaintext(Blob::new(secret.expose().as_bytes()));
-        for (k, v) in context {
-            request = request.encryption_context(*k, v);
-        }
-        let out = request.send().await.map_err(|e| StoreError::Kms {
-            operation: "Encrypt",
-            source: aws_sdk_kms::error::DisplayErrorContext(e)
-                .to_string()
-                .into(),
-        })?;
+            .plaintext(Blob::new(secret.expose().as_bytes()))
+            .set_encryption_context(context_map(context))
+            .send()
+            .await
+            .map_err(|e| kms_failure("Encrypt", e))?;
         out.ciphertext_blob
             .map(Blob::into_inner)
             .ok_or_else(|| StoreError::Malformed("KMS Encrypt returned no ciphertext".into()))
+    }
+}
+
+#[async_trait]
+impl SecretOpener for KmsKey {
+    async fn open(
+        &self,
+        ciphertext: &[u8],
+        context: &[(&'static str, String)],
+    ) -> Result<SecretString, StoreError> {
+        let out = self
+            .client
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(Blob::new(ciphertext))
+            .set_encryption_context(context_map(context))
+            .send()
+            .await
+            .map_err(|e| kms_failure("Decrypt", e))?;
+        let plaintext = out
+            .plaintext
+            .map(Blob::into_inner)
+            .ok_or_else(|| StoreError::Malformed("KMS Decrypt returned no plaintext".into()))?;
+        String::from_utf8(plaintext).map(SecretString).map_err(|_| {
+            StoreError::Malformed("KMS Decrypt returned a secret that is not UTF-8".into())
+        })
     }
 }
 
@@ -129,6 +193,29 @@ impl SecretSealer for FakeSealer {
     }
 }
 
+#[async_trait]
+impl SecretOpener for FakeSealer {
+    async fn open(
+        &self,
+        ciphertext: &[u8],
+        context: &[(&'static str, String)],
+    ) -> Result<SecretString, StoreError> {
+        let suffix: Vec<u8> = context
+            .iter()
+            .flat_map(|(_, v)| v.as_bytes().iter().copied())
+            .collect();
+        let reversed = ciphertext.strip_suffix(suffix.as_slice()).ok_or_else(|| {
+            StoreError::kms(
+                "Decrypt",
+                std::io::Error::other("encryption context differs"),
+            )
+        })?;
+        String::from_utf8(reversed.iter().rev().copied().collect())
+            .map(SecretString)
+            .map_err(|_| StoreError::Malformed("fake ciphertext is not a reversed string".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +226,26 @@ mod tests {
         assert!(!format!("{s:?}").contains("wJal"));
         let parsed: SecretString = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(parsed.expose(), "abc");
+    }
+
+    #[tokio::test]
+    async fn fake_sealer_round_trips_under_the_same_context_only() {
+        let secret = SecretString::new("wJalr/ü€XUtnFEMI");
+        let context = backup_context("backup-1", "database-1");
+        let sealed = FakeSealer.seal(&secret, &context).await.unwrap();
+        assert_eq!(FakeSealer.open(&sealed, &context).await.unwrap(), secret);
+        let other = backup_context("backup-2", "database-1");
+        let err = FakeSealer.open(&sealed, &other).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Kms {
+                    operation: "Decrypt",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("wJalr"));
     }
 }
