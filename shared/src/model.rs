@@ -70,6 +70,15 @@ pub struct BackupRecord {
     pub prefix: String,
     pub status: BackupStatus,
     pub created_at: String,
+    /// Set by the backup engine (crate::backup::control): when it last wrote to the
+    /// bucket, the versionstamp of the last commit there, and a transient problem
+    /// it is retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backed_up_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_versionstamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Debug for BackupRecord {
@@ -97,8 +106,26 @@ pub struct KvDatabaseBackup {
     pub bucket_region: String,
     pub access_key_id: String,
     pub prefix: String,
-    pub status: BackupStatus,
+    pub status: BackupStatusView,
     pub created_at: String,
+}
+
+/// `status` as the API shows it: the hosted API's `code` (and `message` when
+/// failed), plus how far the backup has got (subkv additions, once known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatusView {
+    #[serde(flatten)]
+    pub status: BackupStatus,
+    /// When the engine last wrote to the bucket (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backed_up_at: Option<String>,
+    /// The versionstamp (20 hex digits) of the newest commit in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_versionstamp: Option<String>,
+    /// A transient problem the engine is retrying (not while `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl From<&BackupRecord> for KvDatabaseBackup {
@@ -112,7 +139,15 @@ impl From<&BackupRecord> for KvDatabaseBackup {
             bucket_region: r.bucket_region.clone(),
             access_key_id: r.access_key_id.clone(),
             prefix: r.prefix.clone(),
-            status: r.status.clone(),
+            status: BackupStatusView {
+                status: r.status.clone(),
+                last_backed_up_at: r.last_backed_up_at.clone(),
+                last_versionstamp: r.last_versionstamp.clone(),
+                last_error: r
+                    .last_error
+                    .clone()
+                    .filter(|_| !matches!(r.status, BackupStatus::Failed { .. })),
+            },
             created_at: r.created_at.clone(),
         }
     }
@@ -175,9 +210,41 @@ mod tests {
             prefix: String::new(),
             status: BackupStatus::Pending,
             created_at: now_rfc3339(),
+            last_backed_up_at: None,
+            last_versionstamp: None,
+            last_error: None,
         };
         assert!(!format!("{record:?}").contains("ciphertext"));
         let api = serde_json::to_string(&KvDatabaseBackup::from(&record)).unwrap();
         assert!(!api.contains("ecret"), "{api}");
+        // The hosted API's shape until the engine has written something.
+        let view: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(view["status"], serde_json::json!({"code": "pending"}));
+    }
+
+    #[test]
+    fn status_shows_progress_and_hides_transient_errors_once_failed() {
+        let mut record: BackupRecord = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "organizationId": Uuid::nil(), "databaseId": Uuid::nil(),
+            "kind": "s3", "endpoint": "https://e", "bucketName": "b", "bucketRegion": "r",
+            "accessKeyId": "a", "secretAccessKeyCiphertext": "AQ==", "prefix": "",
+            "status": {"code": "active"}, "createdAt": "2026-01-01T00:00:00.000Z",
+            "lastBackedUpAt": "2026-01-01T00:00:01.000Z",
+            "lastVersionstamp": "00000000000000070000", "lastError": "SlowDown"
+        }))
+        .unwrap();
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(
+            view["status"],
+            serde_json::json!({"code": "active", "lastBackedUpAt": "2026-01-01T00:00:01.000Z",
+                "lastVersionstamp": "00000000000000070000", "lastError": "SlowDown"})
+        );
+        record.status = BackupStatus::Failed {
+            message: "InvalidAccessKeyId".into(),
+        };
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(view["status"]["code"], "failed");
+        assert_eq!(view["status"]["message"], "InvalidAccessKeyId");
+        assert!(view["status"].get("lastError").is_none());
     }
 }

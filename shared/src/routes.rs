@@ -77,7 +77,7 @@ routes! {
 }
 
 /// Functions that serve no route (scheduled or event-driven).
-pub const BACKGROUND_FUNCTIONS: &[&str] = &["kv-sweep-expired"];
+pub const BACKGROUND_FUNCTIONS: &[&str] = &["kv-sweep-expired", "backup-forward"];
 
 impl Route {
     /// Names of the `{parameters}` in the path, in order.

@@ -290,6 +290,9 @@ fn openapi_schemas_match_what_the_code_serializes() {
         prefix: String::new(),
         status: BackupStatus::Pending,
         created_at: now_rfc3339(),
+        last_backed_up_at: None,
+        last_versionstamp: None,
+        last_error: None,
     };
     let api_backup = serde_json::to_value(KvDatabaseBackup::from(&backup)).expect("json");
     assert_eq!(schema_fields(&doc, "KvDatabaseBackup"), fields(api_backup));

@@ -86,6 +86,9 @@ pub async fn enable(ctx: Ctx) -> ApiResult<Reply> {
         prefix: body.prefix.unwrap_or_default(),
         status: BackupStatus::Pending,
         created_at: now_rfc3339(),
+        last_backed_up_at: None,
+        last_versionstamp: None,
+        last_error: None,
     };
     match store.enable_backup(&record).await? {
         EnableOutcome::Enabled => Reply::json(&Enabled { id }),

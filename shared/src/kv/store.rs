@@ -79,6 +79,17 @@ pub enum WriteOutcome {
     CheckFailed(Vec<u32>),
 }
 
+/// One commit read back from the change log ([`KvStore::change_log`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedCommit {
+    pub version: u64,
+    /// The commit time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Its mutations with their resulting values, in the backup format (12-byte
+    /// versionstamps, the last one ending in `0xffff`).
+    pub entries: Vec<BackupReplicationLogEntry>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Head {
     version: u64,
@@ -314,6 +325,16 @@ fn log_parts(plan_log: &[BackupReplicationLogEntry], timestamp_ms: u64) -> Vec<V
     }
     parts.push(current.encode_to_vec());
     parts
+}
+
+/// A change-log item: its commit version and (part of) its mutations.
+fn log_item(item: &Item) -> KvResult<(u64, BackupMutationRange)> {
+    let sk = get_b(item, SK).ok_or_else(|| malformed("log sk"))?;
+    let version = super::model::version_of(&[sk.get(..8).unwrap_or_default(), &[0, 0]].concat())
+        .ok_or_else(|| malformed("log sk"))?;
+    let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
+    let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
+    Ok((version, range))
 }
 
 fn log_sk(version: u64, part: u16) -> Vec<u8> {
@@ -1225,6 +1246,103 @@ impl KvStore {
         Ok(swept)
     }
 
+    /// A consistent query of a database's change records after commit `after`.
+    fn log_after(
+        &self,
+        database: Uuid,
+        after: u64,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.log_table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
+            .expression_attribute_values(":after", b(log_sk(after, u16::MAX)))
+            .consistent_read(true)
+    }
+
+    /// The change log of a database after commit `after` (exclusive), oldest first,
+    /// one [`LoggedCommit`] per commit with the entries of all its parts, at most
+    /// `max_commits` of them. Consistent read. A commit is never returned in
+    /// pieces: all parts of a change record are written by one transaction, so the
+    /// query either ends after a whole commit or shows where the next one starts.
+    pub async fn change_log(
+        &self,
+        database: Uuid,
+        after: u64,
+        max_commits: usize,
+    ) -> KvResult<Vec<LoggedCommit>> {
+        let max_commits = max_commits.max(1);
+        let mut commits: Vec<LoggedCommit> = Vec::new();
+        let mut start_key: Option<Item> = None;
+        loop {
+            let page = self
+                .log_after(database, after)
+                .limit((max_commits + 1).min(1000) as i32)
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| dynamo("Query", e))?;
+            for item in page.items() {
+                let (version, range) = log_item(item)?;
+                if let Some(last) = commits.last_mut().filter(|l| l.version == version) {
+                    last.entries.extend(range.entries);
+                } else if commits.len() == max_commits {
+                    return Ok(commits);
+                } else {
+                    commits.push(LoggedCommit {
+                        version,
+                        timestamp_ms: range.timestamp_ms,
+                        entries: range.entries,
+                    });
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) => start_key = Some(key),
+                None => return Ok(commits),
+            }
+        }
+    }
+
+    /// One page of a database's live entries in key order, for a backup snapshot:
+    /// the entries of the items after sort key `after` (from the start if None),
+    /// reading at most `max_items` items, and the sort key to continue after (None
+    /// when the scan is complete). Tombstones and expired entries are left out.
+    /// Each item is read consistently; the page as a whole is not a snapshot (the
+    /// backup's logs cover whatever changes meanwhile).
+    pub async fn live_entries_page(
+        &self,
+        database: Uuid,
+        after: Option<&[u8]>,
+        max_items: i32,
+    ) -> KvResult<(Vec<Entry>, Option<Vec<u8>>)> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.data_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
+            .consistent_read(true)
+            .limit(max_items.clamp(1, 1000));
+        if let Some(after) = after {
+            query = query.set_exclusive_start_key(Some(Self::item_key(database, after)));
+        }
+        let page = query.send().await.map_err(|e| dynamo("Query", e))?;
+        let now = now_ms();
+        let mut entries = Vec::new();
+        let mut last_sk = None;
+        for item in page.items() {
+            let slot = slot_from_item(item)?;
+            entries.extend(slot.entries.into_iter().filter(|e| e.is_live(now)));
+            last_sk = Some(slot.sk);
+        }
+        let next = match page.last_evaluated_key {
+            Some(_) => last_sk,
+            None => None,
+        };
+        Ok((entries, next))
+    }
+
     /// Change records of a database after `after` (exclusive), oldest first.
     pub async fn change_records(
         &self,
@@ -1233,28 +1351,12 @@ impl KvStore {
         limit: i32,
     ) -> KvResult<Vec<(u64, BackupMutationRange)>> {
         let page = self
-            .client
-            .query()
-            .table_name(&self.log_table)
-            .key_condition_expression("pk = :pk AND sk > :after")
-            .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
-            .expression_attribute_values(":after", b(log_sk(after, u16::MAX)))
-            .consistent_read(true)
+            .log_after(database, after)
             .limit(limit)
             .send()
             .await
             .map_err(|e| dynamo("Query", e))?;
-        page.items()
-            .iter()
-            .map(|item| {
-                let sk = get_b(item, SK).ok_or_else(|| malformed("log sk"))?;
-                let version = super::model::version_of(&[&sk[..8], &[0, 0]].concat())
-                    .ok_or_else(|| malformed("log sk"))?;
-                let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
-                let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
-                Ok((version, range))
-            })
-            .collect()
+        page.items().iter().map(log_item).collect()
     }
 }
 

@@ -7,21 +7,24 @@
 //! | token (by id, to revoke) | `ORG#<org>` | `TOKEN#<token>` |
 //! | database | `ORG#<org>` | `DB#<db>` (carries `backupId` while a backup is enabled) |
 //! | database owner (immutable) | `DB#<db>` | `DB` |
-//! | backup | `ORG#<org>` | `BACKUP#<backup>` |
+//! | backup | `ORG#<org>` | `BACKUP#<backup>` (and the engine's progress: [`crate::backup::control`]) |
+//! | backup locator (while enabled) | `DB#<db>` | `BACKUP` (in the sparse index `backups`) |
 //!
 //! Everything an organization owns lives in its partition, so a foreign id is a
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
 use super::{ControlStore, EnableOutcome};
+use crate::backup::control::{locator_item, BACKUPS_INDEX, BACKUPS_INDEX_PK, LOCATOR_SK};
 use crate::error::StoreError;
 use crate::model::{BackupRecord, KvDatabase, Organization, TokenRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
@@ -52,9 +55,38 @@ pub fn control_table_schema() -> (Vec<AttributeDefinition>, Vec<KeySchemaElement
             .expect("static key schema")
     };
     (
-        vec![attr(PK), attr(SK)],
+        vec![attr(PK), attr(SK), attr(BACKUPS_INDEX_PK)],
         vec![key(PK, KeyType::Hash), key(SK, KeyType::Range)],
     )
+}
+
+/// The control table's global secondary index: the sparse list of backup locators
+/// the backup engine's catch-up reads.
+pub fn control_table_indexes() -> Vec<GlobalSecondaryIndex> {
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(BACKUPS_INDEX)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(BACKUPS_INDEX_PK)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("static key schema"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(PK)
+                .key_type(KeyType::Range)
+                .build()
+                .expect("static key schema"),
+        )
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .expect("static index");
+    vec![index]
 }
 
 /// Creates the control table if it does not exist (local stack and tests).
@@ -65,6 +97,7 @@ pub async fn ensure_control_table(client: &Client, table: &str) -> Result<(), St
         .table_name(table)
         .set_attribute_definitions(Some(attrs))
         .set_key_schema(Some(keys))
+        .set_global_secondary_indexes(Some(control_table_indexes()))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -461,6 +494,8 @@ impl ControlStore for DynamoStore {
                 )?,
                 "attribute_not_exists(pk)",
             )?,
+            // The engine finds the backup from the database id alone.
+            self.put(locator_item(backup), "attribute_not_exists(pk)")?,
         ];
         match self.transact(items).await? {
             Ok(()) => Ok(EnableOutcome::Enabled),
@@ -525,9 +560,20 @@ impl ControlStore for DynamoStore {
                 .expression_attribute_values(":b", s(id.to_string()))
                 .build(),
         )?;
+        // The locator goes with it: from then on the engine writes nothing more.
+        let unlocate = build(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    format!("DB#{}", backup.database_id),
+                    LOCATOR_SK.into(),
+                )))
+                .build(),
+        )?;
         let items = vec![
             TransactWriteItem::builder().delete(remove).build(),
             TransactWriteItem::builder().update(release).build(),
+            TransactWriteItem::builder().delete(unlocate).build(),
         ];
         match self.transact(items).await? {
             Ok(()) => Ok(true),

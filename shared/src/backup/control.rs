@@ -1,0 +1,436 @@
+//! The backup engine's state in the control table.
+//!
+//! Each backup item (`ORG#<org>` / `BACKUP#<backup>`, written by the API) carries,
+//! besides its configuration and `status`, the engine's progress:
+//!
+//! | attribute | meaning |
+//! |---|---|
+//! | `cursor` (N) | last commit version whose log object is in the bucket |
+//! | `snapGen` (N) | snapshot generation (1, then +1 per re-snapshot) |
+//! | `snapSeq` (N) | next snapshot chunk index |
+//! | `snapAfter` (B) | data-table sort key the snapshot scan continues after |
+//! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `cursor >= snapEnd` |
+//! | `lease` (N), `leaseOwner` (S) | who may take snapshot steps, until when (ms) |
+//! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
+//!
+//! Every change is a conditional `UpdateItem`, so concurrent invocations (stream
+//! batches, the scheduled catch-up, a retried delivery) cannot move a cursor
+//! backwards or skip a chunk, and a deleted backup is never recreated.
+//!
+//! The engine finds a database's backup through the locator item `DB#<db>` /
+//! `BACKUP` (organization and backup ids), written and removed by the same
+//! transactions that enable and delete the backup; the sparse index
+//! [`BACKUPS_INDEX`] over locators lists every backup for the catch-up.
+
+use crate::error::StoreError;
+use crate::model::{BackupRecord, BackupStatus};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The sparse global secondary index of the control table holding one entry per
+/// enabled backup (its locator item): partition key [`BACKUPS_INDEX_PK`].
+pub const BACKUPS_INDEX: &str = "backups";
+/// The index's partition key attribute; every locator has the value [`BACKUPS_INDEX_VALUE`].
+pub const BACKUPS_INDEX_PK: &str = "backupIndex";
+pub const BACKUPS_INDEX_VALUE: &str = "backup";
+/// Sort key of a database's backup locator (its partition key is `DB#<db>`).
+pub const LOCATOR_SK: &str = "BACKUP";
+
+/// Where a database's backup lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Locator {
+    pub database_id: Uuid,
+    pub organization_id: Uuid,
+    pub backup_id: Uuid,
+}
+
+/// Progress of the snapshot of one generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    pub generation: u64,
+    pub seq: u64,
+    pub after: Option<Vec<u8>>,
+    pub end: Option<u64>,
+}
+
+/// A backup as the engine sees it.
+#[derive(Clone, Debug)]
+pub struct BackupState {
+    pub record: BackupRecord,
+    /// None: the first snapshot has not begun.
+    pub cursor: Option<u64>,
+    pub snapshot: SnapshotProgress,
+    pub lease_until_ms: i64,
+    pub lease_owner: Option<String>,
+}
+
+/// A conditional update that did not apply: someone else moved first.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Lost;
+
+pub struct BackupControl {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_n(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+fn dynamo_err<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Dynamo {
+        operation,
+        source: DisplayErrorContext(err).to_string().into(),
+    }
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    err: &SdkError<E, R>,
+) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn status_value(status: &BackupStatus) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(status).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+impl BackupControl {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn backup_key(org: Uuid, backup: Uuid) -> Item {
+        Item::from([
+            ("pk".into(), s(format!("ORG#{org}"))),
+            ("sk".into(), s(format!("BACKUP#{backup}"))),
+        ])
+    }
+
+    /// The backup of a database, if one is enabled.
+    pub async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DB#{database}")))
+            .key("sk", s(LOCATOR_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| locator_of(database, item)))
+    }
+
+    /// Every enabled backup (for the scheduled catch-up), from the sparse index.
+    pub async fn all(&self) -> Result<Vec<Locator>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BACKUPS_INDEX)
+                .key_condition_expression("#i = :v")
+                .expression_attribute_names("#i", BACKUPS_INDEX_PK)
+                .expression_attribute_values(":v", s(BACKUPS_INDEX_VALUE))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| dynamo_err("Query", e))?;
+            for item in page.items() {
+                let db = get_s(item, "pk")
+                    .and_then(|pk| pk.strip_prefix("DB#"))
+                    .and_then(|id| Uuid::parse_str(id).ok());
+                if let Some(locator) = db.and_then(|db| locator_of(db, item)) {
+                    out.push(locator);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The backup's configuration and progress (strongly consistent).
+    pub async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::backup_key(at.organization_id, at.backup_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let record: BackupRecord = serde_dynamo::from_item(item.clone())
+            .map_err(|e| StoreError::Malformed(format!("backup item: {e}")))?;
+        Ok(Some(BackupState {
+            record,
+            cursor: get_n(&item, "cursor"),
+            snapshot: SnapshotProgress {
+                generation: get_n(&item, "snapGen").unwrap_or(0),
+                seq: get_n(&item, "snapSeq").unwrap_or(0),
+                after: item
+                    .get("snapAfter")
+                    .and_then(|v| v.as_b().ok())
+                    .map(|b| b.as_ref().to_vec()),
+                end: get_n(&item, "snapEnd"),
+            },
+            lease_until_ms: get_n(&item, "lease").map_or(0, |v| v as i64),
+            lease_owner: get_s(&item, "leaseOwner").map(str::to_owned),
+        }))
+    }
+
+    /// One conditional update of the backup item.
+    async fn update(
+        &self,
+        at: &Locator,
+        expression: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::backup_key(at.organization_id, at.backup_id)))
+            .update_expression(expression)
+            .condition_expression(condition);
+        if expression.contains("#st") || condition.contains("#st") {
+            request = request.expression_attribute_names("#st", "status");
+        }
+        if expression.contains("#code") || condition.contains("#code") {
+            request = request.expression_attribute_names("#code", "code");
+        }
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(err) if is_condition_failure(&err) => Ok(Err(Lost)),
+            Err(err) => Err(dynamo_err("UpdateItem", err)),
+        }
+    }
+
+    /// Starts snapshot `generation` of a backup whose logs are to begin after
+    /// `head`: the cursor moves to `head` (or is set, the first time). `expected`
+    /// is the cursor the caller saw (None: never started).
+    pub async fn begin_snapshot(
+        &self,
+        at: &Locator,
+        expected: Option<u64>,
+        head: u64,
+        generation: u64,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        let mut values = vec![
+            (":h", n(head)),
+            (":g", n(generation)),
+            (":zero", n(0)),
+            (":pending", status_value(&BackupStatus::Pending)?),
+            (":pcode", s("pending")),
+            (":acode", s("active")),
+        ];
+        let condition = match expected {
+            None => "attribute_not_exists(cursor) AND #st.#code = :pcode",
+            Some(c) => {
+                values.push((":c", n(c)));
+                "cursor = :c AND (#st.#code = :pcode OR #st.#code = :acode)"
+            }
+        };
+        self.update(
+            at,
+            "SET cursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending \
+             REMOVE snapAfter, snapEnd",
+            condition,
+            values,
+        )
+        .await
+    }
+
+    /// Takes (or renews) the snapshot lease until `until_ms`.
+    pub async fn take_lease(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        self.update(
+            at,
+            "SET lease = :until, leaseOwner = :o",
+            "attribute_exists(pk) AND (attribute_not_exists(lease) OR lease < :now OR leaseOwner = :o)",
+            vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
+        )
+        .await
+    }
+
+    /// Records that chunk `seq` of `generation` is in the bucket; `after` is where
+    /// the scan goes on (None with `end`: the scan is complete at head `end`).
+    pub async fn snapshot_step(
+        &self,
+        at: &Locator,
+        owner: &str,
+        generation: u64,
+        seq: u64,
+        after: Option<&[u8]>,
+        end: Option<u64>,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        let mut values = vec![
+            (":o", s(owner)),
+            (":g", n(generation)),
+            (":seq", n(seq)),
+            (":next", n(seq + 1)),
+        ];
+        let mut set = vec!["snapSeq = :next"];
+        let mut remove = vec![];
+        match after {
+            Some(sk) => {
+                set.push("snapAfter = :a");
+                values.push((":a", AttributeValue::B(Blob::new(sk.to_vec()))));
+            }
+            None => remove.push("snapAfter"),
+        }
+        if let Some(end) = end {
+            set.push("snapEnd = :e");
+            values.push((":e", n(end)));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        self.update(
+            at,
+            &expression,
+            "leaseOwner = :o AND snapGen = :g AND snapSeq = :seq",
+            values,
+        )
+        .await
+    }
+
+    /// Moves the cursor from `from` to `to` after the log object up to `to` was
+    /// written; `last_versionstamp` (20 hex) is what `GET` shows.
+    pub async fn advance(
+        &self,
+        at: &Locator,
+        from: u64,
+        to: u64,
+        last_versionstamp: Option<&str>,
+        at_time: &str,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        let mut values = vec![(":from", n(from)), (":to", n(to)), (":t", s(at_time))];
+        let mut expression = String::from("SET cursor = :to, lastBackedUpAt = :t");
+        if let Some(vs) = last_versionstamp {
+            expression.push_str(", lastVersionstamp = :vs");
+            values.push((":vs", s(vs)));
+        }
+        expression.push_str(" REMOVE lastError");
+        self.update(at, &expression, "cursor = :from", values).await
+    }
+
+    /// `pending` → `active`, once the differential is written.
+    pub async fn activate(
+        &self,
+        at: &Locator,
+        generation: u64,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        self.update(
+            at,
+            "SET #st = :active REMOVE lease, leaseOwner",
+            "#st.#code = :pcode AND snapGen = :g",
+            vec![
+                (":active", status_value(&BackupStatus::Active)?),
+                (":pcode", s("pending")),
+                (":g", n(generation)),
+            ],
+        )
+        .await
+    }
+
+    /// Final: the store refused. Nothing more is attempted for this backup.
+    pub async fn fail(&self, at: &Locator, message: &str) -> Result<Result<(), Lost>, StoreError> {
+        self.update(
+            at,
+            "SET #st = :failed REMOVE lease, leaseOwner",
+            "attribute_exists(pk)",
+            vec![(
+                ":failed",
+                status_value(&BackupStatus::Failed {
+                    message: message.to_owned(),
+                })?,
+            )],
+        )
+        .await
+    }
+
+    /// A transient problem, shown by `GET` until the next success.
+    pub async fn note_error(
+        &self,
+        at: &Locator,
+        message: &str,
+    ) -> Result<Result<(), Lost>, StoreError> {
+        self.update(
+            at,
+            "SET lastError = :m",
+            "attribute_exists(pk)",
+            vec![(":m", s(message))],
+        )
+        .await
+    }
+}
+
+fn locator_of(database_id: Uuid, item: &Item) -> Option<Locator> {
+    Some(Locator {
+        database_id,
+        organization_id: Uuid::parse_str(get_s(item, "organizationId")?).ok()?,
+        backup_id: Uuid::parse_str(get_s(item, "backupId")?).ok()?,
+    })
+}
+
+/// The locator item of a backup (written with the backup by the API).
+pub fn locator_item(backup: &BackupRecord) -> Item {
+    Item::from([
+        ("pk".into(), s(format!("DB#{}", backup.database_id))),
+        ("sk".into(), s(LOCATOR_SK)),
+        (
+            "organizationId".into(),
+            s(backup.organization_id.to_string()),
+        ),
+        ("backupId".into(), s(backup.id.to_string())),
+        (BACKUPS_INDEX_PK.into(), s(BACKUPS_INDEX_VALUE)),
+    ])
+}

@@ -1,0 +1,229 @@
+//! The `backup-forward` Lambda: change-log stream batches and the scheduled
+//! catch-up, both driving [`Engine`].
+//!
+//! - A DynamoDB stream event (`{"Records": [...]}`): the distinct databases in the
+//!   batch are synced concurrently, each within its own time budget. The reply is a
+//!   partial batch response: only a database whose sync hit an infrastructure error
+//!   (DynamoDB, KMS) has its first record reported, so the event source mapping
+//!   retries from there. Tenant store problems are never reported (they would hold
+//!   the shard, and every tenant behind it): the catch-up retries them.
+//! - Anything else (the EventBridge schedule, the local scheduler): every enabled
+//!   backup is synced, a few at a time.
+//!
+//! Metrics go to the log in CloudWatch Embedded Metric Format, one line per backup
+//! pass: `RecordsForwarded`, `ObjectsWritten`, `LagMs`, `Failures` (dimension
+//! `BackupId`), in namespace `subkv/backup`.
+
+use super::control::{BackupControl, Locator};
+use super::engine::{Engine, EngineConfig, Report};
+use super::s3::Connector;
+use crate::kv::protocol::env as kv_env;
+use crate::kv::store::{KvStore, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
+use crate::secrets::KmsOpener;
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_http::lambda_runtime::{self, LambdaEvent};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Time one stream batch may spend on one database; the catch-up gets more.
+const STREAM_BUDGET: Duration = Duration::from_secs(20);
+const CATCH_UP_BUDGET: Duration = Duration::from_secs(45);
+/// Backups the catch-up syncs at once.
+const CATCH_UP_PARALLEL: usize = 16;
+
+pub mod env {
+    /// Seconds a change record stays in the change log; must match the KV functions'.
+    pub use crate::kv::protocol::env::LOG_RETENTION_SECONDS;
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Builds the engine from the environment, once per cold start.
+pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let key_id = var(crate::app::env::BACKUP_KMS_KEY_ID).ok_or_else(|| {
+        format!(
+            "{} must name the KMS key of backup secrets",
+            crate::app::env::BACKUP_KMS_KEY_ID
+        )
+    })?;
+    let retention: i64 = match var(kv_env::LOG_RETENTION_SECONDS) {
+        None => 7 * 24 * 3600,
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{} must be a number", kv_env::LOG_RETENTION_SECONDS))?,
+    };
+    let kv = KvStore::new(
+        dynamo.clone(),
+        var(kv_env::DATA_TABLE).unwrap_or_else(|| DEFAULT_DATA_TABLE.into()),
+        var(kv_env::LOG_TABLE).unwrap_or_else(|| DEFAULT_LOG_TABLE.into()),
+        retention,
+    );
+    let control = BackupControl::new(
+        dynamo,
+        var(crate::app::env::CONTROL_TABLE)
+            .unwrap_or_else(|| crate::app::DEFAULT_CONTROL_TABLE.into()),
+    );
+    let opener = Arc::new(KmsOpener::new(aws_sdk_kms::Client::new(&sdk), key_id));
+    Ok(Engine::new(
+        kv,
+        control,
+        opener,
+        Connector::from_env(),
+        EngineConfig::default(),
+    ))
+}
+
+/// The databases of a stream batch, each with the sequence number of its first
+/// record (what a partial batch response names).
+pub fn databases_of(event: &Event) -> BTreeMap<Uuid, String> {
+    let mut out = BTreeMap::new();
+    for record in &event.records {
+        let db = match record.change.keys.get("pk") {
+            Some(serde_dynamo::AttributeValue::S(pk)) => Uuid::parse_str(pk).ok(),
+            _ => None,
+        };
+        if let (Some(db), Some(seq)) = (db, record.change.sequence_number.clone()) {
+            out.entry(db).or_insert(seq);
+        }
+    }
+    out
+}
+
+/// One pass's metrics, as a CloudWatch Embedded Metric Format log line.
+fn emit(at: &Locator, report: &Report) {
+    let line = serde_json::json!({
+        "_aws": {
+            "Timestamp": crate::kv::store::now_ms(),
+            "CloudWatchMetrics": [{
+                "Namespace": "subkv/backup",
+                "Dimensions": [["BackupId"]],
+                "Metrics": [
+                    {"Name": "RecordsForwarded", "Unit": "Count"},
+                    {"Name": "ObjectsWritten", "Unit": "Count"},
+                    {"Name": "LagMs", "Unit": "Milliseconds"},
+                    {"Name": "Failures", "Unit": "Count"},
+                ],
+            }],
+        },
+        "BackupId": at.backup_id.to_string(),
+        "DatabaseId": at.database_id.to_string(),
+        "RecordsForwarded": report.records_forwarded,
+        "ObjectsWritten": report.objects_written,
+        "LagMs": report.lag_ms.unwrap_or(0),
+        "Failures": u64::from(report.problem.is_some()),
+        "SnapshotChunks": report.snapshot_chunks,
+        "Activated": report.activated,
+    });
+    // Not through tracing: EMF wants the object as the whole log line.
+    println!("{line}");
+}
+
+/// Handles one stream batch; returns the partial batch response.
+pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventResponse {
+    let mut tasks = JoinSet::new();
+    for (db, first_seq) in databases_of(&event) {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            let deadline = Instant::now() + STREAM_BUDGET;
+            (first_seq, db, engine.sync_database(db, deadline).await)
+        });
+    }
+    let mut response = DynamoDbEventResponse::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, _, Ok(Some((at, report))))) => emit(&at, &report),
+            Ok((_, _, Ok(None))) => {} // no backup on this database
+            Ok((seq, db, Err(error))) => {
+                tracing::error!(database = %db, error = %error, "backup sync failed; the batch is retried from this database's first record");
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(seq);
+                response.batch_item_failures.push(failure);
+            }
+            Err(join) => tracing::error!(error = %join, "backup sync task failed"),
+        }
+    }
+    response
+}
+
+/// The scheduled catch-up: every enabled backup. Returns how many were synced.
+pub async fn catch_up(engine: Arc<Engine>) -> Result<usize, lambda_runtime::Error> {
+    let backups = engine.control().all().await?;
+    let deadline = Instant::now() + CATCH_UP_BUDGET;
+    let mut tasks = JoinSet::new();
+    let mut synced = 0;
+    for at in backups {
+        while tasks.len() >= CATCH_UP_PARALLEL {
+            if let Some(done) = tasks.join_next().await {
+                synced += finish(done);
+            }
+        }
+        let engine = engine.clone();
+        tasks.spawn(async move { (at, engine.sync(&at, deadline).await) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        synced += finish(done);
+    }
+    Ok(synced)
+}
+
+type Synced = (Locator, Result<Report, super::engine::EngineError>);
+
+fn finish(done: Result<Synced, tokio::task::JoinError>) -> usize {
+    match done {
+        Ok((at, Ok(report))) => {
+            emit(&at, &report);
+            1
+        }
+        Ok((at, Err(error))) => {
+            tracing::error!(backup = %at.backup_id, error = %error, "catch-up failed for this backup");
+            0
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "catch-up task failed");
+            0
+        }
+    }
+}
+
+/// The whole of `backup-forward`'s `main`.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let engine = Arc::new(engine_from_env().await?);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<serde_json::Value>| {
+            let engine = engine.clone();
+            async move {
+                let started = Instant::now();
+                if event.payload.get("Records").is_some() {
+                    let batch: Event = serde_json::from_value(event.payload)?;
+                    let records = batch.records.len();
+                    let response = on_stream(engine, batch).await;
+                    tracing::info!(
+                        records,
+                        failures = response.batch_item_failures.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "stream batch"
+                    );
+                    Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?)
+                } else {
+                    let synced = catch_up(engine).await?;
+                    tracing::info!(
+                        synced,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "catch-up"
+                    );
+                    Ok(serde_json::json!({ "synced": synced }))
+                }
+            }
+        },
+    ))
+    .await
+}
