@@ -68,9 +68,11 @@ unit: tools
 	cargo test --workspace --exclude subkv-e2e
 	$(VENV)/bin/python -m unittest discover -s infra/local -p 'test_*.py'
 
-e2e: tools build
+# The backup tests restore with the public denokv binary ($(DENOKV)).
+e2e: tools build $(DENOKV)
 	SUBKV_PORT=$(TEST_PORT) SUBKV_EMULATOR_PORT=$(TEST_EMULATOR_PORT) \
 	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
+	DENOKV=$(CURDIR)/$(DENOKV) \
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 test: lint unit e2e
@@ -92,8 +94,8 @@ bench-kv: tools build
 	DENOKV=$(CURDIR)/$(DENOKV) DENOKV_PORT=$(DENOKV_PORT) \
 	infra/local/stack.sh run -- shared/benches/kv_bench.sh
 
-# The public denokv server, for bench-kv's latency comparison (a release build from
-# crates.io: several minutes; see docs/performance.md).
+# The public denokv server: bench-kv's latency comparison and the backup tests' restores
+# (a release build from crates.io: several minutes; see docs/performance.md).
 denokv: $(DENOKV)
 $(DENOKV):
 	cargo install denokv --version $(DENOKV_VERSION) --locked --root $(CURDIR)/target/denokv

@@ -2,6 +2,8 @@
 //! (`infra/local/stack.sh run -- cargo test -p subkv-e2e`, which `make test` does):
 //! `SUBKV_API_URL` and `SUBKV_ADMIN_TOKEN` come from the stack script.
 
+pub mod backup;
+
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
