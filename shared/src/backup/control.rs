@@ -5,12 +5,12 @@
 //!
 //! | attribute | meaning |
 //! |---|---|
-//! | `cursor` (N) | last commit version whose log object is in the bucket |
+//! | `logCursor` (N) | last commit version whose log object is in the bucket |
 //! | `snapGen` (N) | snapshot generation (1, then +1 per re-snapshot) |
 //! | `snapSeq` (N) | next snapshot chunk index |
 //! | `snapAfter` (B) | data-table sort key the snapshot scan continues after |
-//! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `cursor >= snapEnd` |
-//! | `lease` (N), `leaseOwner` (S) | who may take snapshot steps, until when (ms) |
+//! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `logCursor >= snapEnd` |
+//! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
 //!
 //! Every change is a conditional `UpdateItem`, so concurrent invocations (stream
@@ -201,7 +201,7 @@ impl BackupControl {
             .map_err(|e| StoreError::Malformed(format!("backup item: {e}")))?;
         Ok(Some(BackupState {
             record,
-            cursor: get_n(&item, "cursor"),
+            cursor: get_n(&item, "logCursor"),
             snapshot: SnapshotProgress {
                 generation: get_n(&item, "snapGen").unwrap_or(0),
                 seq: get_n(&item, "snapSeq").unwrap_or(0),
@@ -211,8 +211,8 @@ impl BackupControl {
                     .map(|b| b.as_ref().to_vec()),
                 end: get_n(&item, "snapEnd"),
             },
-            lease_until_ms: get_n(&item, "lease").map_or(0, |v| v as i64),
-            lease_owner: get_s(&item, "leaseOwner").map(str::to_owned),
+            lease_until_ms: get_n(&item, "snapLease").map_or(0, |v| v as i64),
+            lease_owner: get_s(&item, "snapLeaseOwner").map(str::to_owned),
         }))
     }
 
@@ -263,18 +263,18 @@ impl BackupControl {
             (":zero", n(0)),
             (":pending", status_value(&BackupStatus::Pending)?),
             (":pcode", s("pending")),
-            (":acode", s("active")),
         ];
         let condition = match expected {
-            None => "attribute_not_exists(cursor) AND #st.#code = :pcode",
+            None => "attribute_not_exists(logCursor) AND #st.#code = :pcode",
             Some(c) => {
                 values.push((":c", n(c)));
-                "cursor = :c AND (#st.#code = :pcode OR #st.#code = :acode)"
+                values.push((":acode", s("active")));
+                "logCursor = :c AND (#st.#code = :pcode OR #st.#code = :acode)"
             }
         };
         self.update(
             at,
-            "SET cursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending \
+            "SET logCursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending \
              REMOVE snapAfter, snapEnd",
             condition,
             values,
@@ -292,8 +292,8 @@ impl BackupControl {
     ) -> Result<Result<(), Lost>, StoreError> {
         self.update(
             at,
-            "SET lease = :until, leaseOwner = :o",
-            "attribute_exists(pk) AND (attribute_not_exists(lease) OR lease < :now OR leaseOwner = :o)",
+            "SET snapLease = :until, snapLeaseOwner = :o",
+            "attribute_exists(pk) AND (attribute_not_exists(snapLease) OR snapLease < :now OR snapLeaseOwner = :o)",
             vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
         )
         .await
@@ -336,7 +336,7 @@ impl BackupControl {
         self.update(
             at,
             &expression,
-            "leaseOwner = :o AND snapGen = :g AND snapSeq = :seq",
+            "snapLeaseOwner = :o AND snapGen = :g AND snapSeq = :seq",
             values,
         )
         .await
@@ -353,13 +353,14 @@ impl BackupControl {
         at_time: &str,
     ) -> Result<Result<(), Lost>, StoreError> {
         let mut values = vec![(":from", n(from)), (":to", n(to)), (":t", s(at_time))];
-        let mut expression = String::from("SET cursor = :to, lastBackedUpAt = :t");
+        let mut expression = String::from("SET logCursor = :to, lastBackedUpAt = :t");
         if let Some(vs) = last_versionstamp {
             expression.push_str(", lastVersionstamp = :vs");
             values.push((":vs", s(vs)));
         }
         expression.push_str(" REMOVE lastError");
-        self.update(at, &expression, "cursor = :from", values).await
+        self.update(at, &expression, "logCursor = :from", values)
+            .await
     }
 
     /// `pending` → `active`, once the differential is written.
@@ -370,7 +371,7 @@ impl BackupControl {
     ) -> Result<Result<(), Lost>, StoreError> {
         self.update(
             at,
-            "SET #st = :active REMOVE lease, leaseOwner",
+            "SET #st = :active REMOVE snapLease, snapLeaseOwner",
             "#st.#code = :pcode AND snapGen = :g",
             vec![
                 (":active", status_value(&BackupStatus::Active)?),
@@ -385,7 +386,7 @@ impl BackupControl {
     pub async fn fail(&self, at: &Locator, message: &str) -> Result<Result<(), Lost>, StoreError> {
         self.update(
             at,
-            "SET #st = :failed REMOVE lease, leaseOwner",
+            "SET #st = :failed REMOVE snapLease, snapLeaseOwner",
             "attribute_exists(pk)",
             vec![(
                 ":failed",
