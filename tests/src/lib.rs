@@ -3,6 +3,7 @@
 //! `SUBKV_API_URL` and `SUBKV_ADMIN_TOKEN` come from the stack script.
 
 pub mod backup;
+pub mod fault_proxy;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};

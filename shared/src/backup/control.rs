@@ -363,20 +363,27 @@ impl BackupControl {
             .await
     }
 
-    /// `pending` → `active`, once the differential is written.
+    /// `pending` → `active`, once the differential (versionstamp `differential`, 20
+    /// hex) is written: the bucket holds the database through it from then on.
     pub async fn activate(
         &self,
         at: &Locator,
         generation: u64,
+        differential: &str,
+        at_time: &str,
     ) -> Result<Result<(), Lost>, StoreError> {
         self.update(
             at,
-            "SET #st = :active REMOVE snapLease, snapLeaseOwner",
+            "SET #st = :active, lastBackedUpAt = :t, \
+             lastVersionstamp = if_not_exists(lastVersionstamp, :vs) \
+             REMOVE snapLease, snapLeaseOwner, lastError",
             "#st.#code = :pcode AND snapGen = :g",
             vec![
                 (":active", status_value(&BackupStatus::Active)?),
                 (":pcode", s("pending")),
                 (":g", n(generation)),
+                (":t", s(at_time)),
+                (":vs", s(differential)),
             ],
         )
         .await

@@ -221,12 +221,13 @@ impl Engine {
                 if let Err(fault) = bucket.put(&object.key, object.body).await {
                     return Ok(Err(fault));
                 }
-                if self
+                let differential = hex::encode(versionstamp(cursor));
+                let now = crate::model::now_rfc3339();
+                let activated = self
                     .control
-                    .activate(at, state.snapshot.generation)
-                    .await?
-                    .is_ok()
-                {
+                    .activate(at, state.snapshot.generation, &differential, &now)
+                    .await?;
+                if activated.is_ok() {
                     report.activated = true;
                     tracing::info!(backup = %at.backup_id, database = %at.database_id, differential = cursor, "backup active");
                 }

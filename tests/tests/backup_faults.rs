@@ -1,0 +1,342 @@
+//! Backup engine under faults, on the local stack (moto S3 behind a fault proxy,
+//! the stream pump and the scheduled catch-up of `backup-forward`):
+//! - one tenant's store refusing and another's failing never hold back a third;
+//!   the refused backup is `failed` and never tried again; the failing one catches
+//!   up by itself once its store is back;
+//! - duplicate stream deliveries and a crash between an object's write and the
+//!   cursor update leave the backup exactly the database (restored with `denokv`);
+//! - a disabled backup gets nothing more.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use subkv::kv::store::{KvStore, WriteOutcome};
+use subkv_e2e::backup::{
+    assert_same_state, dump, emulator_url, enable_backup, fresh_bucket, get_backup, kv_database,
+    list_keys, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
+};
+use subkv_e2e::fault_proxy::{Fault, FaultProxy};
+use subkv_e2e::{api_url, post};
+use uuid::Uuid;
+
+const PREFIX: &str = "faults/";
+
+async fn kv() -> KvStore {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    KvStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        env("SUBKV_KV_DATA_TABLE", subkv::kv::store::DEFAULT_DATA_TABLE),
+        env("SUBKV_KV_LOG_TABLE", subkv::kv::store::DEFAULT_LOG_TABLE),
+        3600,
+    )
+}
+
+/// A one-part string key in denokv's key encoding.
+fn key(name: &str) -> Vec<u8> {
+    let mut k = vec![0x02];
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Commits `name = value` (bytes) or, with None, deletes `name`; returns the
+/// versionstamp (20 hex).
+async fn commit(store: &KvStore, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
+    let mutation = denokv_proto::Mutation {
+        key: key(name),
+        kind: match value {
+            Some(v) => denokv_proto::MutationKind::Set(denokv_proto::KvValue::Bytes(v.to_vec())),
+            None => denokv_proto::MutationKind::Delete,
+        },
+        expire_at: None,
+    };
+    let write = denokv_proto::AtomicWrite {
+        checks: vec![],
+        mutations: vec![mutation],
+        enqueues: vec![],
+    };
+    let db_id = Uuid::parse_str(&db.id).expect("database id");
+    match store.atomic_write(db_id, &write).await.expect("commit") {
+        WriteOutcome::Committed(vs) => hex::encode(vs),
+        other => panic!("commit refused: {other:?}"),
+    }
+}
+
+/// Enables a backup of `db` whose endpoint is `endpoint`, signed with `access_key_id`.
+async fn enable_at(db: &KvDatabase, endpoint: &str, access_key_id: &str, bucket: &str) -> String {
+    let reply = post(
+        &format!("/v1/databases/{}/database_backups", db.id),
+        &db.org.token,
+        json!({
+            "kind": "s3", "endpoint": endpoint, "bucketName": bucket, "bucketRegion": "us-east-1",
+            "accessKeyId": access_key_id, "secretAccessKey": "fault-secret", "prefix": PREFIX,
+        }),
+    )
+    .await;
+    reply.assert_ok()["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string()
+}
+
+async fn status(db: &KvDatabase, backup: &str) -> Value {
+    get_backup(&db.org.token, backup).await["status"].clone()
+}
+
+fn root(db: &KvDatabase) -> String {
+    format!("{PREFIX}{}/", db.id)
+}
+
+#[tokio::test]
+async fn a_refused_and_a_failing_store_never_hold_back_another_tenant() {
+    let upstream = emulator_url().trim_start_matches("http://").to_string();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.set("refused-key", Fault::Refuse);
+    proxy.set("failing-key", Fault::Fail);
+    let store = kv().await;
+    let (refused, failing, healthy) = (
+        kv_database("faults-refused").await,
+        kv_database("faults-failing").await,
+        kv_database("faults-healthy").await,
+    );
+    let (b_refused, b_failing, b_healthy) = (
+        fresh_bucket("refused").await,
+        fresh_bucket("failing").await,
+        fresh_bucket("healthy").await,
+    );
+    for (db, n) in [(&refused, 3), (&failing, 3), (&healthy, 3)] {
+        for i in 0..n {
+            commit(&store, db, &format!("k{i}"), Some(b"v")).await;
+        }
+    }
+    let id_refused = enable_at(&refused, &proxy.endpoint(), "refused-key", &b_refused).await;
+    let id_failing = enable_at(&failing, &proxy.endpoint(), "failing-key", &b_failing).await;
+    let id_healthy = enable_backup(&healthy, &b_healthy, PREFIX).await;
+    let last_failing = commit(&store, &failing, "after-enable", Some(b"f")).await;
+    let last = commit(&store, &healthy, "after-enable", Some(b"h")).await;
+
+    // The healthy tenant is backed up while the others are refused / failing.
+    wait_backed_up(&healthy.org.token, &id_healthy, &last, DEADLINE).await;
+    let failed = poll(
+        "refused backup failed",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let s = status(&refused, &id_refused).await;
+            match s["code"].as_str() {
+                Some("failed") => Ok(s),
+                _ => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(message.contains("InvalidAccessKeyId"), "{failed}");
+    assert!(!message.contains("fault-secret"), "{failed}");
+    let pending = poll(
+        "failing backup reports its error",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let s = status(&failing, &id_failing).await;
+            match (s["code"].as_str(), s["lastError"].as_str()) {
+                (Some("pending"), Some(e)) if e.contains("SlowDown") => Ok(s),
+                _ => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+    assert!(pending.get("message").is_none(), "{pending}");
+
+    // Nothing more is attempted for the failed backup, while the engine keeps
+    // passing over the others (the failing store sees new attempts).
+    let refused_seen = proxy.seen("refused-key");
+    let failing_seen = proxy.seen("failing-key");
+    commit(&store, &refused, "after-failure", Some(b"r")).await;
+    let last = commit(&store, &healthy, "after-failure", Some(b"h2")).await;
+    wait_backed_up(&healthy.org.token, &id_healthy, &last, DEADLINE).await;
+    poll(
+        "more attempts on the failing store",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let now = proxy.seen("failing-key");
+            if now >= failing_seen + 2 {
+                Ok(())
+            } else {
+                Err(format!("{now} requests"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        proxy.seen("refused-key"),
+        refused_seen,
+        "a failed backup was tried again"
+    );
+    assert_eq!(status(&refused, &id_refused).await["code"], "failed");
+
+    // The failing store comes back: that backup catches up by itself, complete.
+    proxy.set("failing-key", Fault::Pass);
+    let caught_up = wait_backed_up(&failing.org.token, &id_failing, &last_failing, DEADLINE).await;
+    assert!(caught_up.get("lastError").is_none(), "{caught_up}");
+    let restore = Restore::new(&b_failing, &root(&failing));
+    restore.sync();
+    assert_eq!(restore.current(), last_failing);
+    assert_same_state(
+        "caught-up backup",
+        &dump(&failing.url, &failing.org.token),
+        &restore.dump(),
+    );
+}
+
+/// Sets a backup's cursor back to `version`: the state a crash between a log
+/// object's write and the cursor update leaves (the object is in the bucket, the
+/// cursor says it is not).
+async fn rewind_cursor(db: &KvDatabase, backup: &str, version: u64) {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .update_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ORG#{}", db.org.id)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("BACKUP#{backup}")),
+        )
+        .update_expression("SET logCursor = :v")
+        .expression_attribute_values(
+            ":v",
+            aws_sdk_dynamodb::types::AttributeValue::N(version.to_string()),
+        )
+        .send()
+        .await
+        .expect("rewind the cursor");
+}
+
+/// The stream event Lambda would deliver again for one of `db`'s change records.
+fn stream_event(db: &KvDatabase, seq: &str) -> Value {
+    json!({"Records": [{
+        "eventID": "duplicate", "eventName": "INSERT", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_764_000_000,
+            "Keys": {"pk": {"S": db.id}, "sk": {"B": "AAAAAAAAAAEAAA=="}},
+            "SequenceNumber": seq, "SizeBytes": 10, "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/subkv-kv-log/stream/x"
+    }]})
+}
+
+async fn invoke_backup_forward(event: &Value) -> Value {
+    let url = format!(
+        "{}/2015-03-31/functions/backup-forward/invocations",
+        api_url()
+    );
+    let reply = reqwest::Client::new()
+        .post(url)
+        .json(event)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("invoke backup-forward");
+    assert!(reply.status().is_success(), "{}", reply.status());
+    reply.json().await.expect("invocation result")
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_and_a_crash_before_the_cursor_moves_leave_the_backup_exact() {
+    let store = kv().await;
+    let db = kv_database("faults-replay").await;
+    let bucket = fresh_bucket("replay").await;
+    for i in 0..4 {
+        commit(
+            &store,
+            &db,
+            &format!("k{i}"),
+            Some(format!("v{i}").as_bytes()),
+        )
+        .await;
+    }
+    let backup = enable_backup(&db, &bucket, PREFIX).await;
+    let mut last = String::new();
+    for i in 0..4 {
+        last = commit(&store, &db, &format!("live{i}"), Some(b"x")).await;
+    }
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+    let objects = list_keys(&bucket, &root(&db)).await;
+
+    // Duplicate deliveries: the engine reads from the cursor, so nothing changes.
+    for _ in 0..2 {
+        let reply = invoke_backup_forward(&stream_event(&db, "1")).await;
+        assert_eq!(reply["batchItemFailures"], json!([]), "{reply}");
+    }
+    assert_eq!(list_keys(&bucket, &root(&db)).await, objects);
+    assert_eq!(
+        status(&db, &backup).await["lastVersionstamp"],
+        last.as_str()
+    );
+
+    // A crash after writing the objects of the last 3 commits, before the cursor
+    // moved: the engine writes them again (same first commit, so the same monoseq)
+    // with what came since.
+    let head = u64::from_str_radix(&last[..16], 16).expect("versionstamp");
+    rewind_cursor(&db, &backup, head - 3).await;
+    commit(&store, &db, "k1", None).await;
+    let last = commit(&store, &db, "after-crash", Some(b"y")).await;
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+    let logs: Vec<String> = list_keys(&bucket, &format!("{}logs/", root(&db))).await;
+    let monoseq = |k: &String| k.rsplit('/').next().unwrap_or_default()[..21].to_string();
+    let replayed = format!("0001_{:016x}", head - 2);
+    assert!(
+        logs.iter().any(|k| monoseq(k) == replayed),
+        "after the crash the engine should write again from commit {}: {logs:?}",
+        head - 2
+    );
+
+    // Restored with denokv: exactly the database, and at every recovery point
+    // offered, the versionstamps strictly decreasing.
+    let restore = Restore::new(&bucket, &root(&db));
+    restore.sync();
+    assert_eq!(restore.current(), last);
+    assert_same_state(
+        "after duplicates and a crash",
+        &dump(&db.url, &db.org.token),
+        &restore.dump(),
+    );
+    let points = restore.list();
+    assert!(
+        points
+            .windows(2)
+            .all(|w| w[0].versionstamp > w[1].versionstamp),
+        "{points:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_backup_gets_nothing_more() {
+    let store = kv().await;
+    let db = kv_database("faults-disable").await;
+    let other = kv_database("faults-disable-other").await;
+    let (bucket, other_bucket) = (
+        fresh_bucket("disable").await,
+        fresh_bucket("disable-o").await,
+    );
+    let backup = enable_backup(&db, &bucket, PREFIX).await;
+    let other_backup = enable_backup(&other, &other_bucket, PREFIX).await;
+    let last = commit(&store, &db, "a", Some(b"1")).await;
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+
+    let reply = subkv_e2e::delete(&format!("/v1/database_backups/{backup}"), &db.org.token).await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let objects = list_keys(&bucket, &root(&db)).await;
+    commit(&store, &db, "b", Some(b"2")).await;
+    // The engine has passed over every database since: the other backup has the
+    // commit made after this one.
+    let other_last = commit(&store, &other, "x", Some(b"1")).await;
+    wait_backed_up(&other.org.token, &other_backup, &other_last, DEADLINE).await;
+    assert_eq!(list_keys(&bucket, &root(&db)).await, objects);
+}
