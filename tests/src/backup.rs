@@ -15,6 +15,8 @@
 //! itself, so the endpoint must be the IP, not `localhost`.
 
 use crate::{api_url, create_db, create_org, get, is_uuid, post, Org};
+use denokv_proto::backup::BackupMutationRange;
+use prost::Message;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::io::Read;
@@ -152,6 +154,38 @@ pub async fn get_object(bucket: &str, key: &str) -> Option<Vec<u8>> {
         Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
         Err(e) => panic!("get {bucket}/{key}: {e:?}"),
     }
+}
+
+/// Every `logs/` object under `root`, in name order, decoded.
+pub async fn log_objects(bucket: &str, root: &str) -> Vec<(String, BackupMutationRange)> {
+    let mut out = Vec::new();
+    for key in list_keys(bucket, &format!("{root}logs/")).await {
+        let body = get_object(bucket, &key).await.expect("a listed object");
+        let range = BackupMutationRange::decode(body.as_slice())
+            .unwrap_or_else(|e| panic!("{key} is not a BackupMutationRange: {e}"));
+        out.push((key, range));
+    }
+    out
+}
+
+/// The commit `denokv`'s first sync replays up to, without undo records, when the
+/// backup's `differential` is `differential` and its logs are `logs`: the first
+/// commit end (`…ffff`) at or after the differential. That is the differential's
+/// own commit if the logs hold it, else the first commit after it (for instance
+/// when the differential names a commit the snapshot covers and no log object
+/// repeats). Recovery points are the commits after it; None if no log reaches it
+/// (then the copy starts at the differential).
+pub fn first_sync_replays_through(
+    differential: &str,
+    logs: &[(String, BackupMutationRange)],
+) -> Option<String> {
+    let target = format!("{differential}ffff");
+    logs.iter()
+        .flat_map(|(_, range)| &range.entries)
+        .map(|e| hex::encode(&e.versionstamp))
+        .filter(|vs| vs.ends_with("ffff") && vs.as_str() >= target.as_str())
+        .min()
+        .map(|vs| vs[..20].to_string())
 }
 
 // ---------------------------------------------------------------------------------

@@ -286,6 +286,16 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The history for a database of its own, a fresh bucket and the backup's root.
+    async fn in_fresh_bucket(tag: &str) -> (Self, String, String) {
+        let fixture = Fixture {
+            database: Uuid::new_v4(),
+            history: history(),
+        };
+        let root = format::root(PREFIX, fixture.database);
+        (fixture, fresh_bucket(tag).await, root)
+    }
+
     /// The state right after commit `version`.
     fn state(&self, version: u64) -> Model {
         let mut model = Model::default();
@@ -334,14 +344,27 @@ fn assert_restored(restore: &Restore, fixture: &Fixture, version: u64) {
     );
 }
 
+/// `pitr checkout` refuses `version` (replayed without undo records) and the copy
+/// stays where it was.
+fn assert_no_point(restore: &Restore, version: u64) {
+    let before = restore.current();
+    let refused = restore
+        .try_checkout(&vs(version))
+        .expect_err("a commit replayed without undo is no recovery point");
+    assert!(
+        refused.contains("redo/undo log did not end at a snapshot boundary"),
+        "{refused}"
+    );
+    assert_eq!(
+        restore.current(),
+        before,
+        "a refused checkout changes nothing"
+    );
+}
+
 #[tokio::test]
 async fn denokv_restores_the_format_at_every_recovery_point() {
-    let fixture = Fixture {
-        database: Uuid::new_v4(),
-        history: history(),
-    };
-    let bucket = fresh_bucket("format").await;
-    let root = format::root(PREFIX, fixture.database);
+    let (fixture, bucket, root) = Fixture::in_fresh_bucket("format").await;
 
     // What the engine writes on enable: the snapshot (two chunks of the state after
     // 8), the logs from before the scan through the differential and on, then the
@@ -378,18 +401,7 @@ async fn denokv_restores_the_format_at_every_recovery_point() {
     assert_restored(&restore, &fixture, 15);
     assert_restored(&restore, &fixture, 13);
     // The differential itself was replayed without undo records: not a point.
-    let refused = restore
-        .try_checkout(&vs(12))
-        .expect_err("checkout before the first commit after the differential");
-    assert!(
-        refused.contains("redo/undo log did not end at a snapshot boundary"),
-        "{refused}"
-    );
-    assert_eq!(
-        restore.current(),
-        vs(13),
-        "a refused checkout changes nothing"
-    );
+    assert_no_point(&restore, 12);
     assert_restored(&restore, &fixture, 20);
 
     // A later sync fetches only the new logs (into the redo log: `pitr sync` moves to
@@ -438,4 +450,48 @@ async fn denokv_restores_the_format_at_every_recovery_point() {
     drop(server);
     let listed = list_keys(&bucket, &root).await;
     assert_eq!(listed.len(), objects.len() + 3, "{listed:#?}");
+}
+
+/// When no log object holds the differential's own commit (the snapshot covers it
+/// and the logs start after it), the first sync replays the first commit after the
+/// differential without undo records too: the recovery points start one commit
+/// later. `first_sync_replays_through` (which the engine test's expectations use)
+/// says so from the bucket's logs.
+#[tokio::test]
+async fn without_the_differentials_commit_in_the_logs_the_next_commit_is_no_point() {
+    let (fixture, bucket, root) = Fixture::in_fresh_bucket("format-nodiff").await;
+    let objects = vec![
+        format::snapshot_object(
+            PREFIX,
+            fixture.database,
+            1,
+            0,
+            &fixture.state(12).snapshot_entries(),
+        )
+        .unwrap(),
+        fixture.log(&[13, 15]),
+        fixture.log(&[20, 21]),
+        format::differential_object(PREFIX, fixture.database, 12),
+    ];
+    put_objects(&bucket, &objects).await;
+    let logs = log_objects(&bucket, &root).await;
+    assert_eq!(logs.len(), 2);
+    assert_eq!(
+        first_sync_replays_through(&vs(12), &logs),
+        Some(vs(13)),
+        "the first commit end at or after the differential"
+    );
+
+    let restore = Restore::new(&bucket, &root);
+    restore.sync();
+    assert_eq!(restore.current(), vs(21));
+    assert_points(&restore, &[(21, 21), (20, 21), (15, 15)]);
+    assert_same_state(
+        "after the first sync",
+        &fixture.state(21).dump(),
+        &restore.dump(),
+    );
+    assert_restored(&restore, &fixture, 15);
+    assert_no_point(&restore, 13);
+    assert_restored(&restore, &fixture, 20);
 }
