@@ -2,7 +2,7 @@
 //! emulator's S3: per access key id (read from the SigV4 `Authorization` header),
 //! requests are passed through, refused (403 `InvalidAccessKeyId`, as a store
 //! does for bad credentials) or failed (503 `SlowDown`, as a throttling or broken
-//! store does). It counts the requests it saw per key, so a test can tell that
+//! store does), all of them or only those naming a given object. It counts the requests it saw per key, so a test can tell that
 //! nothing was attempted.
 //!
 //! HTTP/1.1 only, as much as the AWS SDK speaks to S3: a request head, then a
@@ -22,6 +22,10 @@ pub enum Fault {
     Refuse,
     /// 503 SlowDown: transient, retried.
     Fail,
+    /// 503 SlowDown for requests with a body whose target contains this text
+    /// (e.g. one object's name); the others, and empty bodies (an object being
+    /// emptied), passed through.
+    FailWhere(&'static str),
 }
 
 #[derive(Default)]
@@ -135,6 +139,12 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
             *rules.seen.entry(akid.clone()).or_default() += 1;
             rules.faults.get(&akid).copied().unwrap_or(Fault::Pass)
         };
+        let target = head.split_whitespace().nth(1).unwrap_or("");
+        let fault = match fault {
+            Fault::FailWhere(text) if target.contains(text) && !body.is_empty() => Fault::Fail,
+            Fault::FailWhere(_) => Fault::Pass,
+            other => other,
+        };
         match fault {
             Fault::Refuse => {
                 socket
@@ -154,7 +164,7 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
                     ))
                     .await?
             }
-            Fault::Pass => {
+            Fault::Pass | Fault::FailWhere(_) => {
                 let mut up = TcpStream::connect(upstream).await?;
                 let mut request: String = head
                     .trim_end_matches("\r\n")

@@ -340,3 +340,112 @@ async fn a_disabled_backup_gets_nothing_more() {
     wait_backed_up(&other.org.token, &other_backup, &other_last, DEADLINE).await;
     assert_eq!(list_keys(&bucket, &root(&db)).await, objects);
 }
+
+/// Deletes `db`'s change records after `version`, as the change log's TTL does
+/// once they are older than its retention.
+async fn expire_change_records_after(db: &KvDatabase, version: u64) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = std::env::var("SUBKV_KV_LOG_TABLE")
+        .unwrap_or_else(|_| subkv::kv::store::DEFAULT_LOG_TABLE.into());
+    let mut after = version.to_be_bytes().to_vec();
+    after.extend_from_slice(&[0xff, 0xff]);
+    let page = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk AND sk > :after")
+        .expression_attribute_values(":pk", AttributeValue::S(db.id.clone()))
+        .expression_attribute_values(":after", AttributeValue::B(after.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query the change log");
+    for item in page.items() {
+        client
+            .delete_item()
+            .table_name(&table)
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .send()
+            .await
+            .expect("expire a change record");
+    }
+    page.items().len()
+}
+
+#[tokio::test]
+async fn a_backup_that_fell_behind_the_change_log_re_snapshots_and_restores_exactly() {
+    let upstream = emulator_url().trim_start_matches("http://").to_string();
+    let proxy = FaultProxy::start(upstream).await;
+    let store = kv().await;
+    let db = kv_database("faults-gap").await;
+    let bucket = fresh_bucket("gap").await;
+    let backup = enable_at(&db, &proxy.endpoint(), "gap-key", &bucket).await;
+    // Active on the empty database first, so these commits reach the bucket as logs.
+    wait_backed_up(&db.org.token, &backup, "00000000000000000000", DEADLINE).await;
+    commit(&store, &db, "gone", Some(b"1")).await;
+    commit(&store, &db, "kept", Some(b"1")).await;
+    let backed_up = commit(&store, &db, "stable", Some(b"1")).await;
+    wait_backed_up(&db.org.token, &backup, &backed_up, DEADLINE).await;
+
+    // The object of the next commits cannot be written (the store fails it) for
+    // longer than the change log keeps records: the commits made meanwhile (a
+    // deletion among them) are gone from the change log.
+    let cursor = u64::from_str_radix(&backed_up[..16], 16).expect("versionstamp");
+    let next_object: &'static str = Box::leak(format!("_{:016x}_", cursor + 1).into_boxed_str());
+    proxy.set("gap-key", Fault::FailWhere(next_object));
+    commit(&store, &db, "gone", None).await;
+    commit(&store, &db, "kept", Some(b"2")).await;
+    commit(&store, &db, "new", Some(b"1")).await;
+    poll(
+        "the failing store is noticed",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let s = status(&db, &backup).await;
+            match s["lastError"].as_str() {
+                Some(e) if e.contains("SlowDown") => Ok(()),
+                _ => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(expire_change_records_after(&db, cursor).await, 3);
+    // The engine notices the hole and starts a new snapshot (pending again).
+    poll(
+        "a re-snapshot begins",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let s = status(&db, &backup).await;
+            match s["code"].as_str() {
+                Some("pending") => Ok(()),
+                _ => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+
+    // It takes the new snapshot, empties what the bucket held of the old
+    // generation, and goes on.
+    let head = cursor + 3;
+    let differential = hex::encode(subkv::kv::model::versionstamp(head));
+    wait_backed_up(&db.org.token, &backup, &differential, DEADLINE).await;
+    let last = commit(&store, &db, "after", Some(b"1")).await;
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+
+    // A fresh restore is exactly the database: the deleted key stays deleted and
+    // the changed one has its new value, though their commits never reached the
+    // bucket as logs (the old logs that set them are emptied).
+    let restore = Restore::new(&bucket, &root(&db));
+    restore.sync();
+    assert_eq!(restore.current(), last);
+    let restored = restore.dump();
+    assert_same_state(
+        "after a re-snapshot",
+        &dump(&db.url, &db.org.token),
+        &restored,
+    );
+    assert!(!restored.to_string().contains("\"gone\""), "{restored}");
+}

@@ -12,6 +12,11 @@
 //! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `logCursor >= snapEnd` |
 //! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
+//! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty |
+//!
+//! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
+//! so that a re-snapshot can empty the earlier generation's (PutObject only: the
+//! engine never lists or deletes in the tenant's bucket).
 //!
 //! Every change is a conditional `UpdateItem`, so concurrent invocations (stream
 //! batches, the scheduled catch-up, a retried delivery) cannot move a cursor
@@ -59,6 +64,16 @@ pub struct SnapshotProgress {
     pub end: Option<u64>,
 }
 
+/// What a re-snapshot leaves of the earlier generation in the bucket: snapshot
+/// chunks `0..=chunks` of `generation` and the log objects whose `monoseq` is
+/// below `below` (the first commit the new generation's logs hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale {
+    pub generation: u64,
+    pub chunks: u64,
+    pub below: u64,
+}
+
 /// A backup as the engine sees it.
 #[derive(Clone, Debug)]
 pub struct BackupState {
@@ -66,6 +81,8 @@ pub struct BackupState {
     /// None: the first snapshot has not begun.
     pub cursor: Option<u64>,
     pub snapshot: SnapshotProgress,
+    /// After a re-snapshot, until emptied: the earlier generation's objects.
+    pub stale: Option<Stale>,
     pub lease_until_ms: i64,
     pub lease_owner: Option<String>,
 }
@@ -211,6 +228,18 @@ impl BackupControl {
                     .map(|b| b.as_ref().to_vec()),
                 end: get_n(&item, "snapEnd"),
             },
+            stale: match (
+                get_n(&item, "staleGen"),
+                get_n(&item, "staleSeq"),
+                get_n(&item, "staleBelow"),
+            ) {
+                (Some(generation), Some(chunks), Some(below)) => Some(Stale {
+                    generation,
+                    chunks,
+                    below,
+                }),
+                _ => None,
+            },
             lease_until_ms: get_n(&item, "snapLease").map_or(0, |v| v as i64),
             lease_owner: get_s(&item, "snapLeaseOwner").map(str::to_owned),
         }))
@@ -264,20 +293,94 @@ impl BackupControl {
             (":pending", status_value(&BackupStatus::Pending)?),
             (":pcode", s("pending")),
         ];
+        let mut expression =
+            String::from("SET logCursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending");
         let condition = match expected {
             None => "attribute_not_exists(logCursor) AND #st.#code = :pcode",
             Some(c) => {
+                // A re-snapshot: what the bucket holds of the earlier generation
+                // (its snapshot chunks, its log objects up to the cursor) is to be
+                // emptied before the new one is complete (see the engine).
                 values.push((":c", n(c)));
                 values.push((":acode", s("active")));
-                "logCursor = :c AND (#st.#code = :pcode OR #st.#code = :acode)"
+                values.push((":below", n(head + 1)));
+                expression
+                    .push_str(", staleGen = snapGen, staleSeq = snapSeq, staleBelow = :below");
+                "logCursor = :c AND (#st.#code = :pcode OR #st.#code = :acode) \
+                 AND attribute_not_exists(staleGen)"
             }
         };
+        expression.push_str(" REMOVE snapAfter, snapEnd");
+        if expected.is_some() {
+            // Nothing of the new generation is in the bucket yet.
+            expression.push_str(", lastVersionstamp");
+        }
+        self.update(at, &expression, condition, values).await
+    }
+
+    /// Records, before it is written, that a log object is in the bucket: a
+    /// re-snapshot empties every such object of the earlier generation.
+    pub async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("BKLOG#{}", at.backup_id)))
+            .item("sk", s(object_key))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Up to `limit` ledgered log objects whose key sorts before `below`.
+    pub async fn ledger_before(
+        &self,
+        at: &Locator,
+        below: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk < :below")
+            .expression_attribute_values(":pk", s(format!("BKLOG#{}", at.backup_id)))
+            .expression_attribute_values(":below", s(below))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", e))?;
+        Ok(page
+            .items()
+            .iter()
+            .filter_map(|item| get_s(item, "sk").map(str::to_owned))
+            .collect())
+    }
+
+    pub async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("BKLOG#{}", at.backup_id)))
+            .key("sk", s(object_key))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// The earlier generation's objects are all emptied.
+    pub async fn stale_cleared(
+        &self,
+        at: &Locator,
+        generation: u64,
+    ) -> Result<Result<(), Lost>, StoreError> {
         self.update(
             at,
-            "SET logCursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending \
-             REMOVE snapAfter, snapEnd",
-            condition,
-            values,
+            "REMOVE staleGen, staleSeq, staleBelow",
+            "snapGen = :g",
+            vec![(":g", n(generation))],
         )
         .await
     }

@@ -21,7 +21,7 @@
 //! delivery or catch-up. Only the engine's own infrastructure errors (DynamoDB,
 //! KMS) are reported as batch item failures.
 
-use super::control::{BackupControl, BackupState, Locator, Lost};
+use super::control::{BackupControl, BackupState, Locator, Lost, Stale};
 use super::format::{self, FormatError};
 use super::s3::{Bucket, Connector, StoreFault, Target};
 use crate::error::StoreError;
@@ -205,8 +205,23 @@ impl Engine {
                 .forward(at, state, cursor, commits, bucket, report)
                 .await;
         }
+        // Nothing after the cursor: either the database did not move, or what it
+        // did is no longer in the change log. A commit writes its head and its change
+        // record together, so with the head read first, a record missing after it
+        // was expired.
+        let head = self.kv.head(at.database_id).await?;
+        if head > cursor {
+            let again = self.kv.change_log(at.database_id, cursor, 1).await?;
+            return match again.first() {
+                Some(c) if c.version == cursor + 1 => Ok(Ok(Step::Again)),
+                _ => self.restart_snapshot(at, state, cursor, report).await,
+            };
+        }
         if state.record.status != BackupStatus::Pending {
             return Ok(Ok(Step::Done));
+        }
+        if let Some(stale) = state.stale {
+            return self.empty_stale(at, state, stale, bucket).await;
         }
         match state.snapshot.end {
             None => {
@@ -273,6 +288,8 @@ impl Engine {
         let records: u64 = commits.iter().map(|c| c.entries.len() as u64).sum();
         let count = commits.len() as u64;
         if let Some(object) = format::log_object(&state.record.prefix, at.database_id, commits)? {
+            // Ledgered first: whatever happens next, a re-snapshot finds it.
+            self.control.ledger_put(at, &object.key).await?;
             if let Err(fault) = bucket.put(&object.key, object.body).await {
                 return Ok(Err(fault));
             }
@@ -355,6 +372,43 @@ impl Engine {
         if recorded.is_ok() {
             report.snapshot_chunks += 1;
         }
+        Ok(Ok(Step::Again))
+    }
+
+    /// After a re-snapshot: empties (overwrites with empty bodies) the earlier
+    /// generation's log objects, then its snapshot chunks. A fresh restore reads every
+    /// object under `snapshots/` and replays every log from the first: without this,
+    /// entries from before the gap would be replayed over the new snapshot.
+    async fn empty_stale(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+        stale: Stale,
+        bucket: &Bucket,
+    ) -> Result<Result<Step, StoreFault>, EngineError> {
+        let prefix = &state.record.prefix;
+        let below = format::log_key_prefix(prefix, at.database_id, stale.below);
+        let objects = self.control.ledger_before(at, &below, 100).await?;
+        if !objects.is_empty() {
+            for key in objects {
+                if let Err(fault) = bucket.put(&key, format::emptied_log_body()).await {
+                    return Ok(Err(fault));
+                }
+                self.control.ledger_delete(at, &key).await?;
+            }
+            return Ok(Ok(Step::Again));
+        }
+        for seq in 0..=stale.chunks {
+            let object =
+                format::snapshot_object(prefix, at.database_id, stale.generation, seq, &[])?;
+            if let Err(fault) = bucket.put(&object.key, object.body).await {
+                return Ok(Err(fault));
+            }
+        }
+        self.control
+            .stale_cleared(at, state.snapshot.generation)
+            .await?
+            .ok();
         Ok(Ok(Step::Again))
     }
 

@@ -293,6 +293,25 @@ fn prefixed(tag: u8, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The start of the names of log objects whose `monoseq` is `monoseq`: every log
+/// object of a smaller `monoseq` sorts before it.
+pub fn log_key_prefix(prefix: &str, database: Uuid, monoseq: u64) -> String {
+    format!(
+        "{}logs/{FORMAT_VERSION:04x}_{monoseq:016x}",
+        root(prefix, database)
+    )
+}
+
+/// The body a log object is overwritten with to retract it: no entries. (PutObject
+/// is the only operation on the tenant's bucket, so nothing is ever deleted.)
+pub fn emptied_log_body() -> Vec<u8> {
+    BackupMutationRange {
+        entries: Vec::new(),
+        timestamp_ms: 0,
+    }
+    .encode_to_vec()
+}
+
 /// The `differential` object: the snapshot plus the logs are consistent from commit
 /// `version` on. It must be >= every version in the snapshot and written last.
 pub fn differential_object(prefix: &str, database: Uuid, version: u64) -> Object {
@@ -308,6 +327,43 @@ mod tests {
     use denokv_proto::backup::BackupKvMutationKind;
 
     const DB: Uuid = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+
+    #[test]
+    fn a_log_key_prefix_sorts_after_smaller_monoseqs_and_before_its_own() {
+        let entry = |version: u64| BackupReplicationLogEntry {
+            versionstamp: versionstamp12(version, COMMIT_END).to_vec(),
+            kind: BackupKvMutationKind::MkClear as i32,
+            key: vec![2, b'k', 0],
+            value: vec![],
+            value_encoding: 0,
+            expire_at_ms: 0,
+        };
+        let object = |version: u64| {
+            log_object(
+                "p/",
+                DB,
+                vec![Commit {
+                    version,
+                    timestamp_ms: 1,
+                    entries: vec![entry(version)],
+                }],
+            )
+            .unwrap()
+            .unwrap()
+            .key
+        };
+        let below = log_key_prefix("p/", DB, 0x100);
+        assert!(object(0xff) < below);
+        assert!(object(0x100) > below);
+        assert!(object(0x100).starts_with(&below));
+        assert!(emptied_log_body().is_empty());
+        assert_eq!(
+            BackupMutationRange::decode(emptied_log_body().as_slice())
+                .unwrap()
+                .entries,
+            vec![]
+        );
+    }
 
     fn set(version: u64, index: u16, key: &[u8]) -> BackupReplicationLogEntry {
         BackupReplicationLogEntry {
