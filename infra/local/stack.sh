@@ -37,6 +37,8 @@ export SUBKV_KV_DATA_TABLE=subkv-kv-data SUBKV_KV_LOG_TABLE=subkv-kv-log
 export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
 # How often the local scheduler runs the expiry sweeper (AWS: an EventBridge rule).
 sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
+# Small snapshot chunks, so the tests' databases are snapshotted in several steps.
+export SUBKV_BACKUP_SNAPSHOT_ITEMS=${SUBKV_BACKUP_SNAPSHOT_ITEMS:-8}
 # How often it runs backup-forward's scheduled catch-up.
 backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.

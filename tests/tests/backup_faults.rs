@@ -176,6 +176,29 @@ async fn a_refused_and_a_failing_store_never_hold_back_another_tenant() {
     );
     assert_eq!(status(&refused, &id_refused).await["code"], "failed");
 
+    // Metrics per backup (CloudWatch Embedded Metric Format lines in the log).
+    let log = std::fs::read_to_string(subkv_e2e::api_log_path()).unwrap_or_default();
+    let metric = |backup: &str, needle: &str| {
+        log.lines().any(|l| {
+            l.contains("\"CloudWatchMetrics\"") && l.contains(backup) && l.contains(needle)
+        })
+    };
+    assert!(
+        metric(&id_refused, "\"Failures\":1"),
+        "no failure metric for the refused backup"
+    );
+    assert!(
+        metric(&id_failing, "\"Failures\":1"),
+        "no failure metric for the failing backup"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("\"CloudWatchMetrics\"")
+            && l.contains(&id_healthy)
+            && l.contains("\"RecordsForwarded\":")
+            && !l.contains("\"RecordsForwarded\":0")),
+        "no forwarded-records metric for the healthy backup"
+    );
+
     // The failing store comes back: that backup catches up by itself, complete.
     proxy.set("failing-key", Fault::Pass);
     let caught_up = wait_backed_up(&failing.org.token, &id_failing, &last_failing, DEADLINE).await;

@@ -38,6 +38,9 @@ const CATCH_UP_PARALLEL: usize = 16;
 pub mod env {
     /// Seconds a change record stays in the change log; must match the KV functions'.
     pub use crate::kv::protocol::env::LOG_RETENTION_SECONDS;
+    /// Data-table items per snapshot chunk (default 1000; the local stack uses a
+    /// small value so that the tests' databases take several resumable steps).
+    pub const SNAPSHOT_ITEMS: &str = "SUBKV_BACKUP_SNAPSHOT_ITEMS";
 }
 
 fn var(name: &str) -> Option<String> {
@@ -72,12 +75,20 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
             .unwrap_or_else(|| crate::app::DEFAULT_CONTROL_TABLE.into()),
     );
     let opener = Arc::new(KmsOpener::new(aws_sdk_kms::Client::new(&sdk), key_id));
+    let mut config = EngineConfig::default();
+    if let Some(v) = var(env::SNAPSHOT_ITEMS) {
+        config.snapshot_items_per_chunk = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("{} must be a number from 1 to 1000", env::SNAPSHOT_ITEMS))?;
+    }
     Ok(Engine::new(
         kv,
         control,
         opener,
         Connector::from_env(),
-        EngineConfig::default(),
+        config,
     ))
 }
 
@@ -97,8 +108,12 @@ pub fn databases_of(event: &Event) -> BTreeMap<Uuid, String> {
     out
 }
 
-/// One pass's metrics, as a CloudWatch Embedded Metric Format log line.
+/// One pass's metrics, as a CloudWatch Embedded Metric Format log line (none for
+/// a pass that found nothing to do).
 fn emit(at: &Locator, report: &Report) {
+    if *report == Report::default() {
+        return; // an idle pass: nothing to count
+    }
     let line = serde_json::json!({
         "_aws": {
             "Timestamp": crate::kv::store::now_ms(),
@@ -226,4 +241,47 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
         },
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_batch_names_each_database_once_with_its_first_record() {
+        let a = "0b0e0c1d-0000-4000-8000-000000000001";
+        let b = "0b0e0c1d-0000-4000-8000-000000000002";
+        let record = |db: &str, seq: &str| {
+            serde_json::json!({
+                "eventID": "1", "eventName": "INSERT", "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": 1_764_000_000,
+                    "Keys": {"pk": {"S": db}, "sk": {"B": "AAAAAAAAAAEAAA=="}},
+                    "SequenceNumber": seq, "SizeBytes": 10, "StreamViewType": "NEW_IMAGE"
+                },
+                "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/subkv-kv-log/stream/x"
+            })
+        };
+        let event: Event = serde_json::from_value(serde_json::json!({"Records": [
+            record(a, "100"), record(b, "101"), record(a, "102"), record("not-a-uuid", "103"),
+        ]}))
+        .unwrap();
+        let dbs = databases_of(&event);
+        assert_eq!(dbs.len(), 2);
+        assert_eq!(dbs[&Uuid::parse_str(a).unwrap()], "100");
+        assert_eq!(dbs[&Uuid::parse_str(b).unwrap()], "101");
+    }
+
+    #[test]
+    fn a_partial_batch_response_names_the_failed_records() {
+        let mut response = DynamoDbEventResponse::default();
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = Some("100".into());
+        response.batch_item_failures.push(failure);
+        assert_eq!(
+            serde_json::to_value(response).unwrap(),
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": "100"}]})
+        );
+    }
 }
