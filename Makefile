@@ -15,14 +15,18 @@ KV_BENCH_EMULATOR_PORT ?= 4900
 DENOKV_PORT ?= 4901
 DENOKV_VERSION ?= 0.14.0
 DENOKV := target/denokv/bin/denokv
+# The backup engine's benchmarks (bench-backup) run their own stack as well.
+BACKUP_BENCH_PORT ?= 9700
+BACKUP_BENCH_EMULATOR_PORT ?= 5200
 
-.PHONY: help dev test unit e2e lint tools build bench bench-kv denokv clean
+.PHONY: help dev test unit e2e lint tools build bench bench-kv bench-backup denokv clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
 	@echo "make test   lint, unit tests, then end-to-end tests against a fresh local stack"
-	@echo "make bench  benchmarks, including bench-kv (see docs/performance.md)"
+	@echo "make bench  benchmarks, including bench-kv and bench-backup (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
+	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
@@ -78,8 +82,8 @@ e2e: tools build $(DENOKV)
 test: lint unit e2e
 
 # The release binaries of every function first: cold_start runs target/release/get-database.
-# kv_round_trips needs a local stack: bench-kv runs it.
-bench: bench-kv
+# kv_round_trips needs a local stack: bench-kv runs it; backup_stack too: bench-backup.
+bench: bench-kv bench-backup
 	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
 	cargo bench -p subkv-shared --bench warm --bench cold_start --bench kv_pure
 
@@ -93,6 +97,18 @@ bench-kv: tools build
 	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
 	DENOKV=$(CURDIR)/$(DENOKV) DENOKV_PORT=$(DENOKV_PORT) \
 	infra/local/stack.sh run -- shared/benches/kv_bench.sh
+
+# Backup engine (docs/performance.md, "Backup engine"): records per second and peak
+# memory of one log object without the network (backup_pure), then, on a fresh local
+# stack, S3 requests per 1,000 commits, commit-to-object lag and the time `denokv pitr
+# sync` takes to restore a backup of 100,000 keys (backup_stack). Snapshot chunks of
+# 1,000 items, the deployed default (the stack's own default is 8, for the tests).
+bench-backup: tools build $(DENOKV)
+	cargo bench -p subkv-shared --bench backup_pure
+	cargo bench -p subkv-shared --bench backup_stack --no-run
+	SUBKV_PORT=$(BACKUP_BENCH_PORT) SUBKV_EMULATOR_PORT=$(BACKUP_BENCH_EMULATOR_PORT) \
+	SUBKV_BACKUP_SNAPSHOT_ITEMS=1000 DENOKV=$(CURDIR)/$(DENOKV) \
+	infra/local/stack.sh run -- cargo bench -p subkv-shared --bench backup_stack
 
 # The public denokv server: bench-kv's latency comparison and the backup tests' restores
 # (a release build from crates.io: several minutes; see docs/performance.md).
