@@ -30,6 +30,7 @@ use crate::kv::model::versionstamp;
 use crate::kv::store::{now_ms, KvStore};
 use crate::model::BackupStatus;
 use crate::secrets::{backup_context, SecretOpener};
+use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +60,9 @@ const MIN_STEP_TIME: Duration = Duration::from_secs(2);
 pub struct EngineConfig {
     /// Most commits in one log object.
     pub max_commits_per_object: usize,
+    /// No commit more is added to a log object once it holds this many bytes (a
+    /// single commit is at most Deno's 800 KiB): peak memory is about twice it.
+    pub max_object_bytes: usize,
     /// Data-table items read per snapshot chunk.
     pub snapshot_items_per_chunk: i32,
     /// How long a snapshot lease lasts; a step never starts a write in its last
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_commits_per_object: 1000,
+            max_object_bytes: 8 << 20,
             snapshot_items_per_chunk: 1000,
             lease: Duration::from_secs(120),
             // Longer than a put may take (the S3 client's operation timeout).
@@ -198,12 +203,31 @@ impl Engine {
         };
         let commits = self
             .kv
-            .change_log(at.database_id, cursor, self.config.max_commits_per_object)
+            .change_log(
+                at.database_id,
+                cursor,
+                self.config.max_commits_per_object,
+                self.config.max_object_bytes,
+            )
             .await?;
         if !commits.is_empty() {
+            // A page that stopped at a limit has more behind it; otherwise the pass
+            // has caught up with what existed when it looked, and an active backup's
+            // pass ends there (later commits come with their own deliveries), so a
+            // busy database does not keep one invocation, and the tenants behind
+            // it on the stream, for its whole budget.
+            let bytes: usize = commits
+                .iter()
+                .flat_map(|c| c.entries.iter())
+                .map(|e| e.encoded_len())
+                .sum();
+            let more = commits.len() >= self.config.max_commits_per_object
+                || bytes >= self.config.max_object_bytes
+                || state.record.status == BackupStatus::Pending;
             return self
                 .forward(at, state, cursor, commits, bucket, report)
-                .await;
+                .await
+                .map(|step| step.map(|s| if more { s } else { Step::Done }));
         }
         // Nothing after the cursor: either the database did not move, or what it
         // did is no longer in the change log. A commit writes its head and its change
@@ -211,7 +235,7 @@ impl Engine {
         // was expired.
         let head = self.kv.head(at.database_id).await?;
         if head > cursor {
-            let again = self.kv.change_log(at.database_id, cursor, 1).await?;
+            let again = self.kv.change_log(at.database_id, cursor, 1, 0).await?;
             return match again.first() {
                 Some(c) if c.version == cursor + 1 => Ok(Ok(Step::Again)),
                 _ => self.restart_snapshot(at, state, cursor, report).await,

@@ -1263,7 +1263,8 @@ impl KvStore {
 
     /// The change log of a database after commit `after` (exclusive), oldest first,
     /// one [`LoggedCommit`] per commit with the entries of all its parts, at most
-    /// `max_commits` of them. Consistent read. A commit is never returned in
+    /// `max_commits` of them, and no commit more once their encoded size reaches
+    /// `max_bytes` (the first commit always comes whole). Consistent read. A commit is never returned in
     /// pieces: all parts of a change record are written by one transaction, so the
     /// query either ends after a whole commit or shows where the next one starts.
     pub async fn change_log(
@@ -1271,8 +1272,10 @@ impl KvStore {
         database: Uuid,
         after: u64,
         max_commits: usize,
+        max_bytes: usize,
     ) -> KvResult<Vec<LoggedCommit>> {
         let max_commits = max_commits.max(1);
+        let mut bytes = 0usize;
         let mut commits: Vec<LoggedCommit> = Vec::new();
         let mut start_key: Option<Item> = None;
         loop {
@@ -1286,10 +1289,12 @@ impl KvStore {
             for item in page.items() {
                 let (version, range) = log_item(item)?;
                 if let Some(last) = commits.last_mut().filter(|l| l.version == version) {
+                    bytes += range.encoded_len();
                     last.entries.extend(range.entries);
-                } else if commits.len() == max_commits {
+                } else if commits.len() == max_commits || bytes >= max_bytes {
                     return Ok(commits);
                 } else {
+                    bytes += range.encoded_len();
                     commits.push(LoggedCommit {
                         version,
                         timestamp_ms: range.timestamp_ms,
