@@ -235,7 +235,10 @@ impl Engine {
         // was expired.
         let head = self.kv.head(at.database_id).await?;
         if head > cursor {
-            let again = self.kv.change_log(at.database_id, cursor, 1, 0).await?;
+            let again = self
+                .kv
+                .change_log(at.database_id, cursor, 1, usize::MAX)
+                .await?;
             return match again.first() {
                 Some(c) if c.version == cursor + 1 => Ok(Ok(Step::Again)),
                 _ => self.restart_snapshot(at, state, cursor, report).await,

@@ -1291,7 +1291,9 @@ impl KvStore {
                 if let Some(last) = commits.last_mut().filter(|l| l.version == version) {
                     bytes += range.encoded_len();
                     last.entries.extend(range.entries);
-                } else if commits.len() == max_commits || bytes >= max_bytes {
+                } else if commits.len() == max_commits
+                    || (!commits.is_empty() && bytes >= max_bytes)
+                {
                     return Ok(commits);
                 } else {
                     bytes += range.encoded_len();
