@@ -337,6 +337,14 @@ async fn duplicate_deliveries_and_a_crash_before_the_cursor_moves_leave_the_back
             .all(|w| w[0].versionstamp > w[1].versionstamp),
         "{points:?}"
     );
+    // Nothing here outgrew the change log: one snapshot generation, never a second.
+    let snapshots = list_keys(&bucket, &format!("{}snapshots/", root(&db))).await;
+    assert!(
+        snapshots
+            .iter()
+            .all(|k| k.contains("/0001_0000000000000001_")),
+        "a needless re-snapshot: {snapshots:?}"
+    );
 }
 
 #[tokio::test]
