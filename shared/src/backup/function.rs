@@ -17,8 +17,7 @@
 use super::control::{BackupControl, Locator};
 use super::engine::{Engine, EngineConfig, Report};
 use super::s3::Connector;
-use crate::kv::protocol::env as kv_env;
-use crate::kv::store::{KvStore, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
+use crate::kv::protocol::{self as kv_protocol, var};
 use crate::secrets::KmsOpener;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
@@ -43,10 +42,6 @@ pub mod env {
     pub const SNAPSHOT_ITEMS: &str = "SUBKV_BACKUP_SNAPSHOT_ITEMS";
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// Builds the engine from the environment, once per cold start.
 pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -57,18 +52,7 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
             crate::app::env::BACKUP_KMS_KEY_ID
         )
     })?;
-    let retention: i64 = match var(kv_env::LOG_RETENTION_SECONDS) {
-        None => 7 * 24 * 3600,
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("{} must be a number", kv_env::LOG_RETENTION_SECONDS))?,
-    };
-    let kv = KvStore::new(
-        dynamo.clone(),
-        var(kv_env::DATA_TABLE).unwrap_or_else(|| DEFAULT_DATA_TABLE.into()),
-        var(kv_env::LOG_TABLE).unwrap_or_else(|| DEFAULT_LOG_TABLE.into()),
-        retention,
-    );
+    let kv = kv_protocol::store_from_env(dynamo.clone())?;
     let control = BackupControl::new(
         dynamo,
         var(crate::app::env::CONTROL_TABLE)

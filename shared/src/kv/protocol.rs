@@ -48,7 +48,18 @@ pub struct KvApp {
     pub watch: WatchConfig,
 }
 
-fn var(name: &str) -> Option<String> {
+/// The KV store as the environment configures it (tables, change-log retention):
+/// the same for the data-path functions, the sweeper and the backup engine.
+pub fn store_from_env(dynamo: aws_sdk_dynamodb::Client) -> Result<KvStore, String> {
+    Ok(KvStore::new(
+        dynamo,
+        var(env::DATA_TABLE).unwrap_or_else(|| DEFAULT_DATA_TABLE.into()),
+        var(env::LOG_TABLE).unwrap_or_else(|| DEFAULT_LOG_TABLE.into()),
+        number(env::LOG_RETENTION_SECONDS, 7 * 24 * 3600)?,
+    ))
+}
+
+pub(crate) fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -88,12 +99,7 @@ impl KvApp {
         let control_table = var(crate::app::env::CONTROL_TABLE)
             .unwrap_or_else(|| crate::app::DEFAULT_CONTROL_TABLE.into());
         Ok(Self {
-            store: KvStore::new(
-                dynamo.clone(),
-                var(env::DATA_TABLE).unwrap_or_else(|| DEFAULT_DATA_TABLE.into()),
-                var(env::LOG_TABLE).unwrap_or_else(|| DEFAULT_LOG_TABLE.into()),
-                number(env::LOG_RETENTION_SECONDS, 7 * 24 * 3600)?,
-            ),
+            store: store_from_env(dynamo.clone())?,
             signer: TokenSigner::new(key, number(env::TOKEN_TTL_SECONDS, DEFAULT_TTL_SECONDS)?),
             control: Arc::new(DynamoStore::new(dynamo, control_table)),
             watch: WatchConfig {
