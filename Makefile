@@ -85,18 +85,19 @@ test: lint unit e2e
 # kv_round_trips needs a local stack: bench-kv runs it; backup_stack too: bench-backup.
 bench: bench-kv bench-backup
 	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
-	cargo bench -p subkv-shared --bench warm --bench cold_start --bench kv_pure
+	cargo bench -p subkv-api --bench warm --bench cold_start
+	cargo bench -p subkv-kv --bench kv_pure
 
 # KV data plane (docs/performance.md, "KV data plane"): DynamoDB round trips and CPU per
 # operation (fails if a round-trip count changes), then sequential kv.set latency from
 # Deno and from @deno/kv under Node through a fresh local stack and, if $(DENOKV)
 # exists, through denokv serve.
 bench-kv: tools build
-	cargo bench -p subkv-shared --bench kv_round_trips --no-run
+	cargo bench -p subkv-connect --bench kv_round_trips --no-run
 	SUBKV_PORT=$(KV_BENCH_PORT) SUBKV_EMULATOR_PORT=$(KV_BENCH_EMULATOR_PORT) \
 	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
 	DENOKV=$(CURDIR)/$(DENOKV) DENOKV_PORT=$(DENOKV_PORT) \
-	infra/local/stack.sh run -- shared/benches/kv_bench.sh
+	infra/local/stack.sh run -- shared/connect/benches/kv_bench.sh
 
 # Backup engine (docs/performance.md, "Backup engine"): records per second and peak
 # memory of one log object without the network (backup_pure), then, on a fresh local
@@ -104,11 +105,11 @@ bench-kv: tools build
 # sync` takes to restore a backup of 100,000 keys (backup_stack). Snapshot chunks of
 # 1,000 items, the deployed default (the stack's own default is 8, for the tests).
 bench-backup: tools build $(DENOKV)
-	cargo bench -p subkv-shared --bench backup_pure
-	cargo bench -p subkv-shared --bench backup_stack --no-run
+	cargo bench -p subkv-backup --bench backup_pure
+	cargo bench -p subkv-backup --bench backup_stack --no-run
 	SUBKV_PORT=$(BACKUP_BENCH_PORT) SUBKV_EMULATOR_PORT=$(BACKUP_BENCH_EMULATOR_PORT) \
 	SUBKV_BACKUP_SNAPSHOT_ITEMS=1000 DENOKV=$(CURDIR)/$(DENOKV) \
-	infra/local/stack.sh run -- cargo bench -p subkv-shared --bench backup_stack
+	infra/local/stack.sh run -- cargo bench -p subkv-backup --bench backup_stack
 
 # The public denokv server: bench-kv's latency comparison and the backup tests' restores
 # (a release build from crates.io: several minutes; see docs/performance.md).

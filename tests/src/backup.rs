@@ -24,7 +24,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use subkv::backup::format::Object;
+use subkv_kv::backup_format::Object;
 use uuid::Uuid;
 
 /// How long a restore step may take before the test gives up (a sync, a server

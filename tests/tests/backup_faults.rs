@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use subkv::kv::store::{KvStore, WriteOutcome};
+use subkv_dynamo_kv::{DynamoKv, WriteOutcome};
 use subkv_e2e::backup::{
     assert_same_state, dump, emulator_url, enable_backup, fresh_bucket, get_backup, kv_database,
     list_keys, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
@@ -20,13 +20,13 @@ use uuid::Uuid;
 
 const PREFIX: &str = "faults/";
 
-async fn kv() -> KvStore {
+async fn kv() -> DynamoKv {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    KvStore::new(
+    DynamoKv::new(
         aws_sdk_dynamodb::Client::new(&sdk),
-        env("SUBKV_KV_DATA_TABLE", subkv::kv::store::DEFAULT_DATA_TABLE),
-        env("SUBKV_KV_LOG_TABLE", subkv::kv::store::DEFAULT_LOG_TABLE),
+        env("SUBKV_KV_DATA_TABLE", subkv_dynamo_kv::DEFAULT_DATA_TABLE),
+        env("SUBKV_KV_LOG_TABLE", subkv_dynamo_kv::DEFAULT_LOG_TABLE),
         3600,
     )
 }
@@ -41,7 +41,7 @@ fn key(name: &str) -> Vec<u8> {
 
 /// Commits `name = value` (bytes) or, with None, deletes `name`; returns the
 /// versionstamp (20 hex).
-async fn commit(store: &KvStore, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
+async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
     let mutation = denokv_proto::Mutation {
         key: key(name),
         kind: match value {
@@ -379,7 +379,7 @@ async fn expire_change_records_after(db: &KvDatabase, version: u64) -> usize {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = std::env::var("SUBKV_KV_LOG_TABLE")
-        .unwrap_or_else(|_| subkv::kv::store::DEFAULT_LOG_TABLE.into());
+        .unwrap_or_else(|_| subkv_dynamo_kv::DEFAULT_LOG_TABLE.into());
     let mut after = version.to_be_bytes().to_vec();
     after.extend_from_slice(&[0xff, 0xff]);
     let page = client
@@ -446,7 +446,7 @@ async fn a_backup_that_fell_behind_the_change_log_re_snapshots_and_restores_exac
     // The engine notices the hole, takes a new snapshot (its differential is the
     // head), empties what the bucket held of the old generation, and goes on.
     let head = cursor + 3;
-    let differential = hex::encode(subkv::kv::model::versionstamp(head));
+    let differential = hex::encode(subkv_kv::model::versionstamp(head));
     wait_backed_up(&db.org.token, &backup, &differential, DEADLINE).await;
     let last = commit(&store, &db, "after", Some(b"1")).await;
     wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;

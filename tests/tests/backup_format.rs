@@ -1,4 +1,4 @@
-//! The backup format (`subkv::backup::format`) against the real reader, without the
+//! The backup format (`subkv_kv::backup_format`) against the real reader, without the
 //! backup engine: objects built by the format module are put into a bucket of the
 //! emulator's S3, the public `denokv` binary restores them (`pitr sync`, `pitr list`,
 //! `pitr checkout`, `serve`, `serve --sync-from-s3`), and Deno reads the restored
@@ -12,9 +12,9 @@ use denokv_proto::backup::{BackupKvMutationKind as Kind, BackupReplicationLogEnt
 use denokv_proto::{encode_key, Key, KeyPart};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use subkv::backup::format::{self, Commit, Object, COMMIT_END};
-use subkv::kv::model::{versionstamp, Entry};
 use subkv_e2e::backup::*;
+use subkv_kv::backup_format::{self as format, Commit, Object, COMMIT_END};
+use subkv_kv::model::{versionstamp, Entry};
 use uuid::Uuid;
 
 const PREFIX: &str = "format/";

@@ -452,14 +452,14 @@ async fn failed_checks_are_reported_by_index() {
     assert!(out.versionstamp > first.versionstamp);
 }
 
-async fn store() -> subkv::kv::store::KvStore {
+async fn store() -> subkv_dynamo_kv::DynamoKv {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let env =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    subkv::kv::store::KvStore::new(
+    subkv_dynamo_kv::DynamoKv::new(
         aws_sdk_dynamodb::Client::new(&sdk),
-        env("SUBKV_KV_DATA_TABLE", subkv::kv::store::DEFAULT_DATA_TABLE),
-        env("SUBKV_KV_LOG_TABLE", subkv::kv::store::DEFAULT_LOG_TABLE),
+        env("SUBKV_KV_DATA_TABLE", subkv_dynamo_kv::DEFAULT_DATA_TABLE),
+        env("SUBKV_KV_LOG_TABLE", subkv_dynamo_kv::DEFAULT_LOG_TABLE),
         3600,
     )
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::backup::function::serve().await
+    subkv_backup::function::serve().await
 }

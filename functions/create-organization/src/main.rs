@@ -1,6 +1,11 @@
-use subkv::{api, routes};
+use subkv_api::handlers;
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::lambda::serve(&routes::CREATE_ORGANIZATION, api::organizations::create).await
+    subkv_api::serve(
+        &routes::CREATE_ORGANIZATION,
+        handlers::organizations::create,
+    )
+    .await
 }

@@ -1,6 +1,7 @@
-use subkv::{api, routes};
+use subkv_api::handlers;
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::lambda::serve(&routes::DELETE_BACKUP, api::backups::delete).await
+    subkv_api::serve(&routes::DELETE_BACKUP, handlers::backups::delete).await
 }

@@ -1,6 +1,7 @@
-use subkv::{api, routes};
+use subkv_api::handlers;
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::lambda::serve(&routes::GET_BACKUP, api::backups::get).await
+    subkv_api::serve(&routes::GET_BACKUP, handlers::backups::get).await
 }

@@ -1,5 +1,5 @@
-use subkv::kv::protocol::{serve, Op};
-use subkv::routes;
+use subkv_connect::protocol::{serve, Op};
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

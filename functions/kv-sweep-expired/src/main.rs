@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::kv::sweep::serve().await
+    subkv_connect::sweep::serve().await
 }

@@ -1,6 +1,6 @@
-use subkv::routes;
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::kv::watch::serve(&routes::KV_WATCH).await
+    subkv_connect::watch::serve(&routes::KV_WATCH).await
 }

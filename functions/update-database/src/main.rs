@@ -1,6 +1,7 @@
-use subkv::{api, routes};
+use subkv_api::handlers;
+use subkv_core::routes;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    subkv::lambda::serve(&routes::UPDATE_DATABASE, api::databases::update).await
+    subkv_api::serve(&routes::UPDATE_DATABASE, handlers::databases::update).await
 }

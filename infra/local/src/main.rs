@@ -4,10 +4,9 @@
 //! functions.
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use subkv::app::{env, DEFAULT_CONTROL_TABLE};
-use subkv::kv::protocol::env as kv_env;
-use subkv::kv::store::{ensure_kv_tables, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
-use subkv::store::dynamo::ensure_control_table;
+use subkv_core::config::{var, Env};
+use subkv_core::control::ensure_control_table;
+use subkv_dynamo_kv::{ensure_kv_tables, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,15 +45,11 @@ async fn main() -> Result<(), Error> {
     if command != "bootstrap" {
         return Err("usage: subkv-local bootstrap".into());
     }
+    let env = Env::process();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let table = std::env::var(env::CONTROL_TABLE).unwrap_or_else(|_| DEFAULT_CONTROL_TABLE.into());
+    let table = env.control_table();
     ensure_control_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await?;
-    let alias = std::env::var(env::BACKUP_KMS_KEY_ID).map_err(|_| {
-        format!(
-            "{} must name the KMS alias to create",
-            env::BACKUP_KMS_KEY_ID
-        )
-    })?;
+    let alias = env.required(var::BACKUP_KMS_KEY_ID, "it names the KMS alias to create")?;
     let kms = aws_sdk_kms::Client::new(&sdk);
     ensure_kms_alias(
         &kms,
@@ -63,17 +58,15 @@ async fn main() -> Result<(), Error> {
         KeySpec::SymmetricDefault,
     )
     .await?;
-    let data_table =
-        std::env::var(kv_env::DATA_TABLE).unwrap_or_else(|_| DEFAULT_DATA_TABLE.into());
-    let log_table = std::env::var(kv_env::LOG_TABLE).unwrap_or_else(|_| DEFAULT_LOG_TABLE.into());
+    let data_table = env.string_or(var::KV_DATA_TABLE, DEFAULT_DATA_TABLE);
+    let log_table = env.string_or(var::KV_LOG_TABLE, DEFAULT_LOG_TABLE);
     ensure_kv_tables(
         &aws_sdk_dynamodb::Client::new(&sdk),
         &data_table,
         &log_table,
     )
     .await?;
-    let token_key = std::env::var(kv_env::TOKEN_KEY_ID)
-        .map_err(|_| format!("{} must name the KMS alias to create", kv_env::TOKEN_KEY_ID))?;
+    let token_key = env.required(var::DATA_TOKEN_KEY_ID, "it names the KMS alias to create")?;
     ensure_kms_alias(
         &kms,
         &token_key,

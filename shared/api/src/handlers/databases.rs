@@ -1,0 +1,86 @@
+//! KV databases: create, list, get, update the description.
+
+use crate::error::{ApiError, ApiResult, Resource};
+use crate::http::Reply;
+use crate::pagination::{link_header, paginate, ListQuery, Order};
+use crate::pipeline::Ctx;
+use lambda_http::http::header::LINK;
+use serde::Deserialize;
+use subkv_core::control::records::{now_rfc3339, KvDatabase};
+use subkv_core::validate;
+use uuid::Uuid;
+
+/// Body of create and update. `null` means "" on create and "unchanged" on update.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DescriptionBody {
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn description_of(ctx: &Ctx) -> ApiResult<Option<String>> {
+    let body: DescriptionBody = ctx.json(true)?;
+    if let Some(d) = &body.description {
+        validate::description(d).map_err(ApiError::InvalidRequestBody)?;
+    }
+    Ok(body.description)
+}
+
+pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let description = description_of(&ctx)?.unwrap_or_default();
+    let now = now_rfc3339();
+    let db = KvDatabase {
+        id: Uuid::new_v4(),
+        organization_id,
+        description,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    ctx.state.control.create_database(&db).await?;
+    Reply::json(&db)
+}
+
+pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let pairs = ctx.query_pairs();
+    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let mut all = ctx.state.control.list_databases(organization_id).await?;
+    if let Some(q) = &query.q {
+        let needle = q.to_lowercase();
+        all.retain(|db| db.id.to_string().contains(&needle));
+    }
+    all.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
+    if query.order() == Order::Desc {
+        all.reverse();
+    }
+    let (page, info) = paginate(all, &query);
+    Reply::json(&page)?.with_header(LINK, &link_header(&ctx.base_url(), &query, &info))
+}
+
+pub async fn get(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let id = ctx.id("databaseId")?;
+    let db = ctx
+        .state
+        .control
+        .get_database(organization_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Resource::Database, id))?;
+    Reply::json(&db)
+}
+
+pub async fn update(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let id = ctx.id("databaseId")?;
+    let control = &ctx.state.control;
+    let updated = match description_of(&ctx)? {
+        Some(description) => {
+            control
+                .update_database_description(organization_id, id, &description, &now_rfc3339())
+                .await?
+        }
+        None => control.get_database(organization_id, id).await?,
+    };
+    Reply::json(&updated.ok_or_else(|| ApiError::not_found(Resource::Database, id))?)
+}

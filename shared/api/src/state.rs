@@ -1,0 +1,43 @@
+//! What every management function builds once per cold start.
+
+use std::sync::Arc;
+use subkv_core::config::{Config, ConfigError};
+use subkv_core::control::{ControlTable, DynamoControl};
+use subkv_core::runtime::aws_config;
+use subkv_core::secrets::{KmsSealer, NoSealer, SecretSealer};
+
+/// Configuration and clients, shared by every request of an instance.
+pub struct ApiState {
+    pub config: Config,
+    pub control: Arc<dyn ControlTable>,
+    pub sealer: Arc<dyn SecretSealer>,
+}
+
+impl ApiState {
+    pub fn new(
+        config: Config,
+        control: Arc<dyn ControlTable>,
+        sealer: Arc<dyn SecretSealer>,
+    ) -> Self {
+        Self {
+            config,
+            control,
+            sealer,
+        }
+    }
+
+    /// Reads the environment and builds the AWS clients.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let sdk = aws_config().await;
+        let control = Arc::new(DynamoControl::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            config.control_table.clone(),
+        ));
+        let sealer: Arc<dyn SecretSealer> = match &config.backup_kms_key_id {
+            Some(key) => Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&sdk), key)),
+            None => Arc::new(NoSealer),
+        };
+        Ok(Self::new(config, control, sealer))
+    }
+}

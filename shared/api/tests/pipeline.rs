@@ -1,0 +1,249 @@
+//! The request pipeline and handlers with the in-memory store: the parts the
+//! local stack cannot show, such as the SSRF rules with the development setting
+//! off and what is stored in place of the secret.
+
+use lambda_http::http::Request as HttpRequest;
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use subkv_api::handlers as api;
+use subkv_api::state::ApiState;
+use subkv_core::auth::{mint_token, token_sha256};
+use subkv_core::config::Config;
+use subkv_core::control::records::{now_rfc3339, Organization, TokenRecord};
+use subkv_core::control::{ControlTable, MemoryControl};
+use subkv_core::routes;
+use subkv_core::secrets::FakeSealer;
+use uuid::Uuid;
+
+struct Fixture {
+    app: Arc<ApiState>,
+    store: Arc<MemoryControl>,
+    org: Uuid,
+    token: String,
+}
+
+async fn fixture(allow_insecure: bool) -> Fixture {
+    let store = Arc::new(MemoryControl::new());
+    let config = Config {
+        control_table: "unused".into(),
+        admin_token_sha256: Some(token_sha256("admin")),
+        backup_kms_key_id: Some("alias/test".into()),
+        allow_insecure_endpoints: allow_insecure,
+    };
+    let org = Organization {
+        id: Uuid::new_v4(),
+        name: "acme".into(),
+        created_at: now_rfc3339(),
+    };
+    let token = mint_token();
+    let record = TokenRecord {
+        id: Uuid::new_v4(),
+        organization_id: org.id,
+        token_sha256: token.sha256_hex.clone(),
+        description: String::new(),
+        created_at: now_rfc3339(),
+    };
+    store
+        .create_organization(&org, &record)
+        .await
+        .expect("seed");
+    let app = Arc::new(ApiState::new(config, store.clone(), Arc::new(FakeSealer)));
+    Fixture {
+        app,
+        store,
+        org: org.id,
+        token: token.plaintext,
+    }
+}
+
+fn request(method: &str, path: &str, token: &str, body: Option<Value>) -> Request {
+    HttpRequest::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("host", "api.example.com")
+        .body(body.map_or(Body::Empty, |b| Body::from(b.to_string())))
+        .expect("request")
+}
+
+async fn json_of(response: Response<Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = serde_json::from_slice(response.body().as_ref()).expect("json body");
+    (status, body)
+}
+
+async fn create_db(f: &Fixture) -> Uuid {
+    let req = request(
+        "POST",
+        &format!("/v1/organizations/{}/databases", f.org),
+        &f.token,
+        Some(json!({})),
+    );
+    let (status, body) = json_of(
+        subkv_api::pipeline::handle(
+            f.app.clone(),
+            &routes::CREATE_DATABASE,
+            &api::databases::create,
+            req,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().expect("id").parse().expect("uuid")
+}
+
+fn backup_body(endpoint: &str) -> Value {
+    json!({
+        "kind": "s3", "endpoint": endpoint, "bucketName": "bucket", "bucketRegion": "us-east-1",
+        "accessKeyId": "AKIDEXAMPLE", "secretAccessKey": "very-secret-key",
+    })
+}
+
+async fn enable(f: &Fixture, db: Uuid, endpoint: &str) -> (u16, Value) {
+    let req = request(
+        "POST",
+        &format!("/v1/databases/{db}/database_backups"),
+        &f.token,
+        Some(backup_body(endpoint)),
+    );
+    json_of(
+        subkv_api::pipeline::handle(
+            f.app.clone(),
+            &routes::ENABLE_BACKUP,
+            &api::backups::enable,
+            req,
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn production_setting_refuses_internal_endpoints() {
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    for endpoint in [
+        "http://s3.amazonaws.com",
+        "https://169.254.169.254",
+        "https://[fd00:ec2::254]",
+        "https://127.0.0.1:4566",
+        "https://localhost",
+        "https://10.1.2.3",
+        "https://minio",
+    ] {
+        let (status, body) = enable(&f, db, endpoint).await;
+        assert_eq!(status, 400, "{endpoint}: {body}");
+        assert_eq!(body["code"], "invalidRequestBody");
+    }
+    let (status, body) = enable(&f, db, "https://s3.us-east-1.amazonaws.com").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn development_setting_allows_the_local_emulator() {
+    let f = fixture(true).await;
+    let db = create_db(&f).await;
+    let (status, body) = enable(&f, db, "http://127.0.0.1:4566").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_secret_is_stored_only_sealed_with_its_context() {
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    let (status, body) = enable(&f, db, "https://storage.googleapis.com").await;
+    assert_eq!(status, 200, "{body}");
+    let id: Uuid = body["id"].as_str().expect("id").parse().expect("uuid");
+    let stored = f
+        .store
+        .get_backup(f.org, id)
+        .await
+        .expect("store")
+        .expect("backup");
+    let sealed = String::from_utf8_lossy(&stored.secret_access_key_ciphertext).to_string();
+    assert!(!sealed.contains("very-secret-key"));
+    // The fake sealer appends the context: the backup and database ids are bound in.
+    assert!(sealed.contains(&id.to_string()) && sealed.contains(&db.to_string()));
+}
+
+#[tokio::test]
+async fn path_parameters_are_found_behind_a_stage_prefix() {
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    let req = request("GET", &format!("/prod/v1/databases/{db}"), &f.token, None);
+    let (status, body) = json_of(
+        subkv_api::pipeline::handle(
+            f.app.clone(),
+            &routes::GET_DATABASE,
+            &api::databases::get,
+            req,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], db.to_string());
+}
+
+#[tokio::test]
+async fn list_links_are_absolute_with_the_forwarded_scheme() {
+    let f = fixture(false).await;
+    create_db(&f).await;
+    let mut req = request(
+        "GET",
+        &format!("/v1/organizations/{}/databases?limit=1", f.org),
+        &f.token,
+        None,
+    );
+    req.headers_mut()
+        .insert("x-forwarded-proto", "https".parse().expect("header"));
+    let response = subkv_api::pipeline::handle(
+        f.app.clone(),
+        &routes::LIST_DATABASES,
+        &api::databases::list,
+        req,
+    )
+    .await;
+    let link = response.headers()["link"]
+        .to_str()
+        .expect("link")
+        .to_string();
+    assert!(
+        link.starts_with(&format!(
+            "<https://api.example.com/v1/organizations/{}/databases?page=1&limit=1>; rel=\"first\"",
+            f.org
+        )),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn binary_garbage_bodies_are_400s_not_500s() {
+    // API Gateway hands non-UTF-8 bodies over base64-encoded; lambda_http decodes them
+    // into bytes. (cargo lambda watch answers such requests itself with a 500 before
+    // any function runs, so this is proven here rather than end to end.)
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    for body in [
+        &b"\xff\xfe{"[..],
+        b"*\x00\xc3\x28",
+        b"{\"description\": \"\xc3\x28\"}",
+    ] {
+        let mut req = request("PATCH", &format!("/v1/databases/{db}"), &f.token, None);
+        *req.body_mut() = Body::Binary(body.to_vec());
+        let (status, reply) = json_of(
+            subkv_api::pipeline::handle(
+                f.app.clone(),
+                &routes::UPDATE_DATABASE,
+                &api::databases::update,
+                req,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["code"], "invalidRequestBody");
+    }
+}

@@ -1,0 +1,14 @@
+//! KV Connect (denoland/denokv `proto/kv-connect.md`), versions 1 to 3, served by
+//! subkv's data-plane functions on the DynamoDB engine (`subkv-dynamo-kv`).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`protocol`] | the metadata exchange, `snapshot_read`, `atomic_write`: checks, decoding, replies, plain-text errors |
+//! | [`watch`] | `watch`, streamed with Lambda response streaming |
+//! | [`sweep`] | the scheduled expiry sweeper |
+//! | [`state`] | what a data-plane function builds once per cold start ([`state::ConnectState`]) |
+
+pub mod protocol;
+pub mod state;
+pub mod sweep;
+pub mod watch;

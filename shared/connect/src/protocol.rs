@@ -1,0 +1,408 @@
+//! KV Connect (denoland/denokv proto/kv-connect.md), versions 1 to 3: the
+//! metadata exchange and the data path, one handler per route.
+
+use crate::state::ConnectState;
+use denokv_proto::datapath as pb;
+use lambda_http::http::header::CONTENT_TYPE;
+use lambda_http::http::HeaderValue;
+use lambda_http::{Body, Request, RequestExt, Response};
+use prost::Message;
+use subkv_core::auth::{bearer_token, token_sha256_hex};
+use subkv_core::routes::Route;
+use subkv_core::runtime::{self, RequestLog};
+use subkv_dynamo_kv::WriteOutcome;
+use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
+use subkv_kv::limits::MAX_REQUEST_BYTES;
+use subkv_kv::model::{versionstamp, Entry};
+use uuid::Uuid;
+
+/// Protocol versions subkv speaks.
+pub const VERSIONS: [u64; 3] = [1, 2, 3];
+
+fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn database_in_path(route: &Route, request: &Request) -> KvResult<Uuid> {
+    let given = request.path_parameters();
+    let raw = match given.first("databaseId") {
+        Some(id) => Some(id.to_string()),
+        None => route
+            .match_path(request.uri().path())
+            .and_then(|p| p.into_iter().find(|(k, _)| *k == "databaseId"))
+            .map(|(_, v)| v.to_string()),
+    };
+    let raw = raw.unwrap_or_default();
+    Uuid::try_parse(&raw).map_err(|_| KvError::NotFound(format!("database {raw:?} not found")))
+}
+
+fn protobuf(message: &impl Message) -> Response<Body> {
+    let mut response = Response::new(Body::Binary(message.encode_to_vec()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    response
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A checked data-path request: its database and protocol version.
+pub struct DataRequest {
+    pub database: Uuid,
+    pub version: u8,
+}
+
+/// Checks what every data-path request must carry (spec "Data Path Protocol").
+pub fn authorize(state: &ConnectState, route: &Route, request: &Request) -> KvResult<DataRequest> {
+    if request.body().len() > MAX_REQUEST_BYTES {
+        return Err(KvError::PayloadTooLarge(format!(
+            "request body too large (the limit is {MAX_REQUEST_BYTES} bytes)"
+        )));
+    }
+    let token = bearer_token(request.headers()).ok_or(KvError::Unauthorized(
+        "missing bearer token: send Authorization: Bearer <token from the metadata exchange>",
+    ))?;
+    let database = state.signer.verify(token, now_seconds())?;
+    let in_path = database_in_path(route, request)?;
+    if in_path != database {
+        return Err(KvError::NotFound(format!(
+            "database {in_path} not found for this token"
+        )));
+    }
+    if let Some(ct) = header(request, "content-type") {
+        if !ct.trim().eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(KvError::UnsupportedMediaType(format!(
+                "content-type must be application/x-protobuf, got {ct:?}"
+            )));
+        }
+    }
+    let (version, id_header) = match header(request, "x-denokv-version") {
+        None => (1, "x-transaction-domain-id"),
+        Some("2") => (2, "x-denokv-database-id"),
+        Some("3") => (3, "x-denokv-database-id"),
+        Some(other) => {
+            return Err(KvError::bad(format!(
+                "unsupported x-denokv-version {other:?}: subkv speaks 1, 2 and 3"
+            )))
+        }
+    };
+    match header(request, id_header).map(Uuid::try_parse) {
+        Some(Ok(id)) if id == database => Ok(DataRequest { database, version }),
+        Some(_) => Err(KvError::bad(format!(
+            "{id_header} does not name the database of this token"
+        ))),
+        None => Err(KvError::bad(format!("missing {id_header} header"))),
+    }
+}
+
+fn decode<M: Message + Default>(request: &Request, what: &str) -> KvResult<M> {
+    M::decode(request.body().as_ref())
+        .map_err(|e| KvError::bad(format!("invalid {what} protobuf: {e}")))
+}
+
+/// `POST /databases/{databaseId}/connect`: the metadata exchange.
+pub async fn connect(
+    state: &ConnectState,
+    route: &Route,
+    request: Request,
+) -> KvResult<Response<Body>> {
+    let database = database_in_path(route, &request)?;
+    let body = request.body().as_ref();
+    let supported: Vec<u64> = if body.iter().all(u8::is_ascii_whitespace) {
+        vec![1]
+    } else {
+        let parsed: denokv_proto::MetadataExchangeRequest = serde_json::from_slice(body)
+            .map_err(|e| KvError::bad(format!("invalid metadata exchange request: {e}")))?;
+        parsed.supported_versions
+    };
+    let version = VERSIONS
+        .iter()
+        .rev()
+        .find(|v| supported.contains(v))
+        .copied()
+        .ok_or_else(|| {
+            KvError::bad(format!(
+                "no protocol version in common: the client supports {supported:?}, subkv supports 1, 2 and 3"
+            ))
+        })?;
+    let token = bearer_token(request.headers()).ok_or(KvError::Unauthorized(
+        "missing access token: set DENO_KV_ACCESS_TOKEN to an organization token",
+    ))?;
+    let store_err = |e: subkv_core::error::StoreError| KvError::Internal(e.to_string());
+    let record = state
+        .control
+        .token_by_hash(&token_sha256_hex(token))
+        .await
+        .map_err(store_err)?
+        .ok_or(KvError::Unauthorized("invalid access token"))?;
+    state
+        .control
+        .get_database(record.organization_id, database)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| KvError::NotFound(format!("database {database} not found")))?;
+    let (data_token, expires) = state.signer.issue(database, now_seconds());
+    let expires_at = chrono::DateTime::from_timestamp(expires, 0)
+        .ok_or_else(|| KvError::Internal("token expiry out of range".into()))?;
+    let metadata = denokv_proto::DatabaseMetadata {
+        version,
+        database_id: database,
+        endpoints: vec![denokv_proto::EndpointInfo {
+            url: endpoint_url(&request, version).into(),
+            consistency: "strong".into(),
+        }],
+        token: data_token.into(),
+        expires_at,
+    };
+    let json = serde_json::to_vec(&metadata)
+        .map_err(|e| KvError::Internal(format!("metadata JSON: {e}")))?;
+    let mut response = Response::new(Body::Binary(json));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// Where the data path lives: beside the metadata URL (`.../databases/{id}`).
+/// Version 1 clients need an absolute URL, built from the request; later ones
+/// resolve a relative one against the URL they called, which survives API stages
+/// and custom-domain base paths.
+fn endpoint_url(request: &Request, version: u64) -> String {
+    let path = request.uri().path();
+    let trimmed = path.trim_end_matches('/');
+    let base = trimmed.strip_suffix("/connect").unwrap_or(trimmed);
+    if version >= 2 {
+        let id = base.rsplit('/').next().unwrap_or_default();
+        let up = if path.ends_with('/') { "../../" } else { "../" };
+        return format!("{up}{id}");
+    }
+    // API Gateway and CloudFront always send a Host; only a bare local server might not.
+    let origin = runtime::origin(request).unwrap_or_else(|| "http://localhost".into());
+    format!("{origin}{base}")
+}
+
+/// `POST /databases/{databaseId}/snapshot_read`.
+pub async fn snapshot_read(
+    state: &ConnectState,
+    route: &Route,
+    request: Request,
+) -> KvResult<Response<Body>> {
+    let req = authorize(state, route, &request)?;
+    let read: pb::SnapshotRead = decode(&request, "SnapshotRead")?;
+    let ranges: Vec<denokv_proto::ReadRange> = read.try_into()?;
+    let results = state.kv.snapshot_read(req.database, &ranges).await?;
+    let output = pb::SnapshotReadOutput {
+        ranges: results
+            .into_iter()
+            .map(|entries| pb::ReadRangeOutput {
+                values: entries.into_iter().map(pb_entry).collect(),
+            })
+            .collect(),
+        read_disabled: false,
+        read_is_strongly_consistent: true,
+        status: pb::SnapshotReadStatus::SrSuccess as i32,
+    };
+    Ok(protobuf(&output))
+}
+
+pub fn pb_entry(entry: Entry) -> pb::KvEntry {
+    pb::KvEntry {
+        key: entry.key,
+        value: entry.value,
+        encoding: entry.encoding as i32,
+        versionstamp: versionstamp(entry.version).to_vec(),
+    }
+}
+
+/// A KvU64 value (encoding LE64) must be exactly 8 bytes. denokv_proto's
+/// conversion assumes it (and panics otherwise), so it is checked first.
+fn check_u64_values(write: &pb::AtomicWrite) -> KvResult<()> {
+    let le64 = denokv_proto::VALUE_ENCODING_LE64 as i32;
+    let malformed = write
+        .mutations
+        .iter()
+        .filter_map(|m| m.value.as_ref())
+        .any(|v| v.encoding == le64 && v.data.len() != 8);
+    if malformed {
+        return Err(KvError::bad(
+            "invalid KvU64 value: a value with encoding LE64 must be 8 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /databases/{databaseId}/atomic_write`.
+pub async fn atomic_write(
+    state: &ConnectState,
+    route: &Route,
+    request: Request,
+) -> KvResult<Response<Body>> {
+    let req = authorize(state, route, &request)?;
+    let write: pb::AtomicWrite = decode(&request, "AtomicWrite")?;
+    if !write.enqueues.is_empty() {
+        return Err(KvError::bad(ENQUEUE_UNSUPPORTED));
+    }
+    check_u64_values(&write)?;
+    let write: denokv_proto::AtomicWrite = write.try_into()?;
+    let output = match state.kv.atomic_write(req.database, &write).await? {
+        WriteOutcome::Committed(vs) => pb::AtomicWriteOutput {
+            status: pb::AtomicWriteStatus::AwSuccess as i32,
+            versionstamp: vs.to_vec(),
+            failed_checks: vec![],
+        },
+        WriteOutcome::CheckFailed(failed) => pb::AtomicWriteOutput {
+            status: pb::AtomicWriteStatus::AwCheckFailure as i32,
+            versionstamp: vec![],
+            failed_checks: failed,
+        },
+    };
+    Ok(protobuf(&output))
+}
+
+/// An error as KV Connect answers it: its status, a plain-text body.
+pub fn error_response(err: &KvError) -> Response<Body> {
+    let mut response = Response::new(Body::Text(err.body_text()));
+    *response.status_mut() = err.status();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The request's log line (errors with their detail, which never reaches the client).
+pub fn log_request(route: &Route, started: std::time::Instant, err: Option<&KvError>) {
+    let detail = err.map(KvError::detail);
+    RequestLog {
+        function: route.function,
+        status: err.map_or(200, |e| e.status().as_u16()),
+        elapsed_us: started.elapsed().as_micros() as u64,
+        organization: None,
+        code: None,
+        error: detail.as_deref(),
+    }
+    .emit();
+}
+
+/// One log line per request; errors become their plain-text response.
+pub fn finish(
+    route: &Route,
+    started: std::time::Instant,
+    result: KvResult<Response<Body>>,
+) -> Response<Body> {
+    log_request(route, started, result.as_ref().err());
+    result.unwrap_or_else(|err| error_response(&err))
+}
+
+/// The operations of the request/response data-plane functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Connect,
+    SnapshotRead,
+    AtomicWrite,
+}
+
+/// Runs one request of `op`. Never fails: errors become their response.
+pub async fn handle(
+    state: &ConnectState,
+    route: &'static Route,
+    op: Op,
+    request: Request,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let result = match op {
+        Op::Connect => connect(state, route, request).await,
+        Op::SnapshotRead => snapshot_read(state, route, request).await,
+        Op::AtomicWrite => atomic_write(state, route, request).await,
+    };
+    finish(route, started, result)
+}
+
+/// The whole of a request/response data-plane function's `main`.
+pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Error> {
+    runtime::serve_http(
+        route.function,
+        ConnectState::from_env(),
+        move |state, request| async move { handle(&state, route, op, request).await },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http;
+    use lambda_http::http::header::HOST;
+
+    fn request(path: &str, host: &str) -> Request {
+        let mut r = Request::new(Body::Empty);
+        *r.uri_mut() = http::Uri::try_from(path).unwrap();
+        r.headers_mut()
+            .insert(HOST, HeaderValue::from_str(host).unwrap());
+        r
+    }
+
+    #[test]
+    fn endpoints_are_relative_from_v2_and_absolute_for_v1() {
+        let r = request("/databases/abc/connect", "api.example.com");
+        assert_eq!(endpoint_url(&r, 3), "../abc");
+        assert_eq!(endpoint_url(&r, 1), "http://api.example.com/databases/abc");
+        let mut r = r;
+        r.headers_mut()
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(endpoint_url(&r, 1), "https://api.example.com/databases/abc");
+        let r = request("/prod/databases/abc/connect/", "h");
+        assert_eq!(endpoint_url(&r, 2), "../../abc");
+        // Resolving as the client does lands on the data path.
+        let base = url::Url::parse("http://h:9000/prod/databases/abc/connect").unwrap();
+        assert_eq!(
+            base.join("../abc").unwrap().as_str(),
+            "http://h:9000/prod/databases/abc"
+        );
+    }
+
+    #[test]
+    fn errors_are_plain_text_with_their_status() {
+        let response = error_response(&KvError::bad("too many checks"));
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let Body::Text(body) = response.body() else {
+            panic!("text body")
+        };
+        assert_eq!(body, "too many checks\n");
+        let internal = error_response(&KvError::Internal("secret detail".into()));
+        assert_eq!(internal.status(), 500);
+        let Body::Text(body) = internal.body() else {
+            panic!("text body")
+        };
+        assert!(!body.contains("secret"));
+    }
+
+    #[test]
+    fn a_kv_u64_value_must_be_eight_bytes() {
+        let write = |data: Vec<u8>| pb::AtomicWrite {
+            mutations: vec![pb::Mutation {
+                key: vec![2, b'k', 0],
+                value: Some(pb::KvValue {
+                    data,
+                    encoding: pb::ValueEncoding::VeLe64 as i32,
+                }),
+                mutation_type: pb::MutationType::MSum as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(check_u64_values(&write(vec![1; 8])).is_ok());
+        for bad in [vec![], vec![1, 2], vec![0; 9]] {
+            let err = check_u64_values(&write(bad)).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400);
+            assert!(err.to_string().contains("8 bytes"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What every data-plane function builds once per cold start.
+
+use std::sync::Arc;
+use subkv_core::config::{var, Env};
+use subkv_core::control::{ControlTable, DynamoControl};
+use subkv_core::runtime::aws_config;
+use subkv_dynamo_kv::DynamoKv;
+use subkv_kv::token::{TokenSigner, DEFAULT_TTL_SECONDS, KEY_LABEL};
+
+/// How a watch polls and how long it may last.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub max_seconds: u64,
+    pub poll_ms: u64,
+    pub keepalive_seconds: u64,
+}
+
+/// The KV engine, the data-path token signer and the control table.
+pub struct ConnectState {
+    pub kv: DynamoKv,
+    pub signer: TokenSigner,
+    pub control: Arc<dyn ControlTable>,
+    pub watch: WatchConfig,
+}
+
+impl ConnectState {
+    /// Reads the environment, builds the clients and derives the data-path token
+    /// key from the KMS HMAC key (one `GenerateMac` per cold start).
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let env = Env::process();
+        let sdk = aws_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let key_id = env.required(var::DATA_TOKEN_KEY_ID, "it names the KMS HMAC key")?;
+        let mac = aws_sdk_kms::Client::new(&sdk)
+            .generate_mac()
+            .key_id(key_id)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(aws_sdk_kms::primitives::Blob::new(KEY_LABEL))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "deriving the data-path token key: {}",
+                    aws_sdk_kms::error::DisplayErrorContext(e)
+                )
+            })?;
+        let key: [u8; 32] = mac
+            .mac
+            .as_ref()
+            .and_then(|m| m.as_ref().try_into().ok())
+            .ok_or("GenerateMac returned no 32-byte MAC")?;
+        Ok(Self {
+            kv: DynamoKv::from_env(dynamo.clone(), &env)?,
+            signer: TokenSigner::new(
+                key,
+                env.number(var::DATA_TOKEN_TTL_SECONDS, DEFAULT_TTL_SECONDS)?,
+            ),
+            control: Arc::new(DynamoControl::new(dynamo, env.control_table())),
+            watch: WatchConfig {
+                max_seconds: env.number(var::WATCH_MAX_SECONDS, 600)?,
+                poll_ms: env.number(var::WATCH_POLL_MS, 250)?,
+                keepalive_seconds: 5,
+            },
+        })
+    }
+}

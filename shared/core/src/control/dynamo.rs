@@ -1,0 +1,552 @@
+//! The management plane on one DynamoDB table (`pk`, `sk`, both strings).
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | organization | `ORG#<org>` | `ORG` |
+//! | token (by hash, the auth lookup) | `TOKEN#<sha256>` | `TOKEN` |
+//! | token (by id, to revoke) | `ORG#<org>` | `TOKEN#<token>` |
+//! | database | `ORG#<org>` | `DB#<db>` (carries `backupId` while a backup is enabled) |
+//! | database owner (immutable) | `DB#<db>` | `DB` |
+//! | backup | `ORG#<org>` | `BACKUP#<backup>` (and the engine's progress: `subkv_backup::progress`) |
+//! | backup locator (while enabled) | `DB#<db>` | `BACKUP` (in the sparse index `backups`) |
+//!
+//! Everything an organization owns lives in its partition, so a foreign id is a
+//! plain miss (404) and listing is one strongly consistent Query. Writes that touch
+//! two items are single TransactWriteItems calls.
+
+use super::locator::{locator_item, BACKUPS_INDEX, BACKUPS_INDEX_PK, LOCATOR_SK};
+use super::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
+use super::{ControlTable, EnableOutcome};
+use crate::dynamo::{cancellation_codes, s, store_error, Item};
+use crate::error::StoreError;
+use async_trait::async_trait;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Key attribute names of the control table.
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+
+/// Attribute definitions and key schema of the control table, shared by the
+/// local bootstrap and checked against the SAM template by a test.
+pub fn control_table_schema() -> (Vec<AttributeDefinition>, Vec<KeySchemaElement>) {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("static attribute definition")
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("static key schema")
+    };
+    (
+        vec![attr(PK), attr(SK), attr(BACKUPS_INDEX_PK)],
+        vec![key(PK, KeyType::Hash), key(SK, KeyType::Range)],
+    )
+}
+
+/// The control table's global secondary index: the sparse list of backup locators
+/// the backup engine's catch-up reads.
+pub fn control_table_indexes() -> Vec<GlobalSecondaryIndex> {
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(BACKUPS_INDEX)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(BACKUPS_INDEX_PK)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("static key schema"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(PK)
+                .key_type(KeyType::Range)
+                .build()
+                .expect("static key schema"),
+        )
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .expect("static index");
+    vec![index]
+}
+
+/// Creates the control table if it does not exist (local stack and tests).
+pub async fn ensure_control_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let (attrs, keys) = control_table_schema();
+    match client
+        .create_table()
+        .table_name(table)
+        .set_attribute_definitions(Some(attrs))
+        .set_key_schema(Some(keys))
+        .set_global_secondary_indexes(Some(control_table_indexes()))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(store_error("CreateTable", e)),
+    }
+}
+
+fn org_pk(org: Uuid) -> String {
+    format!("ORG#{org}")
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
+}
+
+/// A stored item: the key plus the record's own fields.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    record: T,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DatabaseFields {
+    #[serde(flatten)]
+    db: KvDatabase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup_id: Option<Uuid>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DatabaseOwner {
+    organization_id: Uuid,
+}
+
+fn to_item<T: Serialize>(pk: String, sk: String, record: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(Stored { pk, sk, record })
+        .map_err(|e| StoreError::Malformed(format!("cannot encode item: {e}")))
+}
+
+fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item::<_, Stored<T>>(item)
+        .map(|stored| stored.record)
+        .map_err(|e| StoreError::Malformed(format!("cannot decode item: {e}")))
+}
+
+fn build<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Malformed(format!("cannot build request: {e}")))
+}
+
+pub struct DynamoControl {
+    client: Client,
+    table: String,
+}
+
+impl DynamoControl {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+        let put = build(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<String>>, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match cancellation_codes(&err) {
+                Some(codes) => Ok(Err(codes)),
+                None => Err(store_error("TransactWriteItems", err)),
+            },
+        }
+    }
+
+    async fn database_item(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<DatabaseFields>, StoreError> {
+        self.get(org_pk(organization_id), format!("DB#{id}"))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+}
+
+/// A transaction lost against a concurrent one on the same items.
+fn conflict(codes: &[String]) -> bool {
+    codes.iter().any(|c| c == "TransactionConflict")
+}
+
+#[async_trait]
+impl ControlTable for DynamoControl {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        let items = vec![
+            self.put(
+                to_item(org_pk(org.id), "ORG".into(), org)?,
+                "attribute_not_exists(pk)",
+            )?,
+            self.put(
+                to_item(
+                    format!("TOKEN#{}", token.token_sha256),
+                    "TOKEN".into(),
+                    token,
+                )?,
+                "attribute_not_exists(pk)",
+            )?,
+            self.put(
+                to_item(org_pk(org.id), format!("TOKEN#{}", token.id), token)?,
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(codes) => Err(StoreError::Malformed(format!(
+                "creating a fresh organization was cancelled: {codes:?}"
+            ))),
+        }
+    }
+
+    async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
+        self.get(org_pk(id), "ORG".into())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
+        let org_exists = build(
+            aws_sdk_dynamodb::types::ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(org_pk(token.organization_id), "ORG".into())))
+                .condition_expression("attribute_exists(pk)")
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(org_exists)
+                .build(),
+            self.put(
+                to_item(
+                    format!("TOKEN#{}", token.token_sha256),
+                    "TOKEN".into(),
+                    token,
+                )?,
+                "attribute_not_exists(pk)",
+            )?,
+            self.put(
+                to_item(
+                    org_pk(token.organization_id),
+                    format!("TOKEN#{}", token.id),
+                    token,
+                )?,
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => Ok(false),
+            Err(codes) => Err(StoreError::Malformed(format!(
+                "adding a token was cancelled: {codes:?}"
+            ))),
+        }
+    }
+
+    async fn token_by_hash(&self, sha256_hex: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(format!("TOKEN#{sha256_hex}"), "TOKEN".into())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn delete_token(
+        &self,
+        organization_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let Some(item) = self
+            .get(org_pk(organization_id), format!("TOKEN#{token_id}"))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let token: TokenRecord = from_item(item)?;
+        let delete = |pk: String, sk: String| {
+            build(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)))
+                    .condition_expression("attribute_exists(pk)")
+                    .build(),
+            )
+            .map(|d| TransactWriteItem::builder().delete(d).build())
+        };
+        let items = vec![
+            delete(format!("TOKEN#{}", token.token_sha256), "TOKEN".into())?,
+            delete(org_pk(organization_id), format!("TOKEN#{token_id}"))?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
+            // Revoked meanwhile by a concurrent call: that one answers 200, this one 404.
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError> {
+        let fields = DatabaseFields {
+            db: db.clone(),
+            backup_id: None,
+        };
+        let owner = DatabaseOwner {
+            organization_id: db.organization_id,
+        };
+        let items = vec![
+            self.put(
+                to_item(org_pk(db.organization_id), format!("DB#{}", db.id), &fields)?,
+                "attribute_not_exists(pk)",
+            )?,
+            self.put(
+                to_item(format!("DB#{}", db.id), "DB".into(), &owner)?,
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(codes) => Err(StoreError::Malformed(format!(
+                "creating a fresh database was cancelled: {codes:?}"
+            ))),
+        }
+    }
+
+    async fn get_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<KvDatabase>, StoreError> {
+        Ok(self.database_item(organization_id, id).await?.map(|f| f.db))
+    }
+
+    async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :db)")
+            .expression_attribute_values(":pk", s(org_pk(organization_id)))
+            .expression_attribute_values(":db", s("DB#"))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item::<DatabaseFields>(item)?.db);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn update_database_description(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        description: &str,
+        updated_at: &str,
+    ) -> Result<Option<KvDatabase>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(organization_id), format!("DB#{id}"))))
+            .update_expression("SET description = :d, updatedAt = :u")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":d", s(description))
+            .expression_attribute_values(":u", s(updated_at))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .attributes
+                .map(|item| from_item::<DatabaseFields>(item).map(|f| f.db))
+                .transpose(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
+    async fn enable_backup(&self, backup: &BackupRecord) -> Result<EnableOutcome, StoreError> {
+        let claim = build(
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    org_pk(backup.organization_id),
+                    format!("DB#{}", backup.database_id),
+                )))
+                .update_expression("SET backupId = :b")
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(backupId)")
+                .expression_attribute_values(":b", s(backup.id.to_string()))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().update(claim).build(),
+            self.put(
+                to_item(
+                    org_pk(backup.organization_id),
+                    format!("BACKUP#{}", backup.id),
+                    backup,
+                )?,
+                "attribute_not_exists(pk)",
+            )?,
+            // The engine finds the backup from the database id alone.
+            self.put(locator_item(backup), "attribute_not_exists(pk)")?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(EnableOutcome::Enabled),
+            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
+            Err(_) => Ok(
+                match self
+                    .database_item(backup.organization_id, backup.database_id)
+                    .await?
+                {
+                    None => EnableOutcome::DatabaseNotFound,
+                    Some(_) => EnableOutcome::AlreadyEnabled,
+                },
+            ),
+        }
+    }
+
+    async fn get_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<BackupRecord>, StoreError> {
+        self.get(org_pk(organization_id), format!("BACKUP#{id}"))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn backup_of_database(
+        &self,
+        organization_id: Uuid,
+        database_id: Uuid,
+    ) -> Result<Option<Option<BackupRecord>>, StoreError> {
+        let Some(db) = self.database_item(organization_id, database_id).await? else {
+            return Ok(None);
+        };
+        match db.backup_id {
+            Some(id) => Ok(Some(self.get_backup(organization_id, id).await?)),
+            None => Ok(Some(None)),
+        }
+    }
+
+    async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let Some(backup) = self.get_backup(organization_id, id).await? else {
+            return Ok(false);
+        };
+        let remove = build(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(org_pk(organization_id), format!("BACKUP#{id}"))))
+                .condition_expression("attribute_exists(pk)")
+                .build(),
+        )?;
+        let release = build(
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    org_pk(organization_id),
+                    format!("DB#{}", backup.database_id),
+                )))
+                .update_expression("REMOVE backupId")
+                .condition_expression("backupId = :b")
+                .expression_attribute_values(":b", s(id.to_string()))
+                .build(),
+        )?;
+        // The locator goes with it: from then on the engine writes nothing more.
+        let unlocate = build(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    format!("DB#{}", backup.database_id),
+                    LOCATOR_SK.into(),
+                )))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().delete(remove).build(),
+            TransactWriteItem::builder().update(release).build(),
+            TransactWriteItem::builder().delete(unlocate).build(),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
+            // Deleted meanwhile by a concurrent call.
+            Err(_) => Ok(false),
+        }
+    }
+}

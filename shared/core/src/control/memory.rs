@@ -1,0 +1,184 @@
+//! An in-memory [`ControlTable`] for unit tests and benchmarks. It keeps the same
+//! invariants as the DynamoDB store (one backup per database, atomically).
+
+use super::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
+use super::{ControlTable, EnableOutcome};
+use crate::error::StoreError;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+#[derive(Default)]
+struct State {
+    orgs: HashMap<Uuid, Organization>,
+    tokens: HashMap<String, TokenRecord>,
+    databases: HashMap<Uuid, (KvDatabase, Option<Uuid>)>,
+    backups: HashMap<Uuid, BackupRecord>,
+}
+
+#[derive(Default)]
+pub struct MemoryControl {
+    state: Mutex<State>,
+}
+
+impl MemoryControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Malformed("memory store lock poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl ControlTable for MemoryControl {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        let mut s = self.lock()?;
+        s.orgs.insert(org.id, org.clone());
+        s.tokens.insert(token.token_sha256.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
+        Ok(self.lock()?.orgs.get(&id).cloned())
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
+        let mut s = self.lock()?;
+        if !s.orgs.contains_key(&token.organization_id) {
+            return Ok(false);
+        }
+        s.tokens.insert(token.token_sha256.clone(), token.clone());
+        Ok(true)
+    }
+
+    async fn token_by_hash(&self, sha256_hex: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.lock()?.tokens.get(sha256_hex).cloned())
+    }
+
+    async fn delete_token(
+        &self,
+        organization_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.lock()?;
+        let before = s.tokens.len();
+        s.tokens
+            .retain(|_, t| !(t.organization_id == organization_id && t.id == token_id));
+        Ok(s.tokens.len() != before)
+    }
+
+    async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError> {
+        self.lock()?.databases.insert(db.id, (db.clone(), None));
+        Ok(())
+    }
+
+    async fn get_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<KvDatabase>, StoreError> {
+        Ok(self
+            .lock()?
+            .databases
+            .get(&id)
+            .filter(|(db, _)| db.organization_id == organization_id)
+            .map(|(db, _)| db.clone()))
+    }
+
+    async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError> {
+        Ok(self
+            .lock()?
+            .databases
+            .values()
+            .filter(|(db, _)| db.organization_id == organization_id)
+            .map(|(db, _)| db.clone())
+            .collect())
+    }
+
+    async fn update_database_description(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        description: &str,
+        updated_at: &str,
+    ) -> Result<Option<KvDatabase>, StoreError> {
+        let mut s = self.lock()?;
+        Ok(s.databases
+            .get_mut(&id)
+            .filter(|(db, _)| db.organization_id == organization_id)
+            .map(|(db, _)| {
+                db.description = description.to_string();
+                db.updated_at = updated_at.to_string();
+                db.clone()
+            }))
+    }
+
+    async fn enable_backup(&self, backup: &BackupRecord) -> Result<EnableOutcome, StoreError> {
+        let mut s = self.lock()?;
+        let Some((db, slot)) = s.databases.get_mut(&backup.database_id) else {
+            return Ok(EnableOutcome::DatabaseNotFound);
+        };
+        if db.organization_id != backup.organization_id {
+            return Ok(EnableOutcome::DatabaseNotFound);
+        }
+        if slot.is_some() {
+            return Ok(EnableOutcome::AlreadyEnabled);
+        }
+        *slot = Some(backup.id);
+        s.backups.insert(backup.id, backup.clone());
+        Ok(EnableOutcome::Enabled)
+    }
+
+    async fn get_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<BackupRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .backups
+            .get(&id)
+            .filter(|b| b.organization_id == organization_id)
+            .cloned())
+    }
+
+    async fn backup_of_database(
+        &self,
+        organization_id: Uuid,
+        database_id: Uuid,
+    ) -> Result<Option<Option<BackupRecord>>, StoreError> {
+        let s = self.lock()?;
+        Ok(s.databases
+            .get(&database_id)
+            .filter(|(db, _)| db.organization_id == organization_id)
+            .map(|(_, slot)| slot.and_then(|id| s.backups.get(&id).cloned())))
+    }
+
+    async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let mut s = self.lock()?;
+        let Some(backup) = s
+            .backups
+            .get(&id)
+            .filter(|b| b.organization_id == organization_id)
+        else {
+            return Ok(false);
+        };
+        let database_id = backup.database_id;
+        s.backups.remove(&id);
+        if let Some((_, slot)) = s.databases.get_mut(&database_id) {
+            if *slot == Some(id) {
+                *slot = None;
+            }
+        }
+        Ok(true)
+    }
+}

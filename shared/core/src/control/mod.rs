@@ -1,0 +1,84 @@
+//! The control table: organizations, tokens, databases and backups.
+//!
+//! - [`records`]: what is stored, and the API shapes of it.
+//! - [`ControlTable`]: what the planes do with it; [`DynamoControl`] is the real
+//!   one (the item layout is documented there), [`MemoryControl`] a fake for unit
+//!   tests and benchmarks.
+//! - [`locator`]: how the backup engine finds a database's backup.
+
+mod dynamo;
+pub mod locator;
+mod memory;
+pub mod records;
+
+pub use dynamo::{
+    control_table_indexes, control_table_schema, ensure_control_table, DynamoControl, PK, SK,
+};
+pub use memory::MemoryControl;
+
+use self::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
+use crate::error::StoreError;
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// Outcome of enabling a backup: decided atomically by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnableOutcome {
+    Enabled,
+    DatabaseNotFound,
+    AlreadyEnabled,
+}
+
+#[async_trait]
+pub trait ControlTable: Send + Sync {
+    /// Creates an organization and its first token, together.
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError>;
+    async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
+
+    /// Adds a token; false if the organization does not exist.
+    async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
+    /// The token with this SHA-256, in one strongly consistent read.
+    async fn token_by_hash(&self, sha256_hex: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes a token; false if the organization has no such token.
+    async fn delete_token(&self, organization_id: Uuid, token_id: Uuid)
+        -> Result<bool, StoreError>;
+
+    async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError>;
+    async fn get_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<KvDatabase>, StoreError>;
+    /// Every database of an organization, in no particular order.
+    async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError>;
+    /// Sets the description; None if there is no such database.
+    async fn update_database_description(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        description: &str,
+        updated_at: &str,
+    ) -> Result<Option<KvDatabase>, StoreError>;
+
+    /// Enables a backup unless the database already has one, atomically: of two
+    /// concurrent calls for one database, at most one returns `Enabled`.
+    async fn enable_backup(&self, backup: &BackupRecord) -> Result<EnableOutcome, StoreError>;
+    async fn get_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<BackupRecord>, StoreError>;
+    /// The database's backup: `None` if there is no such database, else
+    /// `Some(None)` or `Some(Some(backup))` (at most one exists).
+    async fn backup_of_database(
+        &self,
+        organization_id: Uuid,
+        database_id: Uuid,
+    ) -> Result<Option<Option<BackupRecord>>, StoreError>;
+    /// Deletes a backup and frees its database for a new one; false if not found.
+    async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError>;
+}

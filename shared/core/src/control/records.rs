@@ -1,0 +1,250 @@
+//! Domain types of the management plane and their API shapes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Now, as the RFC 3339 UTC timestamp with milliseconds every object carries.
+/// Fixed width, so these strings sort in time order.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// A stored organization token: only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    /// Lower-case hex SHA-256 of the token.
+    pub token_sha256: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+/// `KvDatabase` of the API: every field always present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KvDatabase {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Where a backup stands. Serialized as `{"code": "pending"}` and so on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "camelCase")]
+pub enum BackupStatus {
+    /// Set up under way (the first snapshot).
+    Pending,
+    /// Continuously backing up.
+    Active,
+    /// Final for this backup: the user deletes it and enables a new one.
+    Failed { message: String },
+}
+
+/// A stored backup configuration. The secret access key is held only as KMS
+/// ciphertext, which only the backup engine can decrypt.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub database_id: Uuid,
+    pub kind: String,
+    pub endpoint: String,
+    pub bucket_name: String,
+    pub bucket_region: String,
+    pub access_key_id: String,
+    #[serde(with = "serde_bytes_b64")]
+    pub secret_access_key_ciphertext: Vec<u8>,
+    pub prefix: String,
+    pub status: BackupStatus,
+    pub created_at: String,
+    /// Set by the backup engine (`subkv_backup::progress`): when it last wrote to the
+    /// bucket, the versionstamp of the last commit there, and a transient problem
+    /// it is retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backed_up_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_versionstamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Debug for BackupRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupRecord")
+            .field("id", &self.id)
+            .field("organization_id", &self.organization_id)
+            .field("database_id", &self.database_id)
+            .field("endpoint", &self.endpoint)
+            .field("bucket_name", &self.bucket_name)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `KvDatabaseBackup` of the API: the secret is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KvDatabaseBackup {
+    pub id: Uuid,
+    pub database_id: Uuid,
+    pub kind: String,
+    pub endpoint: String,
+    pub bucket_name: String,
+    pub bucket_region: String,
+    pub access_key_id: String,
+    pub prefix: String,
+    pub status: BackupStatusView,
+    pub created_at: String,
+}
+
+/// `status` as the API shows it: the hosted API's `code` (and `message` when
+/// failed), plus how far the backup has got (subkv additions, once known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatusView {
+    #[serde(flatten)]
+    pub status: BackupStatus,
+    /// When the engine last wrote to the bucket (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backed_up_at: Option<String>,
+    /// The versionstamp (20 hex digits) of the newest commit in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_versionstamp: Option<String>,
+    /// A transient problem the engine is retrying (not while `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<&BackupRecord> for KvDatabaseBackup {
+    fn from(r: &BackupRecord) -> Self {
+        Self {
+            id: r.id,
+            database_id: r.database_id,
+            kind: r.kind.clone(),
+            endpoint: r.endpoint.clone(),
+            bucket_name: r.bucket_name.clone(),
+            bucket_region: r.bucket_region.clone(),
+            access_key_id: r.access_key_id.clone(),
+            prefix: r.prefix.clone(),
+            status: BackupStatusView {
+                status: r.status.clone(),
+                last_backed_up_at: r.last_backed_up_at.clone(),
+                last_versionstamp: r.last_versionstamp.clone(),
+                last_error: r
+                    .last_error
+                    .clone()
+                    .filter(|_| !matches!(r.status, BackupStatus::Failed { .. })),
+            },
+            created_at: r.created_at.clone(),
+        }
+    }
+}
+
+/// Binary fields are kept as DynamoDB strings in base64 so that every stored
+/// attribute stays readable in the console.
+mod serde_bytes_b64 {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_serializes_as_the_api_shape() {
+        assert_eq!(
+            serde_json::to_value(BackupStatus::Pending).unwrap(),
+            serde_json::json!({"code": "pending"})
+        );
+        assert_eq!(
+            serde_json::to_value(BackupStatus::Failed {
+                message: "denied".into()
+            })
+            .unwrap(),
+            serde_json::json!({"code": "failed", "message": "denied"})
+        );
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_utc() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2024-07-09T12:00:00.000Z".len(), "{now}");
+        assert!(now.ends_with('Z'));
+    }
+
+    #[test]
+    fn backup_debug_and_api_view_hide_the_secret() {
+        let record = BackupRecord {
+            id: Uuid::nil(),
+            organization_id: Uuid::nil(),
+            database_id: Uuid::nil(),
+            kind: "s3".into(),
+            endpoint: "https://s3.example.com".into(),
+            bucket_name: "b".into(),
+            bucket_region: "r".into(),
+            access_key_id: "AKIA".into(),
+            secret_access_key_ciphertext: b"ciphertext-bytes".to_vec(),
+            prefix: String::new(),
+            status: BackupStatus::Pending,
+            created_at: now_rfc3339(),
+            last_backed_up_at: None,
+            last_versionstamp: None,
+            last_error: None,
+        };
+        assert!(!format!("{record:?}").contains("ciphertext"));
+        let api = serde_json::to_string(&KvDatabaseBackup::from(&record)).unwrap();
+        assert!(!api.contains("ecret"), "{api}");
+        // The hosted API's shape until the engine has written something.
+        let view: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(view["status"], serde_json::json!({"code": "pending"}));
+    }
+
+    #[test]
+    fn status_shows_progress_and_hides_transient_errors_once_failed() {
+        let mut record: BackupRecord = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "organizationId": Uuid::nil(), "databaseId": Uuid::nil(),
+            "kind": "s3", "endpoint": "https://e", "bucketName": "b", "bucketRegion": "r",
+            "accessKeyId": "a", "secretAccessKeyCiphertext": "AQ==", "prefix": "",
+            "status": {"code": "active"}, "createdAt": "2026-01-01T00:00:00.000Z",
+            "lastBackedUpAt": "2026-01-01T00:00:01.000Z",
+            "lastVersionstamp": "00000000000000070000", "lastError": "SlowDown"
+        }))
+        .unwrap();
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(
+            view["status"],
+            serde_json::json!({"code": "active", "lastBackedUpAt": "2026-01-01T00:00:01.000Z",
+                "lastVersionstamp": "00000000000000070000", "lastError": "SlowDown"})
+        );
+        record.status = BackupStatus::Failed {
+            message: "InvalidAccessKeyId".into(),
+        };
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(view["status"]["code"], "failed");
+        assert_eq!(view["status"]["message"], "InvalidAccessKeyId");
+        assert!(view["status"].get("lastError").is_none());
+    }
+}

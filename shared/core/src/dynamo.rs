@@ -1,0 +1,128 @@
+//! DynamoDB glue every plane shares: attribute values in and out of items, and one
+//! reading of a failed call (what it says, whether it is worth retrying, which
+//! items cancelled a transaction).
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+use crate::error::StoreError;
+
+/// One DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub fn b(bytes: impl Into<Vec<u8>>) -> AttributeValue {
+    AttributeValue::B(Blob::new(bytes.into()))
+}
+
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+pub fn get_b<'a>(item: &'a Item, name: &str) -> Option<&'a [u8]> {
+    item.get(name)?.as_b().ok().map(|b| b.as_ref())
+}
+
+/// The whole error, with the service's code and message (never a secret: requests
+/// carry none).
+pub fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    DisplayErrorContext(err).to_string()
+}
+
+/// A failed call as the storage layer's error.
+pub fn store_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Dynamo {
+        operation,
+        source: describe(&err).into(),
+    }
+}
+
+/// Error codes that mean "busy, try again later", not "wrong".
+const BUSY: [&str; 4] = [
+    "Throttling",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+    "InternalServerError",
+];
+
+/// Whether a failed call may succeed if simply tried again later: no answer
+/// (timeout, connection failure), a 5xx, or throttling.
+pub fn is_transient<E, R>(err: &SdkError<E, R>, status_is_5xx: bool) -> bool
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if status_is_5xx
+        || matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+        )
+    {
+        return true;
+    }
+    let text = describe(err);
+    BUSY.iter().any(|code| text.contains(code))
+}
+
+/// A conditional write whose condition did not hold.
+pub fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// Why a transaction was cancelled, one code per action in request order
+/// (`"None"` for the actions that were fine); `None` if it was not cancelled.
+pub fn cancellation_codes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(e) => Some(
+            e.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_string())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip() {
+        let item: Item = HashMap::from([
+            ("s".to_string(), s("text")),
+            ("n".to_string(), n(42u64)),
+            ("b".to_string(), b(vec![1, 2, 3])),
+        ]);
+        assert_eq!(get_s(&item, "s"), Some("text"));
+        assert_eq!(get_n::<u64>(&item, "n"), Some(42));
+        assert_eq!(get_b(&item, "b"), Some(&[1u8, 2, 3][..]));
+        assert_eq!(get_s(&item, "n"), None);
+        assert_eq!(get_n::<u64>(&item, "s"), None);
+        assert_eq!(get_b(&item, "missing"), None);
+    }
+}
