@@ -41,9 +41,10 @@ pub fn directives(configured: Option<&str>) -> String {
 
 /// Installs the JSON subscriber, writing to stdout (what Lambda collects).
 pub fn init() {
-    let configured = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok());
+    let env = crate::config::Env::process();
+    let configured = env
+        .string("RUST_LOG")
+        .or_else(|| env.string("AWS_LAMBDA_LOG_LEVEL"));
     init_with(configured.as_deref(), std::io::stdout);
 }
 

@@ -24,6 +24,7 @@ pub struct Locator {
     pub backup_id: Uuid,
 }
 
+/// Reads a locator item back (`None` if it lacks either id).
 pub fn locator_of(database_id: Uuid, item: &Item) -> Option<Locator> {
     Some(Locator {
         database_id,
@@ -44,4 +45,51 @@ pub fn locator_item(backup: &BackupRecord) -> Item {
         ("backupId".into(), s(backup.id.to_string())),
         (BACKUPS_INDEX_PK.into(), s(BACKUPS_INDEX_VALUE)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::records::BackupStatus;
+
+    #[test]
+    fn a_locator_item_reads_back_and_is_in_the_index() {
+        let backup = BackupRecord {
+            id: Uuid::new_v4(),
+            organization_id: Uuid::new_v4(),
+            database_id: Uuid::new_v4(),
+            kind: "s3".into(),
+            endpoint: "https://s3.amazonaws.com".into(),
+            bucket_name: "b".into(),
+            bucket_region: "us-east-1".into(),
+            access_key_id: "AKIA".into(),
+            secret_access_key_ciphertext: vec![1, 2, 3],
+            prefix: "backup/".into(),
+            status: BackupStatus::Pending,
+            created_at: "2026-12-01T00:00:00.000Z".into(),
+            last_backed_up_at: None,
+            last_versionstamp: None,
+            last_error: None,
+        };
+        let item = locator_item(&backup);
+        assert_eq!(
+            get_s(&item, "pk"),
+            Some(format!("DB#{}", backup.database_id).as_str())
+        );
+        assert_eq!(get_s(&item, "sk"), Some(LOCATOR_SK));
+        assert_eq!(get_s(&item, BACKUPS_INDEX_PK), Some(BACKUPS_INDEX_VALUE));
+        // Only ids: the secret never reaches the locator.
+        assert_eq!(item.len(), 5);
+        assert_eq!(
+            locator_of(backup.database_id, &item),
+            Some(Locator {
+                database_id: backup.database_id,
+                organization_id: backup.organization_id,
+                backup_id: backup.id,
+            })
+        );
+        let mut broken = item.clone();
+        broken.remove("backupId");
+        assert_eq!(locator_of(backup.database_id, &broken), None);
+    }
 }
