@@ -119,6 +119,9 @@ impl DynamoKv {
         ))
     }
 
+    /// One attempt at the commit `plan` on the head `head`: builds and sends its
+    /// transaction (then applies a large commit's items), and tells what a
+    /// failure means.
     async fn commit(
         &self,
         database: Uuid,

@@ -131,10 +131,13 @@ impl DynamoKv {
         self
     }
 
+    /// The head version last seen for this database, if any.
     fn cached_head(&self, database: Uuid) -> Option<u64> {
         self.heads.lock().ok()?.get(&database).copied()
     }
 
+    /// Records a head version seen (never going back), or forgets the database's
+    /// head (None).
     fn remember_head(&self, database: Uuid, version: Option<u64>) {
         if let Ok(mut heads) = self.heads.lock() {
             match version {
