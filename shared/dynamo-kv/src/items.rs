@@ -1,0 +1,341 @@
+//! How the engine's data lives in DynamoDB items: attribute names, slots as
+//! items (single entries, buckets, tombstones), the checks as condition
+//! expressions, change records in parts, and a failed call as a [`KvError`].
+
+use crate::{DynamoKv, EXPIRY_SHARDS};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use denokv_proto::backup::{BackupMutationRange, BackupReplicationLogEntry};
+use prost::Message;
+use subkv_core::dynamo::{b, describe, get_b, get_n, is_transient, n, Item};
+use subkv_kv::error::{KvError, KvResult};
+use subkv_kv::model::{versionstamp, Entry, Slot};
+use subkv_kv::plan::Cond;
+use uuid::Uuid;
+
+pub(crate) const PK: &str = "pk";
+pub(crate) const SK: &str = "sk";
+pub(crate) const VER: &str = "kv_ver";
+pub(crate) const VALUE: &str = "v";
+pub(crate) const ENCODING: &str = "enc";
+pub(crate) const EXPIRE: &str = "kv_exp";
+pub(crate) const SHARD: &str = "kv_xs";
+pub(crate) const DELETED: &str = "kv_del";
+/// On the head: the commit `kv_ver` is a large commit still being applied.
+pub(crate) const PENDING: &str = "kv_pending";
+pub(crate) const BUCKET: &str = "b";
+pub(crate) const TTL: &str = "ttl";
+pub(crate) const HEAD_SK: &[u8] = b"head";
+pub(crate) const LOG_TIME: &str = "ts";
+pub(crate) const LOG_PARTS: &str = "parts";
+pub(crate) const LOG_MUTATIONS: &str = "m";
+/// The commit's client request token: tells an ambiguous failure from a commit.
+/// On the change record and, for the last commit, on the head.
+pub(crate) const LOG_REQUEST: &str = "req";
+
+/// How long a tombstone outlives its deletion. A snapshot read must see the
+/// tombstone of any deletion newer than the head it read, and no read lasts this
+/// long (the functions time out long before).
+pub(crate) const TOMBSTONE_SECONDS: i64 = 3600;
+/// A change record item stays below DynamoDB's 400 KB item limit.
+pub(crate) const LOG_PART_BYTES: usize = 300 * 1024;
+
+/// A failed DynamoDB call as the data plane's error: `Unavailable` (a 503 the
+/// client retries) when trying again may succeed, else `Internal`.
+pub(crate) fn dynamo<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> KvError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let server_error = err
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
+    if is_transient(&err, server_error) {
+        return KvError::Unavailable(format!(
+            "storage is busy or did not answer ({operation}); retry"
+        ));
+    }
+    KvError::Internal(format!("{operation}: {}", describe(&err)))
+}
+
+pub(crate) fn malformed(what: &str) -> KvError {
+    KvError::Internal(format!("malformed data item: {what}"))
+}
+
+impl DynamoKv {
+    /// The key of a database's head item (in the data table).
+    pub(crate) fn head_key(database: Uuid) -> Item {
+        Item::from([
+            (PK.into(), AttributeValue::S(format!("{database}#head"))),
+            (SK.into(), b(HEAD_SK)),
+        ])
+    }
+
+    /// The key of the data item stored under sort key `sk`.
+    pub(crate) fn item_key(database: Uuid, sk: &[u8]) -> Item {
+        Item::from([
+            (PK.into(), AttributeValue::S(database.to_string())),
+            (SK.into(), b(sk)),
+        ])
+    }
+}
+
+/// Entries of a bucket item, as stored in its `b` attribute.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BucketBlob {
+    #[prost(message, repeated, tag = "1")]
+    entries: Vec<BucketEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BucketEntry {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    encoding: i64,
+    #[prost(uint64, tag = "4")]
+    version: u64,
+    /// 0: never expires.
+    #[prost(int64, tag = "5")]
+    expire_at_ms: i64,
+}
+
+pub(crate) fn slot_from_item(item: &Item) -> KvResult<Slot> {
+    let sk = get_b(item, SK).ok_or_else(|| malformed("no sk"))?.to_vec();
+    let version: u64 = get_n(item, VER).ok_or_else(|| malformed("no ver"))?;
+    let mut slot = Slot {
+        sk,
+        version,
+        entries: Vec::new(),
+    };
+    if item.contains_key(DELETED) {
+        return Ok(slot);
+    }
+    if let Some(blob) = get_b(item, BUCKET) {
+        let blob = BucketBlob::decode(blob).map_err(|_| malformed("bucket"))?;
+        slot.entries = blob
+            .entries
+            .into_iter()
+            .map(|e| Entry {
+                key: e.key,
+                value: e.value,
+                encoding: e.encoding,
+                version: e.version,
+                expire_at_ms: (e.expire_at_ms > 0).then_some(e.expire_at_ms),
+            })
+            .collect();
+        return Ok(slot);
+    }
+    slot.entries.push(Entry {
+        key: slot.sk.clone(),
+        value: get_b(item, VALUE)
+            .ok_or_else(|| malformed("no value"))?
+            .to_vec(),
+        encoding: get_n(item, ENCODING).ok_or_else(|| malformed("no encoding"))?,
+        version,
+        expire_at_ms: get_n(item, EXPIRE),
+    });
+    Ok(slot)
+}
+
+fn expiry_shard(database: Uuid, sk: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(database.as_bytes())
+        .chain_update(sk)
+        .finalize();
+    format!("x{}", digest[0] % EXPIRY_SHARDS)
+}
+
+pub(crate) fn item_from_slot(database: Uuid, slot: &Slot, now_ms: i64) -> Item {
+    let mut item = Item::from([
+        (PK.into(), AttributeValue::S(database.to_string())),
+        (SK.into(), b(slot.sk.clone())),
+        (VER.into(), n(slot.version)),
+    ]);
+    if slot.entries.is_empty() {
+        item.insert(DELETED.into(), AttributeValue::Bool(true));
+        item.insert(TTL.into(), n(now_ms / 1000 + TOMBSTONE_SECONDS));
+        return item;
+    }
+    if slot.is_bucket() {
+        let blob = BucketBlob {
+            entries: slot
+                .entries
+                .iter()
+                .map(|e| BucketEntry {
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    encoding: e.encoding,
+                    version: e.version,
+                    expire_at_ms: e.expire_at_ms.unwrap_or(0),
+                })
+                .collect(),
+        };
+        item.insert(BUCKET.into(), b(blob.encode_to_vec()));
+    } else {
+        let entry = &slot.entries[0];
+        item.insert(VALUE.into(), b(entry.value.clone()));
+        item.insert(ENCODING.into(), n(entry.encoding));
+    }
+    if let Some(at) = slot.earliest_expiry() {
+        item.insert(EXPIRE.into(), n(at));
+        item.insert(
+            SHARD.into(),
+            AttributeValue::S(expiry_shard(database, &slot.sk)),
+        );
+    }
+    item
+}
+
+/// The condition a set of checks puts on one (short-key) item.
+pub(crate) fn condition(conds: &[Cond], values: &mut Item, now_ms: i64) -> String {
+    values.insert(":now".into(), n(now_ms));
+    conds
+        .iter()
+        .map(|cond| match cond.expect {
+            Some(version) => {
+                let name = format!(":c{}", cond.check_index);
+                values.insert(name.clone(), n(version));
+                format!("({VER} = {name} AND attribute_not_exists({DELETED}) AND (attribute_not_exists({EXPIRE}) OR {EXPIRE} > :now))")
+            }
+            None => format!(
+                "(attribute_not_exists({VER}) OR attribute_exists({DELETED}) OR {EXPIRE} <= :now)"
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The change record of a commit, split into parts that each fit in an item.
+pub(crate) fn log_parts(plan_log: &[BackupReplicationLogEntry], timestamp_ms: u64) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut current = BackupMutationRange {
+        entries: Vec::new(),
+        timestamp_ms,
+    };
+    let mut size = 0;
+    for entry in plan_log {
+        let len = entry.encoded_len() + 8;
+        if size + len > LOG_PART_BYTES && !current.entries.is_empty() {
+            parts.push(current.encode_to_vec());
+            current.entries.clear();
+            size = 0;
+        }
+        size += len;
+        current.entries.push(entry.clone());
+    }
+    parts.push(current.encode_to_vec());
+    parts
+}
+
+/// A change-log item: its commit version and (part of) its mutations.
+pub(crate) fn log_item(item: &Item) -> KvResult<(u64, BackupMutationRange)> {
+    let sk = get_b(item, SK).ok_or_else(|| malformed("log sk"))?;
+    let version = subkv_kv::model::version_of(&[sk.get(..8).unwrap_or_default(), &[0, 0]].concat())
+        .ok_or_else(|| malformed("log sk"))?;
+    let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
+    let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
+    Ok((version, range))
+}
+
+/// The sort key of part `part` of the change record of commit `version`.
+pub(crate) fn log_sk(version: u64, part: u16) -> Vec<u8> {
+    let mut sk = versionstamp(version).to_vec();
+    sk[8..].copy_from_slice(&part.to_be_bytes());
+    sk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use subkv_kv::keys::sort_key;
+
+    #[test]
+    fn slots_round_trip_through_items() {
+        let db = Uuid::new_v4();
+        let mut single = Slot::empty(b"\x02a\x00".to_vec());
+        single.version = 5;
+        single.put(Entry {
+            key: b"\x02a\x00".to_vec(),
+            value: vec![9],
+            encoding: 3,
+            version: 5,
+            expire_at_ms: Some(77),
+        });
+        let item = item_from_slot(db, &single, 0);
+        assert_eq!(slot_from_item(&item).unwrap(), single);
+        assert!(item.contains_key(SHARD));
+
+        let long = [vec![1u8; 1200], vec![0]].concat();
+        let mut bucket = Slot::empty(sort_key(&long));
+        bucket.version = 6;
+        bucket.put(Entry {
+            key: long,
+            value: vec![],
+            encoding: 1,
+            version: 6,
+            expire_at_ms: None,
+        });
+        let item = item_from_slot(db, &bucket, 0);
+        assert_eq!(slot_from_item(&item).unwrap(), bucket);
+        assert!(!item.contains_key(SHARD));
+
+        let mut tomb = Slot::empty(b"\x02b\x00".to_vec());
+        tomb.version = 7;
+        let item = item_from_slot(db, &tomb, 1_000_000);
+        assert_eq!(slot_from_item(&item).unwrap(), tomb);
+        assert_eq!(get_n::<i64>(&item, TTL), Some(1000 + TOMBSTONE_SECONDS));
+    }
+
+    #[test]
+    fn large_change_records_split_into_parts_that_fit_an_item() {
+        let entry = |i: u8| BackupReplicationLogEntry {
+            versionstamp: vec![i; 12],
+            kind: 1,
+            key: vec![i; 2000],
+            value: vec![i; 65536],
+            value_encoding: 3,
+            expire_at_ms: 0,
+        };
+        let log: Vec<_> = (0..12).map(entry).collect();
+        let parts = log_parts(&log, 5);
+        assert!(parts.len() >= 3);
+        let mut all = Vec::new();
+        for part in &parts {
+            assert!(part.len() <= LOG_PART_BYTES + 70_000);
+            all.extend(
+                BackupMutationRange::decode(part.as_slice())
+                    .unwrap()
+                    .entries,
+            );
+        }
+        assert_eq!(all, log);
+        assert_eq!(log_parts(&[], 1).len(), 1);
+        assert!(log_sk(1, 0) < log_sk(1, 1) && log_sk(1, 1) < log_sk(2, 0));
+    }
+
+    #[test]
+    fn conditions_name_each_check() {
+        let mut values = Item::new();
+        let expr = condition(
+            &[
+                Cond {
+                    check_index: 3,
+                    expect: Some(9),
+                },
+                Cond {
+                    check_index: 4,
+                    expect: None,
+                },
+            ],
+            &mut values,
+            10,
+        );
+        assert!(expr.contains("kv_ver = :c3"));
+        assert!(expr.contains("attribute_not_exists(kv_ver) OR"));
+        assert_eq!(values.get(":c3"), Some(&n(9)));
+    }
+}
