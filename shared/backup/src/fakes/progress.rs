@@ -1,223 +1,16 @@
-//! In-memory fakes of the engine's ports, for its unit tests: a change source
-//! ([`FakeKv`]), a progress store keeping [`DynamoProgress`]'s conditions
-//! ([`FakeProgress`]) and a bucket that records every put ([`FakeBucket`]).
-//!
-//! [`DynamoProgress`]: crate::progress::DynamoProgress
+//! [`FakeProgress`]: the control table's backup items, with `DynamoProgress`'s
+//! conditions.
 
-use crate::bucket::BucketFault;
+use super::lock;
 use crate::progress::{BackupState, Progress, Scan, SnapshotProgress, Stale, Update};
-use crate::sink::{ObjectSink, Opened, Sinks};
-use crate::source::{ChangeSource, LivePage};
 use async_trait::async_trait;
-use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupReplicationLogEntry};
-use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{BackupRecord, BackupStatus};
 use subkv_core::error::StoreError;
-use subkv_dynamo_kv::{now_ms, LoggedCommit};
-use subkv_kv::backup_format::{versionstamp12, COMMIT_END};
-use subkv_kv::error::KvResult;
-use subkv_kv::model::Entry;
 use uuid::Uuid;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// One mutation of a fake commit: a key set to a value (bytes), or deleted.
-pub type Op<'a> = (&'a str, Option<&'a str>);
-
-#[derive(Default)]
-struct Db {
-    head: u64,
-    /// The change log; commits at or below an expiry are removed.
-    log: BTreeMap<u64, LoggedCommit>,
-    live: BTreeMap<Vec<u8>, Entry>,
-    /// Commits to make right after the next page of the snapshot scan is read.
-    during_scan: Vec<Vec<(String, Option<String>)>>,
-}
-
-impl Db {
-    fn commit(&mut self, ops: &[(String, Option<String>)]) -> u64 {
-        self.head += 1;
-        let version = self.head;
-        let entries = ops
-            .iter()
-            .enumerate()
-            .map(|(i, (key, value))| {
-                let index = if i + 1 == ops.len() {
-                    COMMIT_END
-                } else {
-                    i as u16
-                };
-                let kind = match value {
-                    Some(_) => BackupKvMutationKind::MkSet,
-                    None => BackupKvMutationKind::MkClear,
-                };
-                BackupReplicationLogEntry {
-                    versionstamp: versionstamp12(version, index).to_vec(),
-                    kind: kind as i32,
-                    key: key.as_bytes().to_vec(),
-                    value: value.clone().unwrap_or_default().into_bytes(),
-                    value_encoding: 3,
-                    expire_at_ms: 0,
-                }
-            })
-            .collect();
-        for (key, value) in ops {
-            let key = key.as_bytes().to_vec();
-            match value {
-                Some(value) => {
-                    let entry = Entry {
-                        key: key.clone(),
-                        value: value.clone().into_bytes(),
-                        encoding: 3,
-                        version,
-                        expire_at_ms: None,
-                    };
-                    self.live.insert(key, entry);
-                }
-                None => {
-                    self.live.remove(&key);
-                }
-            }
-        }
-        self.log.insert(
-            version,
-            LoggedCommit {
-                version,
-                timestamp_ms: now_ms() as u64,
-                entries,
-            },
-        );
-        version
-    }
-}
-
-fn owned(ops: &[Op<'_>]) -> Vec<(String, Option<String>)> {
-    ops.iter()
-        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-        .collect()
-}
-
-/// Databases in memory: commits, the change log (which can be told to expire)
-/// and live entries.
-#[derive(Default)]
-pub struct FakeKv {
-    dbs: Mutex<HashMap<Uuid, Db>>,
-    calls: Mutex<Vec<&'static str>>,
-}
-
-impl FakeKv {
-    /// Commits `ops` as one commit (no ops: a check-only commit); returns its
-    /// version.
-    pub fn commit(&self, database: Uuid, ops: &[Op<'_>]) -> u64 {
-        lock(&self.dbs)
-            .entry(database)
-            .or_default()
-            .commit(&owned(ops))
-    }
-
-    /// The change records of every commit up to `version` expire.
-    pub fn expire_through(&self, database: Uuid, version: u64) {
-        if let Some(db) = lock(&self.dbs).get_mut(&database) {
-            db.log.retain(|v, _| *v > version);
-        }
-    }
-
-    /// `ops` are committed while the snapshot scan runs: right after its next page
-    /// is read.
-    pub fn commit_during_scan(&self, database: Uuid, ops: &[Op<'_>]) {
-        lock(&self.dbs)
-            .entry(database)
-            .or_default()
-            .during_scan
-            .push(owned(ops));
-    }
-
-    /// What the engine asked, in order.
-    pub fn calls(&self) -> Vec<&'static str> {
-        lock(&self.calls).clone()
-    }
-
-    fn called(&self, name: &'static str) {
-        lock(&self.calls).push(name);
-    }
-}
-
-#[async_trait]
-impl ChangeSource for FakeKv {
-    async fn head(&self, database: Uuid) -> KvResult<u64> {
-        self.called("head");
-        Ok(lock(&self.dbs).get(&database).map_or(0, |db| db.head))
-    }
-
-    /// As `DynamoKv::change_log`: whole commits, at most `max_commits`, none more
-    /// once the records' encoded size reaches `max_bytes`.
-    async fn change_log(
-        &self,
-        database: Uuid,
-        after: u64,
-        max_commits: usize,
-        max_bytes: usize,
-    ) -> KvResult<Vec<LoggedCommit>> {
-        self.called("change_log");
-        let max_commits = max_commits.max(1);
-        let dbs = lock(&self.dbs);
-        let Some(db) = dbs.get(&database) else {
-            return Ok(Vec::new());
-        };
-        let mut bytes = 0usize;
-        let mut out: Vec<LoggedCommit> = Vec::new();
-        for commit in db.log.range(after.saturating_add(1)..).map(|(_, c)| c) {
-            if out.len() == max_commits || (!out.is_empty() && bytes >= max_bytes) {
-                break;
-            }
-            bytes += BackupMutationRange {
-                entries: commit.entries.clone(),
-                timestamp_ms: commit.timestamp_ms,
-            }
-            .encoded_len();
-            out.push(commit.clone());
-        }
-        Ok(out)
-    }
-
-    /// As a DynamoDB query with a limit: a page that reached the limit names its
-    /// last key as where to go on, even when nothing follows.
-    async fn live_entries_page(
-        &self,
-        database: Uuid,
-        after: Option<&[u8]>,
-        max_items: i32,
-    ) -> KvResult<LivePage> {
-        self.called("live_entries_page");
-        let limit = max_items.clamp(1, 1000) as usize;
-        let mut dbs = lock(&self.dbs);
-        let db = dbs.entry(database).or_default();
-        let from = match after {
-            Some(after) => Bound::Excluded(after.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let entries: Vec<Entry> = db
-            .live
-            .range((from, Bound::Unbounded))
-            .take(limit)
-            .map(|(_, e)| e.clone())
-            .collect();
-        let next = match entries.last() {
-            Some(last) if entries.len() == limit => Some(last.key.clone()),
-            _ => None,
-        };
-        for ops in std::mem::take(&mut db.during_scan) {
-            db.commit(&ops);
-        }
-        Ok(LivePage { entries, next })
-    }
-}
 
 /// A backup item as the control table holds it: the record (status and the
 /// `last*` attributes live there) plus the engine's progress attributes.
@@ -599,93 +392,137 @@ impl Progress for FakeProgress {
     }
 }
 
-/// Which puts fail, and how.
-type FaultRule = (Box<dyn Fn(&str) -> bool + Send>, BucketFault);
+/// The fake's conditions, one by one (they are what the engine's tests rely on).
+mod tests {
+    use super::*;
+    use subkv_core::control::records::now_rfc3339;
 
-#[derive(Default)]
-struct Store {
-    /// Every put that succeeded, in order.
-    puts: Vec<(String, Vec<u8>)>,
-    attempts: usize,
-    opens: usize,
-    fault: Option<FaultRule>,
-    open_fault: Option<BucketFault>,
-}
-
-/// A tenant bucket that records every put; clones share it. It is its own
-/// [`Sinks`]: every backup opens it.
-#[derive(Clone, Default)]
-pub struct FakeBucket {
-    store: Arc<Mutex<Store>>,
-}
-
-impl FakeBucket {
-    /// Puts of keys for which `which` holds fail with `fault` from now on.
-    pub fn fail_puts(&self, which: impl Fn(&str) -> bool + Send + 'static, fault: BucketFault) {
-        lock(&self.store).fault = Some((Box::new(which), fault));
+    fn fake() -> (FakeProgress, Locator) {
+        let progress = FakeProgress::default();
+        let db = Uuid::new_v4();
+        let at = progress.add(BackupRecord {
+            id: Uuid::new_v4(),
+            organization_id: Uuid::new_v4(),
+            database_id: db,
+            kind: "s3".into(),
+            endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
+            bucket_name: "b".into(),
+            bucket_region: "eu-west-1".into(),
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key_ciphertext: vec![],
+            prefix: String::new(),
+            status: BackupStatus::Pending,
+            created_at: now_rfc3339(),
+            last_backed_up_at: None,
+            last_versionstamp: None,
+            last_error: None,
+        });
+        (progress, at)
     }
 
-    /// Every put fails with `fault` from now on.
-    pub fn fail_every_put(&self, fault: BucketFault) {
-        self.fail_puts(|_| true, fault);
-    }
-
-    /// Opening the bucket fails with `fault` (an endpoint the rules refuse).
-    pub fn refuse_open(&self, fault: BucketFault) {
-        lock(&self.store).open_fault = Some(fault);
-    }
-
-    /// Puts succeed again.
-    pub fn heal(&self) {
-        lock(&self.store).fault = None;
-    }
-
-    pub fn puts(&self) -> Vec<(String, Vec<u8>)> {
-        lock(&self.store).puts.clone()
-    }
-
-    pub fn keys(&self) -> Vec<String> {
-        self.puts().into_iter().map(|(k, _)| k).collect()
-    }
-
-    /// The bucket's content: the last body put at each key.
-    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
-        self.puts().into_iter().collect()
-    }
-
-    /// Puts tried, failed ones included.
-    pub fn attempts(&self) -> usize {
-        lock(&self.store).attempts
-    }
-
-    pub fn opens(&self) -> usize {
-        lock(&self.store).opens
-    }
-}
-
-#[async_trait]
-impl ObjectSink for FakeBucket {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketFault> {
-        let mut store = lock(&self.store);
-        store.attempts += 1;
-        if let Some((which, fault)) = &store.fault {
-            if which(key) {
-                return Err(fault.clone());
-            }
+    fn ok(update: Result<Update, StoreError>) -> Update {
+        match update {
+            Ok(update) => update,
+            Err(e) => panic!("{e}"),
         }
-        store.puts.push((key.to_string(), body));
-        Ok(())
     }
-}
 
-#[async_trait]
-impl Sinks for FakeBucket {
-    async fn open(&self, _record: &BackupRecord) -> Result<Opened, StoreError> {
-        let mut store = lock(&self.store);
-        store.opens += 1;
-        Ok(match &store.open_fault {
-            Some(fault) => Opened::Fault(fault.clone()),
-            None => Opened::Sink(Arc::new(self.clone())),
-        })
+    use Update::{Applied, Lost};
+
+    #[tokio::test]
+    async fn the_first_snapshot_begins_once_and_the_cursor_moves_only_from_where_it_is() {
+        let (p, at) = fake();
+        assert_eq!(ok(p.begin_snapshot(&at, None, 7, 1).await), Applied);
+        assert_eq!(ok(p.begin_snapshot(&at, None, 9, 1).await), Lost);
+        assert_eq!(ok(p.advance(&at, 6, 8, None, "t").await), Lost);
+        assert_eq!(ok(p.advance(&at, 7, 8, Some("vs"), "t").await), Applied);
+        assert_eq!(ok(p.advance(&at, 7, 9, None, "t").await), Lost);
+        let item = p.item(&at).expect("item");
+        assert_eq!(item.cursor, Some(8));
+        assert_eq!(item.record.last_versionstamp.as_deref(), Some("vs"));
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_its_owners_until_it_runs_out() {
+        let (p, at) = fake();
+        let _ = ok(p.begin_snapshot(&at, None, 0, 1).await);
+        assert_eq!(ok(p.take_lease(&at, "a", 100, 200).await), Applied);
+        assert_eq!(ok(p.take_lease(&at, "b", 150, 250).await), Lost);
+        assert_eq!(ok(p.take_lease(&at, "a", 150, 250).await), Applied);
+        assert_eq!(ok(p.take_lease(&at, "b", 251, 300).await), Applied);
+        // Only the owner records a chunk, at its generation and index.
+        let step = |owner: &'static str, generation, seq| {
+            let (p, at) = (&p, at);
+            async move {
+                ok(
+                    p.snapshot_step(&at, owner, generation, seq, Scan::After(b"k"))
+                        .await,
+                )
+            }
+        };
+        assert_eq!(step("a", 1, 0).await, Lost);
+        assert_eq!(step("b", 2, 0).await, Lost);
+        assert_eq!(step("b", 1, 1).await, Lost);
+        assert_eq!(step("b", 1, 0).await, Applied);
+        assert_eq!(step("b", 1, 0).await, Lost, "chunk 0 is recorded");
+        assert_eq!(p.item(&at).and_then(|i| i.snap_seq), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_re_snapshot_marks_the_earlier_generation_stale_until_cleared() {
+        let (p, at) = fake();
+        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+        let _ = ok(p.take_lease(&at, "a", 0, i64::MAX).await);
+        let _ = ok(p
+            .snapshot_step(&at, "a", 1, 0, Scan::Complete { end: 3 })
+            .await);
+        assert_eq!(ok(p.activate(&at, 2, "vs", "t").await), Lost);
+        assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
+        assert_eq!(ok(p.begin_snapshot(&at, Some(2), 9, 2).await), Lost);
+        assert_eq!(ok(p.begin_snapshot(&at, Some(3), 9, 2).await), Applied);
+        let item = p.item(&at).expect("item");
+        assert_eq!(
+            item.stale,
+            Some(Stale {
+                generation: 1,
+                chunks: 1,
+                below: 10
+            })
+        );
+        assert_eq!(item.record.status, BackupStatus::Pending);
+        assert_eq!((item.snap_end, item.record.last_versionstamp), (None, None));
+        // No third generation while the second's predecessor is not emptied.
+        assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Lost);
+        assert_eq!(ok(p.stale_cleared(&at, 1).await), Lost);
+        assert_eq!(ok(p.stale_cleared(&at, 2).await), Applied);
+        assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Applied);
+    }
+
+    #[tokio::test]
+    async fn failed_is_final_and_a_deleted_backup_is_never_recreated() {
+        let (p, at) = fake();
+        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+        assert_eq!(ok(p.fail(&at, "refused").await), Applied);
+        assert_eq!(ok(p.begin_snapshot(&at, Some(3), 4, 2).await), Lost);
+        assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Lost);
+        p.delete(&at);
+        assert_eq!(ok(p.note_error(&at, "m").await), Lost);
+        assert_eq!(ok(p.fail(&at, "m").await), Lost);
+        assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Lost);
+        assert!(p.item(&at).is_none());
+        assert!(matches!(p.load(&at).await, Ok(None)));
+        assert!(matches!(p.locate(at.database_id).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn the_ledger_lists_keys_below_a_bound_in_order() {
+        let (p, at) = fake();
+        for key in ["logs/3", "logs/1", "logs/2", "logs/9"] {
+            let _ = p.ledger_put(&at, key).await;
+        }
+        let below = p.ledger_before(&at, "logs/9", 2).await.ok();
+        assert_eq!(below, Some(vec!["logs/1".into(), "logs/2".into()]));
+        let _ = p.ledger_delete(&at, "logs/1").await;
+        assert_eq!(p.ledger(&at), ["logs/2", "logs/3", "logs/9"]);
     }
 }
