@@ -15,8 +15,9 @@
 //! `BackupId`), in namespace `subkv/backup`.
 
 use crate::bucket::Connector;
-use crate::engine::{Engine, EngineConfig, EngineError, Report};
+use crate::engine::{DatabaseSync, Engine, EngineConfig, EngineError, Report};
 use crate::progress::DynamoProgress;
+use crate::sink::TenantBuckets;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -57,11 +58,11 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
         )?,
         ..EngineConfig::default()
     };
+    let buckets = TenantBuckets::new(opener, Connector::from_env(&env)?);
     Ok(Engine::new(
-        kv,
-        progress,
-        opener,
-        Connector::from_env(&env)?,
+        Arc::new(kv),
+        Arc::new(progress),
+        Arc::new(buckets),
         config,
     ))
 }
@@ -128,8 +129,8 @@ pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventRespon
     let mut response = DynamoDbEventResponse::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((_, _, Ok(Some((at, report))))) => emit(&at, &report),
-            Ok((_, _, Ok(None))) => {} // no backup on this database
+            Ok((_, _, Ok(DatabaseSync::Synced(at, report)))) => emit(&at, &report),
+            Ok((_, _, Ok(DatabaseSync::NoBackup))) => {}
             Ok((seq, db, Err(error))) => {
                 tracing::error!(database = %db, error = %error, "backup sync failed; the batch is retried from this database's first record");
                 let mut failure = DynamoDbBatchItemFailure::default();
@@ -144,7 +145,7 @@ pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventRespon
 
 /// The scheduled catch-up: every enabled backup. Returns how many were synced.
 pub async fn catch_up(engine: Arc<Engine>) -> Result<usize, lambda_runtime::Error> {
-    let backups = engine.control().all().await?;
+    let backups = engine.progress().all().await?;
     let deadline = Instant::now() + CATCH_UP_BUDGET;
     let mut tasks = JoinSet::new();
     let mut synced = 0;

@@ -5,14 +5,21 @@
 //! | module | what |
 //! |---|---|
 //! | [`format`] | object keys and bodies (re-exported from `subkv_kv::backup_format`: pure, no I/O) |
-//! | [`bucket`] | the tenant's bucket: an S3 client per backup target (any S3-compatible store), `PutObject` only, SSRF re-checked after DNS; [`bucket::BucketFault`] |
-//! | [`progress`] | each backup's progress (cursor, snapshot, lease, ledger, status) in the control table |
-//! | [`engine`] | moves a backup forward from its cursor |
-//! | [`function`] | the `backup-forward` Lambda (change-log stream + scheduled catch-up) |
+//! | [`engine`] | moves a backup forward from its cursor (`mod.rs`: a pass, log objects, faults; `snapshot.rs`: snapshots and re-snapshots) |
+//! | [`source`] | what the engine reads: [`source::ChangeSource`] (head, change log, live entries), implemented by `DynamoKv` |
+//! | [`progress`] | each backup's progress (cursor, snapshot, lease, ledger, status): [`progress::Progress`], implemented in the control table by [`progress::DynamoProgress`] |
+//! | [`sink`] | where the engine writes: [`sink::ObjectSink`] (`PutObject`) and [`sink::Sinks`] (a backup's sink from its record), implemented by [`sink::TenantBuckets`] |
+//! | [`bucket`] | the tenant's bucket: an S3 client per backup target (any S3-compatible store), `PutObject` only, SSRF re-checked after DNS (`connector.rs`); [`bucket::BucketFault`] |
+//! | [`function`] | the `backup-forward` Lambda (change-log stream + scheduled catch-up): wires the real source, progress and sinks |
+//! | `fakes` | (tests only) in-memory change source, progress store and bucket for the engine's unit tests |
 
 pub mod bucket;
 pub mod engine;
+#[cfg(test)]
+mod fakes;
 pub mod function;
 pub mod progress;
+pub mod sink;
+pub mod source;
 
 pub use subkv_kv::backup_format as format;

@@ -23,8 +23,11 @@
 //! backwards or skip a chunk, and a deleted backup is never recreated.
 //!
 //! The engine finds a database's backup through its locator
-//! ([`subkv_core::control::locator`]).
+//! ([`subkv_core::control::locator`]), and sees this store through the
+//! [`Progress`] trait: [`DynamoProgress`] is the real one (the unit tests' fake
+//! keeps the same conditions).
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use subkv_core::control::locator::{
@@ -67,9 +70,129 @@ pub struct BackupState {
     pub lease_owner: Option<String>,
 }
 
-/// A conditional update that did not apply: someone else moved first.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Lost;
+/// What a conditional update of a backup did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    Applied,
+    /// Its condition did not hold: someone else moved first, the backup is gone,
+    /// or it is no longer in the state the caller saw.
+    Lost,
+}
+
+impl Update {
+    pub fn applied(self) -> bool {
+        self == Update::Applied
+    }
+}
+
+/// Where the snapshot scan stands after a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan<'a> {
+    /// It goes on after this data-table sort key.
+    After(&'a [u8]),
+    /// It is complete; `end` is the head read after its last page.
+    Complete { end: u64 },
+}
+
+/// Each backup's progress (the table above; every change is conditional and
+/// answers [`Update`]).
+#[async_trait]
+pub trait Progress: Send + Sync {
+    /// The backup of a database, if one is enabled.
+    async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError>;
+
+    /// Every enabled backup (for the scheduled catch-up).
+    async fn all(&self) -> Result<Vec<Locator>, StoreError>;
+
+    /// The backup's configuration and progress (strongly consistent); None once
+    /// it is deleted.
+    async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError>;
+
+    /// Starts snapshot `generation` of a backup whose logs are to begin after
+    /// `head`: the cursor moves to `head` (or is set, the first time). `expected`
+    /// is the cursor the caller saw (None: never started). Applies only to a
+    /// `pending` backup without a cursor (None), or to a `pending` or `active` one
+    /// still at cursor `expected` with no stale generation left to empty; then
+    /// the earlier generation becomes stale (its chunks, its logs below
+    /// `head + 1`) and the backup `pending`.
+    async fn begin_snapshot(
+        &self,
+        at: &Locator,
+        expected: Option<u64>,
+        head: u64,
+        generation: u64,
+    ) -> Result<Update, StoreError>;
+
+    /// Records, before it is written, that a log object is in the bucket: a
+    /// re-snapshot empties every such object of the earlier generation.
+    async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` ledgered log objects whose key sorts before `below`, in key
+    /// order.
+    async fn ledger_before(
+        &self,
+        at: &Locator,
+        below: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
+
+    /// The earlier generation's objects are all emptied (applies if the backup is
+    /// still at snapshot `generation`).
+    async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError>;
+
+    /// Takes (or renews) the snapshot lease until `until_ms`: only if nobody holds
+    /// it, it ran out before `now_ms`, or `owner` holds it.
+    async fn take_lease(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError>;
+
+    /// Records that chunk `seq` of `generation` is in the bucket and where the
+    /// scan stands: only by the lease's owner, at that generation and chunk.
+    async fn snapshot_step(
+        &self,
+        at: &Locator,
+        owner: &str,
+        generation: u64,
+        seq: u64,
+        scan: Scan<'_>,
+    ) -> Result<Update, StoreError>;
+
+    /// Moves the cursor from `from` to `to` after the log object up to `to` was
+    /// written (only if it is still at `from`); `last_versionstamp` (20 hex) is
+    /// what `GET` shows. Clears the last error.
+    async fn advance(
+        &self,
+        at: &Locator,
+        from: u64,
+        to: u64,
+        last_versionstamp: Option<&str>,
+        at_time: &str,
+    ) -> Result<Update, StoreError>;
+
+    /// `pending` → `active`, once the differential (versionstamp `differential`, 20
+    /// hex) is written: the bucket holds the database through it from then on.
+    /// Applies only to a `pending` backup still at snapshot `generation`.
+    async fn activate(
+        &self,
+        at: &Locator,
+        generation: u64,
+        differential: &str,
+        at_time: &str,
+    ) -> Result<Update, StoreError>;
+
+    /// Final: the store refused. Nothing more is attempted for this backup.
+    async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
+
+    /// A transient problem, shown by `GET` until the next success.
+    async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
+}
 
 pub struct DynamoProgress {
     client: Client,
@@ -95,8 +218,41 @@ impl DynamoProgress {
         ])
     }
 
-    /// The backup of a database, if one is enabled.
-    pub async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError> {
+    /// One conditional update of the backup item.
+    async fn update(
+        &self,
+        at: &Locator,
+        expression: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Update, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::backup_key(at.organization_id, at.backup_id)))
+            .update_expression(expression)
+            .condition_expression(condition);
+        if expression.contains("#st") || condition.contains("#st") {
+            request = request.expression_attribute_names("#st", "status");
+        }
+        if expression.contains("#code") || condition.contains("#code") {
+            request = request.expression_attribute_names("#code", "code");
+        }
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(Update::Applied),
+            Err(err) if is_condition_failure(&err) => Ok(Update::Lost),
+            Err(err) => Err(store_error("UpdateItem", err)),
+        }
+    }
+}
+
+#[async_trait]
+impl Progress for DynamoProgress {
+    async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -113,8 +269,7 @@ impl DynamoProgress {
             .and_then(|item| locator_of(database, item)))
     }
 
-    /// Every enabled backup (for the scheduled catch-up), from the sparse index.
-    pub async fn all(&self) -> Result<Vec<Locator>, StoreError> {
+    async fn all(&self) -> Result<Vec<Locator>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -145,8 +300,7 @@ impl DynamoProgress {
         }
     }
 
-    /// The backup's configuration and progress (strongly consistent).
-    pub async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError> {
+    async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -190,47 +344,13 @@ impl DynamoProgress {
         }))
     }
 
-    /// One conditional update of the backup item.
-    async fn update(
-        &self,
-        at: &Locator,
-        expression: &str,
-        condition: &str,
-        values: Vec<(&str, AttributeValue)>,
-    ) -> Result<Result<(), Lost>, StoreError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::backup_key(at.organization_id, at.backup_id)))
-            .update_expression(expression)
-            .condition_expression(condition);
-        if expression.contains("#st") || condition.contains("#st") {
-            request = request.expression_attribute_names("#st", "status");
-        }
-        if expression.contains("#code") || condition.contains("#code") {
-            request = request.expression_attribute_names("#code", "code");
-        }
-        for (name, value) in values {
-            request = request.expression_attribute_values(name, value);
-        }
-        match request.send().await {
-            Ok(_) => Ok(Ok(())),
-            Err(err) if is_condition_failure(&err) => Ok(Err(Lost)),
-            Err(err) => Err(store_error("UpdateItem", err)),
-        }
-    }
-
-    /// Starts snapshot `generation` of a backup whose logs are to begin after
-    /// `head`: the cursor moves to `head` (or is set, the first time). `expected`
-    /// is the cursor the caller saw (None: never started).
-    pub async fn begin_snapshot(
+    async fn begin_snapshot(
         &self,
         at: &Locator,
         expected: Option<u64>,
         head: u64,
         generation: u64,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    ) -> Result<Update, StoreError> {
         let mut values = vec![
             (":h", n(head)),
             (":g", n(generation)),
@@ -263,9 +383,7 @@ impl DynamoProgress {
         self.update(at, &expression, condition, values).await
     }
 
-    /// Records, before it is written, that a log object is in the bucket: a
-    /// re-snapshot empties every such object of the earlier generation.
-    pub async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
+    async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -277,8 +395,7 @@ impl DynamoProgress {
         Ok(())
     }
 
-    /// Up to `limit` ledgered log objects whose key sorts before `below`.
-    pub async fn ledger_before(
+    async fn ledger_before(
         &self,
         at: &Locator,
         below: &str,
@@ -303,7 +420,7 @@ impl DynamoProgress {
             .collect())
     }
 
-    pub async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
+    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -315,12 +432,7 @@ impl DynamoProgress {
         Ok(())
     }
 
-    /// The earlier generation's objects are all emptied.
-    pub async fn stale_cleared(
-        &self,
-        at: &Locator,
-        generation: u64,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError> {
         self.update(
             at,
             "REMOVE staleGen, staleSeq, staleBelow",
@@ -330,14 +442,13 @@ impl DynamoProgress {
         .await
     }
 
-    /// Takes (or renews) the snapshot lease until `until_ms`.
-    pub async fn take_lease(
+    async fn take_lease(
         &self,
         at: &Locator,
         owner: &str,
         now_ms: i64,
         until_ms: i64,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    ) -> Result<Update, StoreError> {
         self.update(
             at,
             "SET snapLease = :until, snapLeaseOwner = :o",
@@ -347,59 +458,47 @@ impl DynamoProgress {
         .await
     }
 
-    /// Records that chunk `seq` of `generation` is in the bucket; `after` is where
-    /// the scan goes on (None with `end`: the scan is complete at head `end`).
-    pub async fn snapshot_step(
+    async fn snapshot_step(
         &self,
         at: &Locator,
         owner: &str,
         generation: u64,
         seq: u64,
-        after: Option<&[u8]>,
-        end: Option<u64>,
-    ) -> Result<Result<(), Lost>, StoreError> {
+        scan: Scan<'_>,
+    ) -> Result<Update, StoreError> {
         let mut values = vec![
             (":o", s(owner)),
             (":g", n(generation)),
             (":seq", n(seq)),
             (":next", n(seq + 1)),
         ];
-        let mut set = vec!["snapSeq = :next"];
-        let mut remove = vec![];
-        match after {
-            Some(sk) => {
-                set.push("snapAfter = :a");
+        let expression = match scan {
+            Scan::After(sk) => {
                 values.push((":a", b(sk.to_vec())));
+                "SET snapSeq = :next, snapAfter = :a"
             }
-            None => remove.push("snapAfter"),
-        }
-        if let Some(end) = end {
-            set.push("snapEnd = :e");
-            values.push((":e", n(end)));
-        }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
+            Scan::Complete { end } => {
+                values.push((":e", n(end)));
+                "SET snapSeq = :next, snapEnd = :e REMOVE snapAfter"
+            }
+        };
         self.update(
             at,
-            &expression,
+            expression,
             "snapLeaseOwner = :o AND snapGen = :g AND snapSeq = :seq",
             values,
         )
         .await
     }
 
-    /// Moves the cursor from `from` to `to` after the log object up to `to` was
-    /// written; `last_versionstamp` (20 hex) is what `GET` shows.
-    pub async fn advance(
+    async fn advance(
         &self,
         at: &Locator,
         from: u64,
         to: u64,
         last_versionstamp: Option<&str>,
         at_time: &str,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    ) -> Result<Update, StoreError> {
         let mut values = vec![(":from", n(from)), (":to", n(to)), (":t", s(at_time))];
         let mut expression = String::from("SET logCursor = :to, lastBackedUpAt = :t");
         if let Some(vs) = last_versionstamp {
@@ -411,15 +510,13 @@ impl DynamoProgress {
             .await
     }
 
-    /// `pending` → `active`, once the differential (versionstamp `differential`, 20
-    /// hex) is written: the bucket holds the database through it from then on.
-    pub async fn activate(
+    async fn activate(
         &self,
         at: &Locator,
         generation: u64,
         differential: &str,
         at_time: &str,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    ) -> Result<Update, StoreError> {
         self.update(
             at,
             "SET #st = :active, lastBackedUpAt = :t, \
@@ -437,8 +534,7 @@ impl DynamoProgress {
         .await
     }
 
-    /// Final: the store refused. Nothing more is attempted for this backup.
-    pub async fn fail(&self, at: &Locator, message: &str) -> Result<Result<(), Lost>, StoreError> {
+    async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
             "SET #st = :failed REMOVE snapLease, snapLeaseOwner",
@@ -453,12 +549,7 @@ impl DynamoProgress {
         .await
     }
 
-    /// A transient problem, shown by `GET` until the next success.
-    pub async fn note_error(
-        &self,
-        at: &Locator,
-        message: &str,
-    ) -> Result<Result<(), Lost>, StoreError> {
+    async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
             "SET lastError = :m",

@@ -21,17 +21,33 @@
 //! delivery or catch-up. Only the engine's own infrastructure errors (DynamoDB,
 //! KMS) are reported as batch item failures.
 
-use crate::bucket::{Bucket, BucketFault, Connector, Target};
-use crate::progress::{BackupState, DynamoProgress, Lost, Stale};
+//!
+//! The engine reads through a [`ChangeSource`], keeps its state through a
+//! [`Progress`] store and writes through the [`ObjectSink`] its [`Sinks`] open
+//! for each backup: [`crate::function`] wires the real ones (DynamoDB, KMS, the
+//! tenants' buckets), the unit tests in-memory fakes.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
+//! | `snapshot.rs` | snapshot chunks, re-snapshots and emptying the earlier generation |
+//! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
+
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use crate::bucket::BucketFault;
+use crate::progress::{BackupState, Progress, Update};
+use crate::sink::{ObjectSink, Opened, Sinks};
+use crate::source::ChangeSource;
 use prost::Message;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{now_rfc3339, BackupStatus};
 use subkv_core::error::StoreError;
-use subkv_core::secrets::{backup_context, SecretOpener};
-use subkv_dynamo_kv::{now_ms, DynamoKv, LoggedCommit};
+use subkv_dynamo_kv::{now_ms, LoggedCommit};
 use subkv_kv::backup_format::{self as format, FormatError};
 use subkv_kv::error::KvError;
 use subkv_kv::model::versionstamp;
@@ -101,46 +117,53 @@ pub struct Report {
     pub failed: bool,
 }
 
+/// What [`Engine::sync_database`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseSync {
+    /// The database has no enabled backup.
+    NoBackup,
+    /// Its backup, and what the pass over it did.
+    Synced(Locator, Report),
+}
+
 pub struct Engine {
-    kv: DynamoKv,
-    control: DynamoProgress,
-    opener: Arc<dyn SecretOpener>,
-    connector: Connector,
+    source: Arc<dyn ChangeSource>,
+    progress: Arc<dyn Progress>,
+    sinks: Arc<dyn Sinks>,
     config: EngineConfig,
-    /// Tenant buckets, built once per backup per cold start.
-    buckets: Mutex<HashMap<Uuid, Arc<Bucket>>>,
     /// This instance's name as a lease holder.
     owner: String,
 }
 
+/// What one step of a pass came to.
 enum Step {
     /// Look again (state changed).
     Again,
     /// Nothing more to do now.
     Done,
+    /// The tenant's store failed a write: the pass ends (see [`Engine::fault`]).
+    Fault(BucketFault),
 }
 
 impl Engine {
     pub fn new(
-        kv: DynamoKv,
-        control: DynamoProgress,
-        opener: Arc<dyn SecretOpener>,
-        connector: Connector,
+        source: Arc<dyn ChangeSource>,
+        progress: Arc<dyn Progress>,
+        sinks: Arc<dyn Sinks>,
         config: EngineConfig,
     ) -> Self {
         Self {
-            kv,
-            control,
-            opener,
-            connector,
+            source,
+            progress,
+            sinks,
             config,
-            buckets: Mutex::new(HashMap::new()),
             owner: Uuid::new_v4().to_string(),
         }
     }
 
-    pub fn control(&self) -> &DynamoProgress {
-        &self.control
+    /// The backups' progress store (the catch-up lists every enabled backup).
+    pub fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
     }
 
     /// Brings the backup of `database` (if it has one) up to date, until `deadline`.
@@ -148,37 +171,38 @@ impl Engine {
         &self,
         database: Uuid,
         deadline: Instant,
-    ) -> Result<Option<(Locator, Report)>, EngineError> {
-        let Some(at) = self.control.locate(database).await? else {
-            return Ok(None);
+    ) -> Result<DatabaseSync, EngineError> {
+        let Some(at) = self.progress.locate(database).await? else {
+            return Ok(DatabaseSync::NoBackup);
         };
-        Ok(Some((at, self.sync(&at, deadline).await?)))
+        let report = self.sync(&at, deadline).await?;
+        Ok(DatabaseSync::Synced(at, report))
     }
 
     /// Brings one backup as far forward as it can go before `deadline`.
     pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
         let mut report = Report::default();
         while Instant::now() < deadline {
-            let Some(state) = self.control.load(at).await? else {
+            let Some(state) = self.progress.load(at).await? else {
                 break; // disabled: nothing more is written
             };
             if matches!(state.record.status, BackupStatus::Failed { .. }) {
                 break;
             }
-            let bucket = match self.bucket(&state).await? {
-                Ok(bucket) => bucket,
-                Err(fault) => {
+            let sink = match self.sinks.open(&state.record).await? {
+                Opened::Sink(sink) => sink,
+                Opened::Fault(fault) => {
                     self.fault(at, fault, &mut report).await?;
                     break;
                 }
             };
             match self
-                .step(at, &state, &bucket, deadline, &mut report)
+                .step(at, &state, sink.as_ref(), deadline, &mut report)
                 .await?
             {
-                Ok(Step::Again) => continue,
-                Ok(Step::Done) => break,
-                Err(fault) => {
+                Step::Again => continue,
+                Step::Done => break,
+                Step::Fault(fault) => {
                     self.fault(at, fault, &mut report).await?;
                     break;
                 }
@@ -191,19 +215,20 @@ impl Engine {
         &self,
         at: &Locator,
         state: &BackupState,
-        bucket: &Bucket,
+        sink: &dyn ObjectSink,
         deadline: Instant,
         report: &mut Report,
-    ) -> Result<Result<Step, BucketFault>, EngineError> {
+    ) -> Result<Step, EngineError> {
         let Some(cursor) = state.cursor else {
             // The first snapshot begins: logs start after the head as it is now,
             // before the scan reads anything, so they leave no gap.
-            let head = self.kv.head(at.database_id).await?;
-            self.control.begin_snapshot(at, None, head, 1).await?.ok();
-            return Ok(Ok(Step::Again));
+            let head = self.source.head(at.database_id).await?;
+            // Lost: another invocation began it; look again either way.
+            let _: Update = self.progress.begin_snapshot(at, None, head, 1).await?;
+            return Ok(Step::Again);
         };
         let commits = self
-            .kv
+            .source
             .change_log(
                 at.database_id,
                 cursor,
@@ -226,55 +251,55 @@ impl Engine {
                 || bytes >= self.config.max_object_bytes
                 || state.record.status == BackupStatus::Pending;
             return self
-                .forward(at, state, cursor, commits, bucket, report)
+                .forward(at, state, cursor, commits, sink, report)
                 .await
-                .map(|step| step.map(|s| if more { s } else { Step::Done }));
+                .map(|step| match step {
+                    Step::Again if !more => Step::Done,
+                    step => step,
+                });
         }
         // Nothing after the cursor: either the database did not move, or what it
         // did is no longer in the change log. A commit writes its head and its change
         // record together, so with the head read first, a record missing after it
         // was expired.
-        let head = self.kv.head(at.database_id).await?;
+        let head = self.source.head(at.database_id).await?;
         if head > cursor {
             let again = self
-                .kv
+                .source
                 .change_log(at.database_id, cursor, 1, usize::MAX)
                 .await?;
             return match again.first() {
-                Some(c) if c.version == cursor + 1 => Ok(Ok(Step::Again)),
+                Some(c) if c.version == cursor + 1 => Ok(Step::Again),
                 _ => self.restart_snapshot(at, state, cursor, report).await,
             };
         }
         if state.record.status != BackupStatus::Pending {
-            return Ok(Ok(Step::Done));
+            return Ok(Step::Done);
         }
         if let Some(stale) = state.stale {
-            return self.empty_stale(at, state, stale, bucket).await;
+            return self.empty_stale(at, state, stale, sink).await;
         }
         match state.snapshot.end {
-            None => {
-                self.snapshot_step(at, state, bucket, deadline, report)
-                    .await
-            }
+            None => self.snapshot_step(at, state, sink, deadline, report).await,
             Some(end) if cursor >= end => {
                 // Snapshot complete and the logs reach past it: the differential,
                 // then `active`.
                 let object =
                     format::differential_object(&state.record.prefix, at.database_id, cursor);
-                if let Err(fault) = bucket.put(&object.key, object.body).await {
-                    return Ok(Err(fault));
+                if let Err(fault) = sink.put(&object.key, object.body).await {
+                    return Ok(Step::Fault(fault));
                 }
                 let differential = hex::encode(versionstamp(cursor));
                 let now = now_rfc3339();
                 let activated = self
-                    .control
+                    .progress
                     .activate(at, state.snapshot.generation, &differential, &now)
                     .await?;
-                if activated.is_ok() {
+                if activated.applied() {
                     report.activated = true;
                     tracing::info!(backup = %at.backup_id, database = %at.database_id, differential = cursor, "backup active");
                 }
-                Ok(Ok(Step::Again))
+                Ok(Step::Again)
             }
             // The change log has nothing between the cursor and the snapshot's end:
             // it expired before it was backed up.
@@ -289,9 +314,9 @@ impl Engine {
         state: &BackupState,
         cursor: u64,
         commits: Vec<LoggedCommit>,
-        bucket: &Bucket,
+        sink: &dyn ObjectSink,
         report: &mut Report,
-    ) -> Result<Result<Step, BucketFault>, EngineError> {
+    ) -> Result<Step, EngineError> {
         // Versions are consecutive per database: a hole means the change log
         // expired (retention) before these commits were backed up.
         let contiguous = commits
@@ -317,153 +342,23 @@ impl Engine {
         let count = commits.len() as u64;
         if let Some(object) = format::log_object(&state.record.prefix, at.database_id, commits)? {
             // Ledgered first: whatever happens next, a re-snapshot finds it.
-            self.control.ledger_put(at, &object.key).await?;
-            if let Err(fault) = bucket.put(&object.key, object.body).await {
-                return Ok(Err(fault));
+            self.progress.ledger_put(at, &object.key).await?;
+            if let Err(fault) = sink.put(&object.key, object.body).await {
+                return Ok(Step::Fault(fault));
             }
             report.objects_written += 1;
         }
         let vs = hex::encode(versionstamp(last));
         let moved = self
-            .control
+            .progress
             .advance(at, cursor, last, Some(&vs), &now_rfc3339())
             .await?;
-        if moved.is_ok() {
+        if moved.applied() {
             report.commits_forwarded += count;
             report.records_forwarded += records;
             report.lag_ms = Some((now_ms() as u64).saturating_sub(newest_ms));
         }
-        Ok(Ok(Step::Again))
-    }
-
-    /// One resumable snapshot chunk, under the lease.
-    async fn snapshot_step(
-        &self,
-        at: &Locator,
-        state: &BackupState,
-        bucket: &Bucket,
-        deadline: Instant,
-        report: &mut Report,
-    ) -> Result<Result<Step, BucketFault>, EngineError> {
-        // A chunk takes a page read and a put: leave it to the next pass when
-        // this one is nearly out of time.
-        if deadline.saturating_duration_since(Instant::now()) < MIN_STEP_TIME {
-            return Ok(Ok(Step::Done));
-        }
-        let now = now_ms();
-        let until = now + self.config.lease.as_millis() as i64;
-        if let Err(Lost) = self.control.take_lease(at, &self.owner, now, until).await? {
-            // Another invocation is taking this backup's snapshot steps.
-            return Ok(Ok(Step::Done));
-        }
-        let snap = &state.snapshot;
-        let (entries, next) = self
-            .kv
-            .live_entries_page(
-                at.database_id,
-                snap.after.as_deref(),
-                self.config.snapshot_items_per_chunk,
-            )
-            .await?;
-        // Read after the last page: every entry in the snapshot is at most this.
-        let end = match next {
-            None => Some(self.kv.head(at.database_id).await?),
-            Some(_) => None,
-        };
-        let object = format::snapshot_object(
-            &state.record.prefix,
-            at.database_id,
-            snap.generation,
-            snap.seq,
-            &entries,
-        )?;
-        // A put that could outlast the lease might land after another holder's
-        // put of the same chunk: don't start one.
-        let margin = self.config.lease_margin.as_millis() as i64;
-        if now_ms() + margin > until {
-            return Ok(Ok(Step::Again));
-        }
-        if let Err(fault) = bucket.put(&object.key, object.body).await {
-            return Ok(Err(fault));
-        }
-        let recorded = self
-            .control
-            .snapshot_step(
-                at,
-                &self.owner,
-                snap.generation,
-                snap.seq,
-                next.as_deref(),
-                end,
-            )
-            .await?;
-        if recorded.is_ok() {
-            report.snapshot_chunks += 1;
-        }
-        Ok(Ok(Step::Again))
-    }
-
-    /// After a re-snapshot: empties (overwrites with empty bodies) the earlier
-    /// generation's log objects, then its snapshot chunks. A fresh restore reads every
-    /// object under `snapshots/` and replays every log from the first: without this,
-    /// entries from before the gap would be replayed over the new snapshot.
-    async fn empty_stale(
-        &self,
-        at: &Locator,
-        state: &BackupState,
-        stale: Stale,
-        bucket: &Bucket,
-    ) -> Result<Result<Step, BucketFault>, EngineError> {
-        let prefix = &state.record.prefix;
-        let below = format::log_key_prefix(prefix, at.database_id, stale.below);
-        let objects = self.control.ledger_before(at, &below, 100).await?;
-        if !objects.is_empty() {
-            for key in objects {
-                if let Err(fault) = bucket.put(&key, format::emptied_log_body()).await {
-                    return Ok(Err(fault));
-                }
-                self.control.ledger_delete(at, &key).await?;
-            }
-            return Ok(Ok(Step::Again));
-        }
-        for seq in 0..=stale.chunks {
-            let object =
-                format::snapshot_object(prefix, at.database_id, stale.generation, seq, &[])?;
-            if let Err(fault) = bucket.put(&object.key, object.body).await {
-                return Ok(Err(fault));
-            }
-        }
-        self.control
-            .stale_cleared(at, state.snapshot.generation)
-            .await?
-            .ok();
-        Ok(Ok(Step::Again))
-    }
-
-    /// The change log no longer holds what comes after the cursor: begin a new
-    /// snapshot generation (logs from the head as it is now).
-    async fn restart_snapshot(
-        &self,
-        at: &Locator,
-        state: &BackupState,
-        cursor: u64,
-        report: &mut Report,
-    ) -> Result<Result<Step, BucketFault>, EngineError> {
-        let head = self.kv.head(at.database_id).await?;
-        let generation = state.snapshot.generation + 1;
-        tracing::warn!(backup = %at.backup_id, database = %at.database_id, cursor, head, generation,
-            "change log expired before it was backed up: re-snapshotting");
-        if self
-            .control
-            .begin_snapshot(at, Some(cursor), head, generation)
-            .await?
-            .is_ok()
-        {
-            let message = "the change log expired before it was backed up: taking a new snapshot";
-            self.control.note_error(at, message).await?.ok();
-            report.problem = Some(message.into());
-        }
-        Ok(Ok(Step::Again))
+        Ok(Step::Again)
     }
 
     async fn fault(
@@ -475,50 +370,17 @@ impl Engine {
         match fault {
             BucketFault::Refused(message) => {
                 tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup failed");
-                self.control.fail(at, &message).await?.ok();
+                // Lost: the backup is gone, nothing to mark.
+                let _: Update = self.progress.fail(at, &message).await?;
                 report.failed = true;
                 report.problem = Some(message);
             }
             BucketFault::Transient(message) => {
                 tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup will retry");
-                self.control.note_error(at, &message).await?.ok();
+                let _: Update = self.progress.note_error(at, &message).await?;
                 report.problem = Some(message);
             }
         }
         Ok(())
-    }
-
-    /// The tenant's bucket for this backup (built once per cold start).
-    async fn bucket(
-        &self,
-        state: &BackupState,
-    ) -> Result<Result<Arc<Bucket>, BucketFault>, EngineError> {
-        let id = state.record.id;
-        if let Some(bucket) = self.buckets.lock().ok().and_then(|b| b.get(&id).cloned()) {
-            return Ok(Ok(bucket));
-        }
-        let record = &state.record;
-        let secret = self
-            .opener
-            .open(
-                &record.secret_access_key_ciphertext,
-                &backup_context(&record.id.to_string(), &record.database_id.to_string()),
-            )
-            .await?;
-        let target = Target {
-            endpoint: record.endpoint.clone(),
-            bucket: record.bucket_name.clone(),
-            region: record.bucket_region.clone(),
-            access_key_id: record.access_key_id.clone(),
-            secret_access_key: secret,
-        };
-        let bucket = match Bucket::new(&self.connector, &target) {
-            Ok(bucket) => Arc::new(bucket),
-            Err(fault) => return Ok(Err(fault)),
-        };
-        if let Ok(mut buckets) = self.buckets.lock() {
-            buckets.insert(id, bucket.clone());
-        }
-        Ok(Ok(bucket))
     }
 }

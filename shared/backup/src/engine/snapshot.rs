@@ -1,0 +1,143 @@
+//! Snapshots: the resumable chunks of a generation under the lease, a new
+//! generation when the change log no longer reaches back to the cursor, and the
+//! emptying of the earlier generation's objects.
+
+use super::{Engine, EngineError, Report, Step, MIN_STEP_TIME};
+use crate::progress::{BackupState, Scan, Stale, Update};
+use crate::sink::ObjectSink;
+use std::time::Instant;
+use subkv_core::control::locator::Locator;
+use subkv_dynamo_kv::now_ms;
+use subkv_kv::backup_format as format;
+
+impl Engine {
+    /// One resumable snapshot chunk, under the lease.
+    pub(super) async fn snapshot_step(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+        sink: &dyn ObjectSink,
+        deadline: Instant,
+        report: &mut Report,
+    ) -> Result<Step, EngineError> {
+        // A chunk takes a page read and a put: leave it to the next pass when
+        // this one is nearly out of time.
+        if deadline.saturating_duration_since(Instant::now()) < MIN_STEP_TIME {
+            return Ok(Step::Done);
+        }
+        let now = now_ms();
+        let until = now + self.config.lease.as_millis() as i64;
+        if let Update::Lost = self
+            .progress
+            .take_lease(at, &self.owner, now, until)
+            .await?
+        {
+            // Another invocation is taking this backup's snapshot steps.
+            return Ok(Step::Done);
+        }
+        let snap = &state.snapshot;
+        let page = self
+            .source
+            .live_entries_page(
+                at.database_id,
+                snap.after.as_deref(),
+                self.config.snapshot_items_per_chunk,
+            )
+            .await?;
+        let scan = match page.next.as_deref() {
+            Some(after) => Scan::After(after),
+            // Read after the last page: every entry in the snapshot is at most this.
+            None => Scan::Complete {
+                end: self.source.head(at.database_id).await?,
+            },
+        };
+        let object = format::snapshot_object(
+            &state.record.prefix,
+            at.database_id,
+            snap.generation,
+            snap.seq,
+            &page.entries,
+        )?;
+        // A put that could outlast the lease might land after another holder's
+        // put of the same chunk: don't start one.
+        let margin = self.config.lease_margin.as_millis() as i64;
+        if now_ms() + margin > until {
+            return Ok(Step::Again);
+        }
+        if let Err(fault) = sink.put(&object.key, object.body).await {
+            return Ok(Step::Fault(fault));
+        }
+        let recorded = self
+            .progress
+            .snapshot_step(at, &self.owner, snap.generation, snap.seq, scan)
+            .await?;
+        if recorded.applied() {
+            report.snapshot_chunks += 1;
+        }
+        Ok(Step::Again)
+    }
+
+    /// After a re-snapshot: empties (overwrites with empty bodies) the earlier
+    /// generation's log objects, then its snapshot chunks. A fresh restore reads every
+    /// object under `snapshots/` and replays every log from the first: without this,
+    /// entries from before the gap would be replayed over the new snapshot.
+    pub(super) async fn empty_stale(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+        stale: Stale,
+        sink: &dyn ObjectSink,
+    ) -> Result<Step, EngineError> {
+        let prefix = &state.record.prefix;
+        let below = format::log_key_prefix(prefix, at.database_id, stale.below);
+        let objects = self.progress.ledger_before(at, &below, 100).await?;
+        if !objects.is_empty() {
+            for key in objects {
+                if let Err(fault) = sink.put(&key, format::emptied_log_body()).await {
+                    return Ok(Step::Fault(fault));
+                }
+                self.progress.ledger_delete(at, &key).await?;
+            }
+            return Ok(Step::Again);
+        }
+        for seq in 0..=stale.chunks {
+            let object =
+                format::snapshot_object(prefix, at.database_id, stale.generation, seq, &[])?;
+            if let Err(fault) = sink.put(&object.key, object.body).await {
+                return Ok(Step::Fault(fault));
+            }
+        }
+        // Lost: the generation moved on meanwhile; look again either way.
+        let _: Update = self
+            .progress
+            .stale_cleared(at, state.snapshot.generation)
+            .await?;
+        Ok(Step::Again)
+    }
+
+    /// The change log no longer holds what comes after the cursor: begin a new
+    /// snapshot generation (logs from the head as it is now).
+    pub(super) async fn restart_snapshot(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+        cursor: u64,
+        report: &mut Report,
+    ) -> Result<Step, EngineError> {
+        let head = self.source.head(at.database_id).await?;
+        let generation = state.snapshot.generation + 1;
+        tracing::warn!(backup = %at.backup_id, database = %at.database_id, cursor, head, generation,
+            "change log expired before it was backed up: re-snapshotting");
+        if self
+            .progress
+            .begin_snapshot(at, Some(cursor), head, generation)
+            .await?
+            .applied()
+        {
+            let message = "the change log expired before it was backed up: taking a new snapshot";
+            let _: Update = self.progress.note_error(at, message).await?;
+            report.problem = Some(message.into());
+        }
+        Ok(Step::Again)
+    }
+}

@@ -1,0 +1,708 @@
+//! The engine's rules against the in-memory fakes of `crate::fakes`.
+
+use super::*;
+use crate::fakes::{FakeBucket, FakeKv, FakeProgress, Op};
+use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupSnapshotRange};
+use subkv_core::control::records::BackupRecord;
+use subkv_kv::backup_format::{versionstamp12, KeyMetadata, COMMIT_END};
+
+const PREFIX: &str = "backup/";
+const REFUSAL: &str = "PutObject refused by the store: AccessDenied: Access Denied";
+const OUTAGE: &str = "PutObject failed at the store: SlowDown: Please reduce your request rate.";
+
+/// A database, its backup, and the engine over the fakes.
+struct World {
+    kv: Arc<FakeKv>,
+    progress: Arc<FakeProgress>,
+    bucket: FakeBucket,
+    engine: Engine,
+    db: Uuid,
+    at: Locator,
+}
+
+fn world() -> World {
+    world_with(EngineConfig {
+        snapshot_items_per_chunk: 2,
+        ..EngineConfig::default()
+    })
+}
+
+fn world_with(config: EngineConfig) -> World {
+    let db = Uuid::new_v4();
+    let kv = Arc::new(FakeKv::default());
+    let progress = Arc::new(FakeProgress::default());
+    let bucket = FakeBucket::default();
+    let at = progress.add(BackupRecord {
+        id: Uuid::new_v4(),
+        organization_id: Uuid::new_v4(),
+        database_id: db,
+        kind: "s3".into(),
+        endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
+        bucket_name: "tenant-bucket".into(),
+        bucket_region: "eu-west-1".into(),
+        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_access_key_ciphertext: vec![1, 2, 3],
+        prefix: PREFIX.into(),
+        status: BackupStatus::Pending,
+        created_at: now_rfc3339(),
+        last_backed_up_at: None,
+        last_versionstamp: None,
+        last_error: None,
+    });
+    let engine = Engine::new(
+        kv.clone(),
+        progress.clone(),
+        Arc::new(bucket.clone()),
+        config,
+    );
+    World {
+        kv,
+        progress,
+        bucket,
+        engine,
+        db,
+        at,
+    }
+}
+
+impl World {
+    fn commit(&self, ops: &[Op<'_>]) -> u64 {
+        self.kv.commit(self.db, ops)
+    }
+
+    /// One pass, with time enough for every step.
+    async fn pass(&self) -> Report {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        match self.engine.sync(&self.at, deadline).await {
+            Ok(report) => report,
+            Err(e) => panic!("the pass failed: {e}"),
+        }
+    }
+
+    fn root(&self) -> String {
+        format::root(PREFIX, self.db)
+    }
+
+    fn item(&self) -> crate::fakes::Item {
+        self.progress.item(&self.at).expect("the backup exists")
+    }
+
+    fn status(&self) -> BackupStatus {
+        self.item().record.status
+    }
+
+    fn cursor(&self) -> Option<u64> {
+        self.item().cursor
+    }
+
+    /// Puts made since `since` puts, as keys relative to the backup's root.
+    fn keys_since(&self, since: usize) -> Vec<String> {
+        let root = self.root();
+        self.bucket.keys()[since..]
+            .iter()
+            .map(|k| k.strip_prefix(&root).expect("under the root").to_string())
+            .collect()
+    }
+
+    fn body(&self, relative: &str) -> Vec<u8> {
+        self.bucket
+            .objects()
+            .remove(&format!("{}{relative}", self.root()))
+            .unwrap_or_else(|| panic!("{relative} was never written"))
+    }
+
+    /// A pending backup with `keys` in its database, brought to `active`.
+    async fn active(&self, keys: &[Op<'_>]) {
+        if !keys.is_empty() {
+            self.commit(keys);
+        }
+        let report = self.pass().await;
+        assert!(report.activated, "{report:?}");
+        assert_eq!(self.status(), BackupStatus::Active);
+    }
+}
+
+fn snapshot_key(generation: u64, seq: u64) -> String {
+    format!("snapshots/0001_{generation:016x}_{seq:016x}.bin")
+}
+
+fn differential(version: u64) -> Vec<u8> {
+    hex::encode(versionstamp(version)).into_bytes()
+}
+
+fn decode_snapshot(body: &[u8]) -> Vec<(String, String, KeyMetadata)> {
+    let range = BackupSnapshotRange::decode(body).expect("a snapshot range");
+    assert_eq!(range.data_list.len(), range.metadata_list.len());
+    range
+        .data_list
+        .iter()
+        .zip(&range.metadata_list)
+        .map(|(data, meta)| {
+            assert_eq!(data.key[0], b'd');
+            assert_eq!(meta.key[0], b'm');
+            assert_eq!(data.key[1..], meta.key[1..]);
+            (
+                String::from_utf8_lossy(&data.key[1..]).into_owned(),
+                String::from_utf8_lossy(&data.value).into_owned(),
+                KeyMetadata::decode(&meta.value).expect("19 bytes of metadata"),
+            )
+        })
+        .collect()
+}
+
+fn decode_log(body: &[u8]) -> BackupMutationRange {
+    BackupMutationRange::decode(body).expect("a mutation range")
+}
+
+fn is_log(key: &str) -> bool {
+    key.contains("/logs/")
+}
+
+#[tokio::test]
+async fn a_pending_backup_goes_snapshot_chunks_then_differential_then_active() {
+    let w = world();
+    let head = w.commit(&[("a", Some("1")), ("b", Some("2")), ("c", Some("3"))]);
+    w.commit(&[("d", Some("4")), ("e", Some("5")), ("b", None)]);
+    let head = head + 1;
+
+    let report = w.pass().await;
+
+    // a c d e in pages of 2: [a c] [d e] (the limit reached) [] (complete).
+    assert_eq!(
+        w.keys_since(0),
+        [
+            snapshot_key(1, 0),
+            snapshot_key(1, 1),
+            snapshot_key(1, 2),
+            "differential".into()
+        ]
+    );
+    let mut snapshot: Vec<_> = (0..3)
+        .flat_map(|seq| decode_snapshot(&w.body(&snapshot_key(1, seq))))
+        .collect();
+    snapshot.sort_by(|x, y| x.0.cmp(&y.0));
+    let summary: Vec<(&str, &str)> = snapshot
+        .iter()
+        .map(|(k, v, _)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(summary, [("a", "1"), ("c", "3"), ("d", "4"), ("e", "5")]);
+    assert_eq!(snapshot[0].2.versionstamp, versionstamp(1));
+    assert_eq!(snapshot[3].2.versionstamp, versionstamp(2));
+    assert_eq!(w.body("differential"), differential(head));
+
+    assert_eq!(
+        report,
+        Report {
+            snapshot_chunks: 3,
+            activated: true,
+            ..Report::default()
+        }
+    );
+    let item = w.item();
+    assert_eq!(item.record.status, BackupStatus::Active);
+    assert_eq!(item.cursor, Some(head));
+    assert_eq!(item.snap_gen, Some(1));
+    assert_eq!(item.snap_end, Some(head));
+    assert_eq!(
+        item.record.last_versionstamp.as_deref(),
+        Some(hex::encode(versionstamp(head)).as_str())
+    );
+    assert_eq!(item.lease_owner, None, "activation releases the lease");
+    assert!(w.progress.ledger(&w.at).is_empty(), "no log object yet");
+}
+
+#[tokio::test]
+async fn an_empty_database_gets_one_empty_chunk_and_its_differential() {
+    let w = world();
+    w.pass().await;
+    assert_eq!(
+        w.keys_since(0),
+        [snapshot_key(1, 0), "differential".to_string()]
+    );
+    assert!(decode_snapshot(&w.body(&snapshot_key(1, 0))).is_empty());
+    assert_eq!(w.body("differential"), differential(0));
+    assert_eq!(w.status(), BackupStatus::Active);
+}
+
+#[tokio::test]
+async fn the_differential_waits_until_the_cursor_reaches_the_snapshots_end() {
+    let w = world();
+    w.commit(&[("a", Some("1"))]);
+    // A commit lands while the scan runs: the snapshot's end is past the cursor.
+    w.kv.commit_during_scan(w.db, &[("b", Some("2"))]);
+    // ...and its log object cannot be written yet.
+    w.bucket
+        .fail_puts(is_log, BucketFault::Transient(OUTAGE.into()));
+
+    let report = w.pass().await;
+    assert_eq!(report.problem.as_deref(), Some(OUTAGE));
+    let item = w.item();
+    assert_eq!(
+        item.cursor,
+        Some(1),
+        "logs begin after the head at the start"
+    );
+    assert_eq!(item.snap_end, Some(2), "the head read after the scan");
+    assert_eq!(item.record.status, BackupStatus::Pending);
+    assert_eq!(w.keys_since(0), [snapshot_key(1, 0)]);
+    assert!(
+        !w.bucket.keys().iter().any(|k| k.ends_with("differential")),
+        "no differential before the logs reach the snapshot's end"
+    );
+
+    w.bucket.heal();
+    let report = w.pass().await;
+    let log = format!(
+        "logs/0001_{:016x}_{}_{}.bin",
+        2,
+        hex::encode(versionstamp12(2, COMMIT_END)),
+        hex::encode(versionstamp12(2, COMMIT_END))
+    );
+    assert_eq!(w.keys_since(1), [log.clone(), "differential".into()]);
+    assert_eq!(w.body("differential"), differential(2));
+    assert_eq!(decode_log(&w.body(&log)).entries[0].key, b"b");
+    assert!(report.activated);
+    assert_eq!(report.commits_forwarded, 1);
+    assert_eq!(w.item().record.last_error, None, "cleared by the progress");
+}
+
+#[tokio::test]
+async fn commits_after_the_cursor_become_one_log_object_per_pass() {
+    let w = world();
+    w.active(&[("a", Some("0"))]).await;
+    let written = w.bucket.keys().len();
+
+    let first = w.commit(&[("a", Some("1")), ("b", Some("2"))]);
+    w.commit(&[]); // checks only: no entries
+    let last = w.commit(&[("a", None)]);
+    let report = w.pass().await;
+
+    let keys = w.keys_since(written);
+    let expected = format!(
+        "logs/0001_{first:016x}_{}_{}.bin",
+        hex::encode(versionstamp12(first, 0)),
+        hex::encode(versionstamp12(last, COMMIT_END))
+    );
+    assert_eq!(keys, std::slice::from_ref(&expected));
+    let range = decode_log(&w.body(&expected));
+    let entries: Vec<(Vec<u8>, Vec<u8>, i32)> = range
+        .entries
+        .iter()
+        .map(|e| (e.versionstamp.clone(), e.key.clone(), e.kind))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                versionstamp12(first, 0).to_vec(),
+                b"a".to_vec(),
+                BackupKvMutationKind::MkSet as i32
+            ),
+            (
+                versionstamp12(first, COMMIT_END).to_vec(),
+                b"b".to_vec(),
+                BackupKvMutationKind::MkSet as i32
+            ),
+            (
+                versionstamp12(last, COMMIT_END).to_vec(),
+                b"a".to_vec(),
+                BackupKvMutationKind::MkClear as i32
+            ),
+        ]
+    );
+    assert_eq!(report.commits_forwarded, 3);
+    assert_eq!(report.records_forwarded, 3);
+    assert_eq!(report.objects_written, 1);
+    assert!(report.lag_ms.is_some());
+    let item = w.item();
+    assert_eq!(item.cursor, Some(last));
+    assert_eq!(
+        item.record.last_versionstamp,
+        Some(hex::encode(versionstamp(last)))
+    );
+    assert_eq!(
+        w.progress.ledger(&w.at),
+        [format!("{}{expected}", w.root())],
+        "every log object is ledgered"
+    );
+}
+
+#[tokio::test]
+async fn a_second_pass_with_nothing_new_writes_nothing() {
+    let w = world();
+    w.active(&[("a", Some("0"))]).await;
+    w.commit(&[("a", Some("1"))]);
+    w.pass().await;
+    let (written, attempts) = (w.bucket.keys().len(), w.bucket.attempts());
+    let (kv_calls, progress_calls) = (w.kv.calls().len(), w.progress.calls().len());
+
+    let report = w.pass().await;
+
+    assert_eq!(report, Report::default());
+    assert_eq!(w.bucket.keys().len(), written);
+    assert_eq!(w.bucket.attempts(), attempts);
+    // An idle pass reads its progress, the change log and the head: nothing else.
+    assert_eq!(w.progress.calls()[progress_calls..], ["load"]);
+    assert_eq!(w.kv.calls()[kv_calls..], ["change_log", "head"]);
+}
+
+#[tokio::test]
+async fn a_busy_database_is_split_into_objects_at_commit_boundaries() {
+    let w = world_with(EngineConfig {
+        max_commits_per_object: 2,
+        ..EngineConfig::default()
+    });
+    w.active(&[]).await;
+    let written = w.bucket.keys().len();
+    for i in 0..5 {
+        let value = i.to_string();
+        w.commit(&[("k", Some(value.as_str())), ("l", Some("x"))]);
+    }
+
+    let report = w.pass().await;
+
+    // Pages that stop at the limit have more behind them: one pass takes them all.
+    let keys = w.keys_since(written);
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let firsts: Vec<&str> = keys.iter().map(|k| &k[10..26]).collect();
+    assert_eq!(
+        firsts,
+        [
+            format!("{:016x}", 1),
+            format!("{:016x}", 3),
+            format!("{:016x}", 5)
+        ]
+    );
+    for key in &keys {
+        let range = decode_log(&w.body(key));
+        let last = range.entries.last().expect("entries");
+        assert_eq!(last.versionstamp[10..], COMMIT_END.to_be_bytes(), "{key}");
+    }
+    assert_eq!(report.objects_written, 3);
+    assert_eq!(report.commits_forwarded, 5);
+    assert_eq!(w.cursor(), Some(5));
+}
+
+/// An active backup at cursor 2 with one log object, then commits 3 to 5.
+async fn fell_behind() -> World {
+    let w = world();
+    w.active(&[("a", Some("1")), ("b", Some("1"))]).await;
+    w.commit(&[("a", Some("2"))]);
+    w.pass().await;
+    assert_eq!(w.cursor(), Some(2));
+    w.commit(&[("b", Some("3"))]);
+    w.commit(&[("c", Some("4"))]);
+    w.commit(&[("a", None)]);
+    w
+}
+
+/// What a re-snapshot from cursor 2 at head 5 must have written since `since`.
+fn check_resnapshot(w: &World, since: usize, report: &Report) {
+    let old_log = format!(
+        "logs/0001_{:016x}_{}_{}.bin",
+        2,
+        hex::encode(versionstamp12(2, COMMIT_END)),
+        hex::encode(versionstamp12(2, COMMIT_END))
+    );
+    // Generation 1 wrote chunks 0 ([a b], the limit reached) and 1 (empty): the
+    // next index is 2, and chunks 0 to 2 are emptied.
+    assert_eq!(
+        w.keys_since(since),
+        [
+            old_log.clone(),
+            snapshot_key(1, 0),
+            snapshot_key(1, 1),
+            snapshot_key(1, 2),
+            snapshot_key(2, 0),
+            snapshot_key(2, 1),
+            "differential".into(),
+        ]
+    );
+    assert!(decode_log(&w.body(&old_log)).entries.is_empty());
+    assert!(decode_snapshot(&w.body(&snapshot_key(1, 0))).is_empty());
+    let mut snapshot: Vec<(String, String)> = [0, 1]
+        .iter()
+        .flat_map(|seq| decode_snapshot(&w.body(&snapshot_key(2, *seq))))
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    snapshot.sort();
+    assert_eq!(
+        snapshot,
+        [("b".into(), "3".into()), ("c".into(), "4".into())]
+    );
+    assert_eq!(w.body("differential"), differential(5));
+    let item = w.item();
+    assert_eq!(item.record.status, BackupStatus::Active);
+    assert_eq!(item.snap_gen, Some(2));
+    assert_eq!(item.stale, None);
+    assert_eq!(item.cursor, Some(5));
+    assert!(w.progress.ledger(&w.at).is_empty(), "emptied logs leave it");
+    assert!(report.activated);
+}
+
+const RESNAPSHOT: &str = "the change log expired before it was backed up: taking a new snapshot";
+
+#[tokio::test]
+async fn a_hole_after_the_cursor_starts_a_new_generation_and_empties_the_earlier_one() {
+    let w = fell_behind().await;
+    w.kv.expire_through(w.db, 3); // 4 and 5 remain: 3 is missing
+    let since = w.bucket.keys().len();
+
+    // An active backup's pass ends after a page under the limit, here once the
+    // new generation has begun (as it always did).
+    let report = w.pass().await;
+    assert_eq!(report.problem.as_deref(), Some(RESNAPSHOT));
+    assert_eq!(w.bucket.keys().len(), since, "nothing written yet");
+    let item = w.item();
+    assert_eq!(item.record.status, BackupStatus::Pending);
+    assert_eq!(item.record.last_error.as_deref(), Some(RESNAPSHOT));
+    assert_eq!(item.record.last_versionstamp, None);
+    assert_eq!((item.snap_gen, item.cursor), (Some(2), Some(5)));
+    assert_eq!(
+        item.stale,
+        Some(crate::progress::Stale {
+            generation: 1,
+            chunks: 2,
+            below: 6
+        })
+    );
+
+    let report = w.pass().await;
+    check_resnapshot(&w, since, &report);
+    assert_eq!(w.item().record.last_error, None);
+}
+
+#[tokio::test]
+async fn a_change_log_expired_past_the_head_starts_a_new_generation_too() {
+    let w = fell_behind().await;
+    w.kv.expire_through(w.db, 5); // nothing after the cursor, the head moved
+    let since = w.bucket.keys().len();
+    // Found without a page of commits: the same pass goes on to the end.
+    let report = w.pass().await;
+    check_resnapshot(&w, since, &report);
+    assert_eq!(report.problem.as_deref(), Some(RESNAPSHOT));
+}
+
+#[tokio::test]
+async fn the_earlier_generation_is_emptied_before_the_new_snapshot_is_taken() {
+    let w = fell_behind().await;
+    w.kv.expire_through(w.db, 3);
+    w.bucket.fail_puts(
+        |k| k.contains("/snapshots/"),
+        BucketFault::Transient(OUTAGE.into()),
+    );
+    let since = w.bucket.keys().len();
+
+    w.pass().await; // the new generation begins
+    w.pass().await;
+
+    // The old log is emptied; the old chunks cannot be: the stale marker stays
+    // and nothing of generation 2 is written.
+    assert_eq!(w.keys_since(since).len(), 1);
+    let item = w.item();
+    assert_eq!(item.snap_gen, Some(2));
+    assert!(item.stale.is_some());
+    assert_eq!(item.record.status, BackupStatus::Pending);
+    assert_eq!(item.record.last_error.as_deref(), Some(OUTAGE));
+
+    w.bucket.heal();
+    let report = w.pass().await;
+    assert!(report.activated);
+    assert_eq!(
+        w.keys_since(since + 1),
+        [
+            snapshot_key(1, 0),
+            snapshot_key(1, 1),
+            snapshot_key(1, 2),
+            snapshot_key(2, 0),
+            snapshot_key(2, 1),
+            "differential".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_instance_ends_the_pass_without_a_chunk() {
+    let w = world();
+    w.commit(&[("a", Some("1"))]);
+    // The first snapshot began (cursor set) elsewhere, which holds the lease.
+    let _ = w.progress.begin_snapshot(&w.at, None, 1, 1).await;
+    w.progress
+        .hold_lease(&w.at, "another-instance", now_ms() + 60_000);
+
+    let report = w.pass().await;
+
+    assert!(w.bucket.keys().is_empty());
+    assert_eq!(w.bucket.attempts(), 0);
+    assert_eq!(report, Report::default());
+    let item = w.item();
+    assert_eq!(item.snap_seq, Some(0));
+    assert_eq!(item.lease_owner.as_deref(), Some("another-instance"));
+    assert!(!w.kv.calls().contains(&"live_entries_page"));
+
+    // Once its lease ran out, this instance takes the steps.
+    w.progress
+        .hold_lease(&w.at, "another-instance", now_ms() - 1);
+    let report = w.pass().await;
+    assert!(report.activated);
+    assert_eq!(
+        w.keys_since(0),
+        [snapshot_key(1, 0), "differential".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_store_fails_the_backup_and_later_passes_attempt_nothing() {
+    let w = world();
+    w.commit(&[("a", Some("1"))]);
+    w.bucket
+        .fail_every_put(BucketFault::Refused(REFUSAL.into()));
+
+    let report = w.pass().await;
+
+    assert!(report.failed);
+    assert_eq!(report.problem.as_deref(), Some(REFUSAL));
+    assert_eq!(
+        w.status(),
+        BackupStatus::Failed {
+            message: REFUSAL.into()
+        }
+    );
+    assert_eq!(w.bucket.attempts(), 1);
+    assert_eq!(w.item().lease_owner, None, "failing releases the lease");
+
+    w.bucket.heal();
+    w.commit(&[("b", Some("2"))]);
+    let (opens, progress_calls, kv_calls) = (
+        w.bucket.opens(),
+        w.progress.calls().len(),
+        w.kv.calls().len(),
+    );
+    let report = w.pass().await;
+    assert_eq!(report, Report::default());
+    assert_eq!(w.bucket.attempts(), 1, "failed is final");
+    assert_eq!(w.bucket.opens(), opens);
+    assert_eq!(w.progress.calls()[progress_calls..], ["load"]);
+    assert_eq!(w.kv.calls().len(), kv_calls);
+}
+
+#[tokio::test]
+async fn a_refused_endpoint_fails_the_backup_before_any_put() {
+    let w = world();
+    let message = "endpoint address 10.0.0.1 is not a public address";
+    w.bucket.refuse_open(BucketFault::Refused(message.into()));
+    let report = w.pass().await;
+    assert!(report.failed);
+    assert_eq!(
+        w.status(),
+        BackupStatus::Failed {
+            message: message.into()
+        }
+    );
+    assert_eq!(w.bucket.attempts(), 0);
+    assert!(
+        w.kv.calls().is_empty(),
+        "nothing is read for a bucket it cannot open"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_fault_is_noted_and_a_later_pass_catches_up() {
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    let written = w.bucket.keys().len();
+    let first = w.commit(&[("a", Some("2"))]);
+    let last = w.commit(&[("b", Some("3"))]);
+    w.bucket
+        .fail_every_put(BucketFault::Transient(OUTAGE.into()));
+
+    let report = w.pass().await;
+
+    assert!(!report.failed);
+    assert_eq!(report.problem.as_deref(), Some(OUTAGE));
+    assert_eq!(report.commits_forwarded, 0);
+    let item = w.item();
+    assert_eq!(item.record.status, BackupStatus::Active);
+    assert_eq!(item.record.last_error.as_deref(), Some(OUTAGE));
+    assert_eq!(
+        item.cursor,
+        Some(first - 1),
+        "the cursor waits for the object"
+    );
+    assert_eq!(
+        w.progress.ledger(&w.at).len(),
+        1,
+        "ledgered before it was tried"
+    );
+    assert_eq!(w.bucket.keys().len(), written);
+
+    w.bucket.heal();
+    let report = w.pass().await;
+    assert_eq!(report.commits_forwarded, 2);
+    assert_eq!(report.problem, None);
+    assert_eq!(w.keys_since(written).len(), 1);
+    let item = w.item();
+    assert_eq!(item.cursor, Some(last));
+    assert_eq!(item.record.last_error, None);
+    assert_eq!(w.progress.ledger(&w.at).len(), 1, "the same object's key");
+}
+
+#[tokio::test]
+async fn a_deleted_backup_writes_nothing_and_is_never_recreated() {
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    let written = w.bucket.attempts();
+    w.commit(&[("a", Some("2"))]);
+    w.progress.delete(&w.at);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    assert!(matches!(
+        w.engine.sync_database(w.db, deadline).await,
+        Ok(DatabaseSync::NoBackup)
+    ));
+    let report = w.pass().await; // a catch-up that listed it just before
+    assert_eq!(report, Report::default());
+    assert_eq!(w.bucket.attempts(), written);
+    assert!(w.progress.item(&w.at).is_none());
+
+    // Whatever a concurrent invocation still tries is lost, not an insert.
+    let at = &w.at;
+    let p = &w.progress;
+    assert_eq!(
+        p.advance(at, 1, 2, None, "t").await.ok(),
+        Some(Update::Lost)
+    );
+    assert_eq!(p.note_error(at, "m").await.ok(), Some(Update::Lost));
+    assert_eq!(p.fail(at, "m").await.ok(), Some(Update::Lost));
+    assert_eq!(p.take_lease(at, "o", 0, 1).await.ok(), Some(Update::Lost));
+    assert!(p.item(at).is_none());
+}
+
+#[tokio::test]
+async fn sync_database_finds_the_backup_through_its_locator() {
+    let w = world();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    match w.engine.sync_database(w.db, deadline).await {
+        Ok(DatabaseSync::Synced(at, report)) => {
+            assert_eq!(at, w.at);
+            assert!(report.activated);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        w.engine.sync_database(Uuid::new_v4(), deadline).await,
+        Ok(DatabaseSync::NoBackup)
+    ));
+    assert_eq!(w.engine.progress().all().await.ok(), Some(vec![w.at]));
+}
+
+#[tokio::test]
+async fn no_snapshot_step_is_started_without_time_for_it() {
+    let w = world();
+    let deadline = Instant::now() + MIN_STEP_TIME / 2;
+    let report = w.engine.sync(&w.at, deadline).await.ok();
+    assert_eq!(report, Some(Report::default()));
+    assert_eq!(w.cursor(), Some(0), "the snapshot began");
+    assert_eq!(w.bucket.attempts(), 0);
+    assert!(!w.progress.calls().contains(&"take_lease"));
+}

@@ -1,0 +1,207 @@
+//! [`FakeKv`]: databases in memory.
+
+use super::lock;
+use crate::source::{ChangeSource, LivePage};
+use async_trait::async_trait;
+use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupReplicationLogEntry};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Mutex;
+use subkv_dynamo_kv::{now_ms, LoggedCommit};
+use subkv_kv::backup_format::{versionstamp12, COMMIT_END};
+use subkv_kv::error::KvResult;
+use subkv_kv::model::Entry;
+use uuid::Uuid;
+
+/// One mutation of a fake commit: a key set to a value (bytes), or deleted.
+pub type Op<'a> = (&'a str, Option<&'a str>);
+
+#[derive(Default)]
+struct Db {
+    head: u64,
+    /// The change log; commits at or below an expiry are removed.
+    log: BTreeMap<u64, LoggedCommit>,
+    live: BTreeMap<Vec<u8>, Entry>,
+    /// Commits to make right after the next page of the snapshot scan is read.
+    during_scan: Vec<Vec<(String, Option<String>)>>,
+}
+
+impl Db {
+    fn commit(&mut self, ops: &[(String, Option<String>)]) -> u64 {
+        self.head += 1;
+        let version = self.head;
+        let entries = ops
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let index = if i + 1 == ops.len() {
+                    COMMIT_END
+                } else {
+                    i as u16
+                };
+                let kind = match value {
+                    Some(_) => BackupKvMutationKind::MkSet,
+                    None => BackupKvMutationKind::MkClear,
+                };
+                BackupReplicationLogEntry {
+                    versionstamp: versionstamp12(version, index).to_vec(),
+                    kind: kind as i32,
+                    key: key.as_bytes().to_vec(),
+                    value: value.clone().unwrap_or_default().into_bytes(),
+                    value_encoding: 3,
+                    expire_at_ms: 0,
+                }
+            })
+            .collect();
+        for (key, value) in ops {
+            let key = key.as_bytes().to_vec();
+            match value {
+                Some(value) => {
+                    let entry = Entry {
+                        key: key.clone(),
+                        value: value.clone().into_bytes(),
+                        encoding: 3,
+                        version,
+                        expire_at_ms: None,
+                    };
+                    self.live.insert(key, entry);
+                }
+                None => {
+                    self.live.remove(&key);
+                }
+            }
+        }
+        self.log.insert(
+            version,
+            LoggedCommit {
+                version,
+                timestamp_ms: now_ms() as u64,
+                entries,
+            },
+        );
+        version
+    }
+}
+
+fn owned(ops: &[Op<'_>]) -> Vec<(String, Option<String>)> {
+    ops.iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect()
+}
+
+/// Databases in memory: commits, the change log (which can be told to expire)
+/// and live entries.
+#[derive(Default)]
+pub struct FakeKv {
+    dbs: Mutex<HashMap<Uuid, Db>>,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl FakeKv {
+    /// Commits `ops` as one commit (no ops: a check-only commit); returns its
+    /// version.
+    pub fn commit(&self, database: Uuid, ops: &[Op<'_>]) -> u64 {
+        lock(&self.dbs)
+            .entry(database)
+            .or_default()
+            .commit(&owned(ops))
+    }
+
+    /// The change records of every commit up to `version` expire.
+    pub fn expire_through(&self, database: Uuid, version: u64) {
+        if let Some(db) = lock(&self.dbs).get_mut(&database) {
+            db.log.retain(|v, _| *v > version);
+        }
+    }
+
+    /// `ops` are committed while the snapshot scan runs: right after its next page
+    /// is read.
+    pub fn commit_during_scan(&self, database: Uuid, ops: &[Op<'_>]) {
+        lock(&self.dbs)
+            .entry(database)
+            .or_default()
+            .during_scan
+            .push(owned(ops));
+    }
+
+    /// What the engine asked, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        lock(&self.calls).clone()
+    }
+
+    fn called(&self, name: &'static str) {
+        lock(&self.calls).push(name);
+    }
+}
+
+#[async_trait]
+impl ChangeSource for FakeKv {
+    async fn head(&self, database: Uuid) -> KvResult<u64> {
+        self.called("head");
+        Ok(lock(&self.dbs).get(&database).map_or(0, |db| db.head))
+    }
+
+    /// As `DynamoKv::change_log`: whole commits, at most `max_commits`, none more
+    /// once the records' encoded size reaches `max_bytes`.
+    async fn change_log(
+        &self,
+        database: Uuid,
+        after: u64,
+        max_commits: usize,
+        max_bytes: usize,
+    ) -> KvResult<Vec<LoggedCommit>> {
+        self.called("change_log");
+        let max_commits = max_commits.max(1);
+        let dbs = lock(&self.dbs);
+        let Some(db) = dbs.get(&database) else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = 0usize;
+        let mut out: Vec<LoggedCommit> = Vec::new();
+        for commit in db.log.range(after.saturating_add(1)..).map(|(_, c)| c) {
+            if out.len() == max_commits || (!out.is_empty() && bytes >= max_bytes) {
+                break;
+            }
+            bytes += BackupMutationRange {
+                entries: commit.entries.clone(),
+                timestamp_ms: commit.timestamp_ms,
+            }
+            .encoded_len();
+            out.push(commit.clone());
+        }
+        Ok(out)
+    }
+
+    /// As a DynamoDB query with a limit: a page that reached the limit names its
+    /// last key as where to go on, even when nothing follows.
+    async fn live_entries_page(
+        &self,
+        database: Uuid,
+        after: Option<&[u8]>,
+        max_items: i32,
+    ) -> KvResult<LivePage> {
+        self.called("live_entries_page");
+        let limit = max_items.clamp(1, 1000) as usize;
+        let mut dbs = lock(&self.dbs);
+        let db = dbs.entry(database).or_default();
+        let from = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let entries: Vec<Entry> = db
+            .live
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let next = match entries.last() {
+            Some(last) if entries.len() == limit => Some(last.key.clone()),
+            _ => None,
+        };
+        for ops in std::mem::take(&mut db.during_scan) {
+            db.commit(&ops);
+        }
+        Ok(LivePage { entries, next })
+    }
+}
