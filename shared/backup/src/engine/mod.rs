@@ -227,6 +227,23 @@ impl Engine {
             let _: Update = self.progress.begin_snapshot(at, None, head, 1).await?;
             return Ok(Step::Again);
         };
+        // A pending backup's own work comes first, so that it makes progress however
+        // fast commits arrive (they wait in the change log meanwhile): emptying an
+        // earlier generation, the snapshot's chunks, then, once the logs reach the
+        // snapshot's end, the differential.
+        if state.record.status == BackupStatus::Pending {
+            if let Some(stale) = state.stale {
+                return self.empty_stale(at, state, stale, sink).await;
+            }
+            match state.snapshot.end {
+                None => return self.snapshot_step(at, state, sink, deadline, report).await,
+                Some(end) if cursor >= end => {
+                    return self.differential(at, state, cursor, sink, report).await
+                }
+                // The logs must reach the snapshot's end first: forward them.
+                Some(_) => {}
+            }
+        }
         let commits = self
             .source
             .change_log(
@@ -273,38 +290,43 @@ impl Engine {
                 _ => self.restart_snapshot(at, state, cursor, report).await,
             };
         }
-        if state.record.status != BackupStatus::Pending {
-            return Ok(Step::Done);
-        }
-        if let Some(stale) = state.stale {
-            return self.empty_stale(at, state, stale, sink).await;
-        }
-        match state.snapshot.end {
-            None => self.snapshot_step(at, state, sink, deadline, report).await,
-            Some(end) if cursor >= end => {
-                // Snapshot complete and the logs reach past it: the differential,
-                // then `active`.
-                let object =
-                    format::differential_object(&state.record.prefix, at.database_id, cursor);
-                if let Err(fault) = sink.put(&object.key, object.body).await {
-                    return Ok(Step::Fault(fault));
-                }
-                let differential = hex::encode(versionstamp(cursor));
-                let now = now_rfc3339();
-                let activated = self
-                    .progress
-                    .activate(at, state.snapshot.generation, &differential, &now)
-                    .await?;
-                if activated.applied() {
-                    report.activated = true;
-                    tracing::info!(backup = %at.backup_id, database = %at.database_id, differential = cursor, "backup active");
-                }
-                Ok(Step::Again)
-            }
+        match (
+            state.record.status == BackupStatus::Pending,
+            state.snapshot.end,
+        ) {
             // The change log has nothing between the cursor and the snapshot's end:
             // it expired before it was backed up.
-            Some(_) => self.restart_snapshot(at, state, cursor, report).await,
+            (true, Some(end)) if cursor < end => {
+                self.restart_snapshot(at, state, cursor, report).await
+            }
+            _ => Ok(Step::Done),
         }
+    }
+
+    /// Snapshot complete and the logs reach past it: the differential, then `active`.
+    async fn differential(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+        cursor: u64,
+        sink: &dyn ObjectSink,
+        report: &mut Report,
+    ) -> Result<Step, EngineError> {
+        let object = format::differential_object(&state.record.prefix, at.database_id, cursor);
+        if let Err(fault) = sink.put(&object.key, object.body).await {
+            return Ok(Step::Fault(fault));
+        }
+        let differential = hex::encode(versionstamp(cursor));
+        let now = now_rfc3339();
+        let activated = self
+            .progress
+            .activate(at, state.snapshot.generation, &differential, &now)
+            .await?;
+        if activated.applied() {
+            report.activated = true;
+            tracing::info!(backup = %at.backup_id, database = %at.database_id, differential = cursor, "backup active");
+        }
+        Ok(Step::Again)
     }
 
     /// Writes the commits after the cursor as one log object, then moves the cursor.

@@ -706,3 +706,41 @@ async fn no_snapshot_step_is_started_without_time_for_it() {
     assert_eq!(w.bucket.attempts(), 0);
     assert!(!w.progress.calls().contains(&"take_lease"));
 }
+
+/// A pass that may last `seconds`.
+async fn pass_within(w: &World, seconds: u64) -> Report {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    match w.engine.sync(&w.at, deadline).await {
+        Ok(report) => report,
+        Err(e) => panic!("the pass failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_busy_database_becomes_active_while_writes_continue() {
+    // Issue 11, item 1: commits keep arriving faster than a pass drains them. The
+    // snapshot must still make progress and the backup become active.
+    let w = world();
+    w.commit(&[("a", Some("1")), ("b", Some("2")), ("c", Some("3"))]);
+    w.kv.keep_busy(w.db);
+    let mut activated = false;
+    for _ in 0..3 {
+        if pass_within(&w, 3).await.activated {
+            activated = true;
+            break;
+        }
+    }
+    assert!(activated, "still {:?} after 3 passes", w.status());
+    assert_eq!(w.status(), BackupStatus::Active);
+    // Every commit up to the cursor is in a log object and the differential
+    // names a commit the logs reach.
+    let cursor = w.cursor().expect("a cursor");
+    let differential = String::from_utf8(w.body("differential")).expect("hex");
+    let at = u64::from_str_radix(&differential[..16], 16).expect("a version");
+    assert!(at <= cursor, "differential {at} beyond the cursor {cursor}");
+    w.kv.stop_busy(w.db);
+    // Once the writer stops, a pass drains the rest.
+    pass_within(&w, 3).await;
+    let head = w.kv.head(w.db).await.expect("head");
+    assert_eq!(w.cursor(), Some(head));
+}

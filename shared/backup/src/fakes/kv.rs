@@ -25,6 +25,11 @@ struct Db {
     live: BTreeMap<Vec<u8>, Entry>,
     /// Commits to make right after the next page of the snapshot scan is read.
     during_scan: Vec<Vec<(String, Option<String>)>>,
+    /// A writer that never stops: one more commit before every read of the
+    /// change log (the engine never finds it caught up).
+    busy: bool,
+    /// Commits the busy writer made.
+    busy_commits: u64,
 }
 
 impl Db {
@@ -125,6 +130,19 @@ impl FakeKv {
             .push(owned(ops));
     }
 
+    /// From now on a writer commits once before every read of the change log,
+    /// setting `busy/<n>` to `n`: a database busier than the engine can drain.
+    pub fn keep_busy(&self, database: Uuid) {
+        lock(&self.dbs).entry(database).or_default().busy = true;
+    }
+
+    /// Stops the busy writer.
+    pub fn stop_busy(&self, database: Uuid) {
+        if let Some(db) = lock(&self.dbs).get_mut(&database) {
+            db.busy = false;
+        }
+    }
+
     /// What the engine asked, in order.
     pub fn calls(&self) -> Vec<&'static str> {
         lock(&self.calls).clone()
@@ -153,10 +171,15 @@ impl ChangeSource for FakeKv {
     ) -> KvResult<Vec<LoggedCommit>> {
         self.called("change_log");
         let max_commits = max_commits.max(1);
-        let dbs = lock(&self.dbs);
-        let Some(db) = dbs.get(&database) else {
+        let mut dbs = lock(&self.dbs);
+        let Some(db) = dbs.get_mut(&database) else {
             return Ok(Vec::new());
         };
+        if db.busy {
+            db.busy_commits += 1;
+            let n = db.busy_commits.to_string();
+            db.commit(&[(format!("busy/{n}"), Some(n))]);
+        }
         let mut bytes = 0usize;
         let mut out: Vec<LoggedCommit> = Vec::new();
         for commit in db.log.range(after.saturating_add(1)..).map(|(_, c)| c) {
