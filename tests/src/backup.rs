@@ -24,6 +24,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use subkv_dynamo_kv::{DynamoKv, WriteOutcome};
 use subkv_kv::backup_format::Object;
 use uuid::Uuid;
 
@@ -723,6 +724,49 @@ pub async fn kv_database(name: &str) -> KvDatabase {
     let id = db["id"].as_str().expect("database id").to_string();
     let url = format!("{}/databases/{id}/connect", api_url());
     KvDatabase { org, id, url }
+}
+
+/// The KV engine on the emulator's tables, as the data-plane functions use it:
+/// commits that bypass KV Connect (faster, and exactly the engine's commit path).
+pub async fn kv() -> DynamoKv {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    DynamoKv::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        env_or("SUBKV_KV_DATA_TABLE", subkv_dynamo_kv::DEFAULT_DATA_TABLE),
+        env_or("SUBKV_KV_LOG_TABLE", subkv_dynamo_kv::DEFAULT_LOG_TABLE),
+        3600,
+    )
+}
+
+/// A one-part string key in denokv's key encoding.
+pub fn key(name: &str) -> Vec<u8> {
+    let mut k = vec![0x02];
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Commits `name = value` (bytes) or, with None, deletes `name`; returns the
+/// versionstamp (20 hex).
+pub async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
+    let mutation = denokv_proto::Mutation {
+        key: key(name),
+        kind: match value {
+            Some(v) => denokv_proto::MutationKind::Set(denokv_proto::KvValue::Bytes(v.to_vec())),
+            None => denokv_proto::MutationKind::Delete,
+        },
+        expire_at: None,
+    };
+    let write = denokv_proto::AtomicWrite {
+        checks: vec![],
+        mutations: vec![mutation],
+        enqueues: vec![],
+    };
+    let db_id = Uuid::parse_str(&db.id).expect("database id");
+    match store.atomic_write(db_id, &write).await.expect("commit") {
+        WriteOutcome::Committed(vs) => hex::encode(vs),
+        other => panic!("commit refused: {other:?}"),
+    }
 }
 
 /// The `EnableBackup` body for a bucket in the emulator's S3.

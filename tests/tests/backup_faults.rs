@@ -9,58 +9,14 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use subkv_dynamo_kv::{DynamoKv, WriteOutcome};
 use subkv_e2e::backup::{
-    assert_same_state, dump, emulator_url, enable_backup, fresh_bucket, get_backup, kv_database,
-    list_keys, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
+    assert_same_state, commit, dump, emulator_url, enable_backup, fresh_bucket, get_backup, kv,
+    kv_database, list_keys, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
 use subkv_e2e::{api_url, post};
-use uuid::Uuid;
 
 const PREFIX: &str = "faults/";
-
-async fn kv() -> DynamoKv {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    DynamoKv::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        env("SUBKV_KV_DATA_TABLE", subkv_dynamo_kv::DEFAULT_DATA_TABLE),
-        env("SUBKV_KV_LOG_TABLE", subkv_dynamo_kv::DEFAULT_LOG_TABLE),
-        3600,
-    )
-}
-
-/// A one-part string key in denokv's key encoding.
-fn key(name: &str) -> Vec<u8> {
-    let mut k = vec![0x02];
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
-}
-
-/// Commits `name = value` (bytes) or, with None, deletes `name`; returns the
-/// versionstamp (20 hex).
-async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
-    let mutation = denokv_proto::Mutation {
-        key: key(name),
-        kind: match value {
-            Some(v) => denokv_proto::MutationKind::Set(denokv_proto::KvValue::Bytes(v.to_vec())),
-            None => denokv_proto::MutationKind::Delete,
-        },
-        expire_at: None,
-    };
-    let write = denokv_proto::AtomicWrite {
-        checks: vec![],
-        mutations: vec![mutation],
-        enqueues: vec![],
-    };
-    let db_id = Uuid::parse_str(&db.id).expect("database id");
-    match store.atomic_write(db_id, &write).await.expect("commit") {
-        WriteOutcome::Committed(vs) => hex::encode(vs),
-        other => panic!("commit refused: {other:?}"),
-    }
-}
 
 /// Enables a backup of `db` whose endpoint is `endpoint`, signed with `access_key_id`.
 async fn enable_at(db: &KvDatabase, endpoint: &str, access_key_id: &str, bucket: &str) -> String {

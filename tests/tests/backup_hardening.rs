@@ -1,0 +1,153 @@
+//! The backup engine under production conditions (issue 11), on the local stack,
+//! restored with the real `denokv`:
+//! - a database under continuous writes (several concurrent writers, at least 50
+//!   commits per second) from before a backup is enabled until after it is active
+//!   still becomes `active` within [`ACTIVE_WITHIN`], and restores exactly.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subkv_e2e::backup::{
+    assert_same_state, commit, dump, enable_backup, fresh_bucket, get_backup, kv, kv_database,
+    poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
+};
+
+const PREFIX: &str = "hardening/";
+
+/// Concurrent writers, and the rate each aims at.
+const WRITERS: u64 = 4;
+const PER_WRITER_PER_SECOND: u64 = 25;
+/// The rate the writers must sustain for the test to mean anything.
+const MIN_COMMITS_PER_SECOND: f64 = 50.0;
+/// How long a busy database may take to become active on the local stack (its
+/// snapshot chunks are 8 items; the catch-up runs every 2 s).
+const ACTIVE_WITHIN: Duration = Duration::from_secs(90);
+
+/// Writers committing to `db` until told to stop: sets and deletes over a small
+/// keyspace per writer, paced at [`PER_WRITER_PER_SECOND`].
+struct Writers {
+    stop: Arc<AtomicBool>,
+    commits: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<String>>,
+    started: Instant,
+}
+
+impl Writers {
+    async fn start(db: &KvDatabase) -> Self {
+        let store = Arc::new(kv().await);
+        let stop = Arc::new(AtomicBool::new(false));
+        let commits = Arc::new(AtomicU64::new(0));
+        let tasks = (0..WRITERS)
+            .map(|w| {
+                let (store, stop, commits) = (store.clone(), stop.clone(), commits.clone());
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut pace =
+                        tokio::time::interval(Duration::from_millis(1000 / PER_WRITER_PER_SECOND));
+                    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut last = String::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        pace.tick().await;
+                        let name = format!("w{w}/{:02}", n % 40);
+                        let value = format!("{w}:{n}");
+                        let value = (n % 7 != 6).then_some(value.as_bytes());
+                        let vs = commit(&store, &db, &name, value).await;
+                        last = last.max(vs);
+                        commits.fetch_add(1, Ordering::Relaxed);
+                        n += 1;
+                    }
+                    last
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            commits,
+            tasks,
+            started: Instant::now(),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more commits were made than now.
+    async fn wait_more(&self, n: u64) {
+        let target = self.count() + n;
+        poll(
+            &format!("{n} more commits"),
+            DEADLINE,
+            Duration::from_millis(50),
+            || async {
+                let count = self.count();
+                if count >= target {
+                    Ok(())
+                } else {
+                    Err(format!("{count} of {target}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Stops them; returns the newest versionstamp and the rate they sustained.
+    async fn stop(self) -> (String, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut last = String::new();
+        for task in self.tasks {
+            last = last.max(task.await.expect("writer"));
+        }
+        (last, self.commits.load(Ordering::Relaxed) as f64 / elapsed)
+    }
+}
+
+#[tokio::test]
+async fn a_busy_database_becomes_active_and_restores_exactly() {
+    let db = kv_database("hardening-busy").await;
+    let bucket = fresh_bucket("busy").await;
+    let writers = Writers::start(&db).await;
+    writers.wait_more(100).await;
+
+    let backup = enable_backup(&db, &bucket, PREFIX).await;
+    let enabled = Instant::now();
+    let active = poll(
+        "the backup of a busy database becomes active",
+        ACTIVE_WITHIN,
+        Duration::from_millis(500),
+        || async {
+            let status = get_backup(&db.org.token, &backup).await["status"].clone();
+            match status["code"].as_str() {
+                Some("active") => Ok(status),
+                Some("failed") => panic!("backup failed: {status}"),
+                _ => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
+    let to_active = enabled.elapsed();
+    // Still writing after it became active.
+    writers.wait_more(50).await;
+    let (last, rate) = writers.stop().await;
+    eprintln!(
+        "{rate:.0} commits/s from {WRITERS} writers; active after {to_active:?} ({active}); \
+         last commit {last}"
+    );
+    assert!(
+        rate >= MIN_COMMITS_PER_SECOND,
+        "the writers sustained only {rate:.1} commits/s"
+    );
+
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+    let restore = Restore::new(&bucket, &format!("{PREFIX}{}/", db.id));
+    restore.sync();
+    assert_eq!(restore.current(), last);
+    restore.checkout(&last);
+    assert_same_state(
+        "a busy database restored",
+        &dump(&db.url, &db.org.token),
+        &restore.dump(),
+    );
+}
