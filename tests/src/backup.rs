@@ -26,6 +26,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use subkv_dynamo_kv::{DynamoKv, WriteOutcome};
 use subkv_kv::backup_format::Object;
+use subkv_kv::error::KvError;
 use uuid::Uuid;
 
 /// How long a restore step may take before the test gives up (a sync, a server
@@ -747,7 +748,8 @@ pub fn key(name: &str) -> Vec<u8> {
 }
 
 /// Commits `name = value` (bytes) or, with None, deletes `name`; returns the
-/// versionstamp (20 hex).
+/// versionstamp (20 hex). A 503-class answer (`Unavailable`: contention or a busy
+/// store) is retried, as Deno's client retries a 503.
 pub async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option<&[u8]>) -> String {
     let mutation = denokv_proto::Mutation {
         key: key(name),
@@ -763,9 +765,16 @@ pub async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option
         enqueues: vec![],
     };
     let db_id = Uuid::parse_str(&db.id).expect("database id");
-    match store.atomic_write(db_id, &write).await.expect("commit") {
-        WriteOutcome::Committed(vs) => hex::encode(vs),
-        other => panic!("commit refused: {other:?}"),
+    let started = Instant::now();
+    loop {
+        match store.atomic_write(db_id, &write).await {
+            Ok(WriteOutcome::Committed(vs)) => return hex::encode(vs),
+            Ok(other) => panic!("commit refused: {other:?}"),
+            Err(KvError::Unavailable(why)) if started.elapsed() < DEADLINE => {
+                eprintln!("commit of {name}: {why}; retrying as a client would");
+            }
+            Err(e) => panic!("commit of {name}: {e:?}"),
+        }
     }
 }
 
