@@ -11,6 +11,7 @@
 //! | `snapAfter` (B) | data-table sort key the snapshot scan continues after |
 //! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `logCursor >= snapEnd` |
 //! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
+//! | `fwdLease` (N), `fwdOwner` (S) | which pass may write log objects, until when (ms) |
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
 //! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty |
 //!
@@ -152,6 +153,21 @@ pub trait Progress: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<Update, StoreError>;
+
+    /// Takes (or renews) the forwarding lease: one pass at a time writes a
+    /// backup's log objects, so racing passes (a stream delivery and the
+    /// catch-up) do not write the same commits twice. Lost while another owner
+    /// holds it and it has not run out.
+    async fn take_forwarding(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError>;
+
+    /// Gives the forwarding lease back (only its owner can).
+    async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError>;
 
     /// Records that chunk `seq` of `generation` is in the bucket and where the
     /// scan stands: only by the lease's owner, at that generation and chunk.
@@ -454,6 +470,32 @@ impl Progress for DynamoProgress {
             "SET snapLease = :until, snapLeaseOwner = :o",
             "attribute_exists(pk) AND (attribute_not_exists(snapLease) OR snapLease < :now OR snapLeaseOwner = :o)",
             vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
+        )
+        .await
+    }
+
+    async fn take_forwarding(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "SET fwdLease = :until, fwdOwner = :o",
+            "attribute_exists(pk) AND (attribute_not_exists(fwdLease) OR fwdLease < :now OR fwdOwner = :o)",
+            vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
+        )
+        .await
+    }
+
+    async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "REMOVE fwdLease, fwdOwner",
+            "fwdOwner = :o",
+            vec![(":o", s(owner))],
         )
         .await
     }

@@ -86,6 +86,10 @@ pub struct EngineConfig {
     /// [`Self::lease_margin`].
     pub lease: Duration,
     pub lease_margin: Duration,
+    /// How long a pass that holds the forwarding lease goes on forwarding a
+    /// database that keeps committing (other deliveries for it end at once
+    /// meanwhile) before it hands over to the next delivery.
+    pub hot_pass: Duration,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +101,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(120),
             // Longer than a put may take (the S3 client's operation timeout).
             lease_margin: Duration::from_secs(40),
+            hot_pass: Duration::from_secs(5),
         }
     }
 }
@@ -180,8 +185,43 @@ impl Engine {
     }
 
     /// Brings one backup as far forward as it can go before `deadline`.
+    ///
+    /// Log objects are written under the backup's forwarding lease, so that
+    /// racing passes (a stream delivery and the catch-up, or two deliveries) do
+    /// not write the same commits twice: a pass that finds the lease taken ends
+    /// at once. The holder gives it back when it has caught up, then looks at the
+    /// change log once more — the commits of a delivery that ended at once are
+    /// there — and goes on while there are more, for at most
+    /// [`EngineConfig::hot_pass`].
     pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
+        let started = Instant::now();
         let mut report = Report::default();
+        loop {
+            let mut forwarding = false;
+            let result = self.run(at, deadline, &mut report, &mut forwarding).await;
+            if forwarding {
+                // Lost only if it ran out meanwhile; either way it is not ours now.
+                let _: Update = self.progress.release_forwarding(at, &self.owner).await?;
+            }
+            result?;
+            if !forwarding
+                || started.elapsed() >= self.config.hot_pass
+                || Instant::now() >= deadline
+                || !self.more_to_forward(at).await?
+            {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Steps until the backup is done for now, faulted, or out of time.
+    async fn run(
+        &self,
+        at: &Locator,
+        deadline: Instant,
+        report: &mut Report,
+        forwarding: &mut bool,
+    ) -> Result<(), EngineError> {
         while Instant::now() < deadline {
             let Some(state) = self.progress.load(at).await? else {
                 break; // disabled: nothing more is written
@@ -192,23 +232,41 @@ impl Engine {
             let sink = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
-                    self.fault(at, fault, &mut report).await?;
+                    self.fault(at, fault, report).await?;
                     break;
                 }
             };
             match self
-                .step(at, &state, sink.as_ref(), deadline, &mut report)
+                .step(at, &state, sink.as_ref(), deadline, report, forwarding)
                 .await?
             {
                 Step::Again => continue,
                 Step::Done => break,
                 Step::Fault(fault) => {
-                    self.fault(at, fault, &mut report).await?;
+                    self.fault(at, fault, report).await?;
                     break;
                 }
             }
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Whether the change log holds commits after the backup's cursor.
+    async fn more_to_forward(&self, at: &Locator) -> Result<bool, EngineError> {
+        let Some(state) = self.progress.load(at).await? else {
+            return Ok(false);
+        };
+        if matches!(state.record.status, BackupStatus::Failed { .. }) {
+            return Ok(false);
+        }
+        let Some(cursor) = state.cursor else {
+            return Ok(false);
+        };
+        let next = self
+            .source
+            .change_log(at.database_id, cursor, 1, usize::MAX)
+            .await?;
+        Ok(!next.is_empty())
     }
 
     async fn step(
@@ -218,6 +276,7 @@ impl Engine {
         sink: &dyn ObjectSink,
         deadline: Instant,
         report: &mut Report,
+        forwarding: &mut bool,
     ) -> Result<Step, EngineError> {
         let Some(cursor) = state.cursor else {
             // The first snapshot begins: logs start after the head as it is now,
@@ -254,6 +313,29 @@ impl Engine {
             )
             .await?;
         if !commits.is_empty() {
+            if !*forwarding {
+                let now = now_ms();
+                let left = deadline.saturating_duration_since(Instant::now());
+                let until = now + (left + self.config.lease_margin).as_millis() as i64;
+                match self
+                    .progress
+                    .take_forwarding(at, &self.owner, now, until)
+                    .await?
+                {
+                    // Read again under the lease: the last holder may have
+                    // written these commits already.
+                    Update::Applied => {
+                        *forwarding = true;
+                        return Ok(Step::Again);
+                    }
+                    // Another pass is writing this backup's logs; it looks again
+                    // once it has caught up.
+                    Update::Lost => {
+                        tracing::debug!(backup = %at.backup_id, "another pass holds the forwarding lease");
+                        return Ok(Step::Done);
+                    }
+                }
+            }
             // A page that stopped at a limit has more behind it; otherwise the pass
             // has caught up with what existed when it looked, and an active backup's
             // pass ends there (later commits come with their own deliveries), so a

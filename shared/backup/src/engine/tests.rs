@@ -23,6 +23,7 @@ struct World {
 fn world() -> World {
     world_with(EngineConfig {
         snapshot_items_per_chunk: 2,
+        hot_pass: Duration::from_millis(200),
         ..EngineConfig::default()
     })
 }
@@ -743,4 +744,48 @@ async fn a_busy_database_becomes_active_while_writes_continue() {
     pass_within(&w, 3).await;
     let head = w.kv.head(w.db).await.expect("head");
     assert_eq!(w.cursor(), Some(head));
+}
+
+#[tokio::test]
+async fn no_log_is_written_while_another_pass_holds_the_forwarding_lease() {
+    // Issue 11, item 8: racing passes wrote the same commits twice.
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    let v = w.commit(&[("b", Some("2"))]);
+    let before = w.bucket.keys().len();
+    w.progress
+        .hold_forwarding(&w.at, "another pass", now_ms() + 60_000);
+    let report = w.pass().await;
+    assert_eq!(report, Report::default());
+    assert_eq!(w.bucket.keys().len(), before, "{:?}", w.keys_since(before));
+    assert!(w.cursor() < Some(v));
+    // Once that lease has run out, the next pass writes the commit, once.
+    w.progress
+        .hold_forwarding(&w.at, "another pass", now_ms() - 1);
+    let report = w.pass().await;
+    assert_eq!(report.objects_written, 1, "{report:?}");
+    assert_eq!(w.cursor(), Some(v));
+    assert_eq!(w.keys_since(before).len(), 1);
+    // ... and gives the lease back.
+    assert!(w.item().forwarding.is_none(), "{:?}", w.item().forwarding);
+}
+
+#[tokio::test]
+async fn the_lease_holder_looks_again_after_giving_it_back() {
+    // A delivery that found the lease taken ended at once: its commit must be
+    // forwarded by the holder, not wait for the next catch-up.
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    w.commit(&[("b", Some("2"))]);
+    let reads = w.kv.calls().iter().filter(|c| **c == "change_log").count() as u64;
+    // The holder reads (1) and takes the lease, reads again under it and
+    // forwards (2), gives the lease back and looks again (3): the other
+    // delivery's commit lands just before that last look.
+    let late = reads + 3;
+    w.kv.commit_on_read(w.db, late, &[("c", Some("3"))]);
+    let report = w.pass().await;
+    let head = w.kv.head(w.db).await.expect("head");
+    assert_eq!(w.cursor(), Some(head), "{report:?}");
+    assert_eq!(report.commits_forwarded, 2, "{report:?}");
+    assert_eq!(report.objects_written, 2, "{report:?}");
 }

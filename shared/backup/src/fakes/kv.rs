@@ -30,6 +30,9 @@ struct Db {
     busy: bool,
     /// Commits the busy writer made.
     busy_commits: u64,
+    /// Reads of the change log so far, and commits to make before a given read.
+    reads: u64,
+    on_read: BTreeMap<u64, Vec<(String, Option<String>)>>,
 }
 
 impl Db {
@@ -136,6 +139,16 @@ impl FakeKv {
         lock(&self.dbs).entry(database).or_default().busy = true;
     }
 
+    /// `ops` are committed right before the `read`-th read (from 1) of the change
+    /// log: a commit that lands at a chosen moment of a pass.
+    pub fn commit_on_read(&self, database: Uuid, read: u64, ops: &[Op<'_>]) {
+        lock(&self.dbs)
+            .entry(database)
+            .or_default()
+            .on_read
+            .insert(read, owned(ops));
+    }
+
     /// Stops the busy writer.
     pub fn stop_busy(&self, database: Uuid) {
         if let Some(db) = lock(&self.dbs).get_mut(&database) {
@@ -175,6 +188,10 @@ impl ChangeSource for FakeKv {
         let Some(db) = dbs.get_mut(&database) else {
             return Ok(Vec::new());
         };
+        db.reads += 1;
+        if let Some(ops) = db.on_read.remove(&db.reads) {
+            db.commit(&ops);
+        }
         if db.busy {
             db.busy_commits += 1;
             let n = db.busy_commits.to_string();

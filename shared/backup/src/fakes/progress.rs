@@ -25,6 +25,8 @@ pub struct Item {
     pub lease: Option<i64>,
     pub lease_owner: Option<String>,
     pub stale: Option<Stale>,
+    /// The forwarding lease: until when (ms), and whose.
+    pub forwarding: Option<(i64, String)>,
 }
 
 #[derive(Default)]
@@ -69,6 +71,7 @@ impl FakeProgress {
                 lease: None,
                 lease_owner: None,
                 stale: None,
+                forwarding: None,
             },
         );
         at
@@ -90,6 +93,13 @@ impl FakeProgress {
         if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
             item.lease = Some(until_ms);
             item.lease_owner = Some(owner.to_string());
+        }
+    }
+
+    /// Another pass holds the forwarding lease until `until_ms`.
+    pub fn hold_forwarding(&self, at: &Locator, owner: &str, until_ms: i64) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            item.forwarding = Some((until_ms, owner.to_string()));
         }
     }
 
@@ -277,6 +287,43 @@ impl Progress for FakeProgress {
             |item| {
                 item.lease = Some(until_ms);
                 item.lease_owner = Some(owner.to_string());
+                Ok(())
+            },
+        )
+    }
+
+    async fn take_forwarding(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "take_forwarding",
+            at,
+            |item| match &item.forwarding {
+                None => true,
+                Some((until, holder)) => *until < now_ms || holder == owner,
+            },
+            |item| {
+                item.forwarding = Some((until_ms, owner.to_string()));
+                Ok(())
+            },
+        )
+    }
+
+    async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError> {
+        self.update(
+            "release_forwarding",
+            at,
+            |item| {
+                item.forwarding
+                    .as_ref()
+                    .is_some_and(|(_, holder)| holder == owner)
+            },
+            |item| {
+                item.forwarding = None;
                 Ok(())
             },
         )
