@@ -778,6 +778,39 @@ pub async fn commit(store: &DynamoKv, db: &KvDatabase, name: &str, value: Option
     }
 }
 
+/// Deletes `db`'s change records after `version`, as the change log's TTL does
+/// once they are older than its retention.
+pub async fn expire_change_records_after(db: &KvDatabase, version: u64) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = std::env::var("SUBKV_KV_LOG_TABLE")
+        .unwrap_or_else(|_| subkv_dynamo_kv::DEFAULT_LOG_TABLE.into());
+    let mut after = version.to_be_bytes().to_vec();
+    after.extend_from_slice(&[0xff, 0xff]);
+    let page = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk AND sk > :after")
+        .expression_attribute_values(":pk", AttributeValue::S(db.id.clone()))
+        .expression_attribute_values(":after", AttributeValue::B(after.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query the change log");
+    for item in page.items() {
+        client
+            .delete_item()
+            .table_name(&table)
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .send()
+            .await
+            .expect("expire a change record");
+    }
+    page.items().len()
+}
+
 /// The `EnableBackup` body for a bucket in the emulator's S3.
 pub fn emulator_backup_body(bucket: &str, prefix: &str) -> Value {
     json!({

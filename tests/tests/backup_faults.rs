@@ -10,8 +10,9 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 use subkv_e2e::backup::{
-    assert_same_state, commit, dump, emulator_url, enable_backup, fresh_bucket, get_backup, kv,
-    kv_database, list_keys, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
+    assert_same_state, commit, dump, emulator_url, enable_backup, expire_change_records_after,
+    fresh_bucket, get_backup, kv, kv_database, list_keys, poll, wait_backed_up, KvDatabase,
+    Restore, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
 use subkv_e2e::{api_url, post};
@@ -326,39 +327,6 @@ async fn a_disabled_backup_gets_nothing_more() {
     let other_last = commit(&store, &other, "x", Some(b"1")).await;
     wait_backed_up(&other.org.token, &other_backup, &other_last, DEADLINE).await;
     assert_eq!(list_keys(&bucket, &root(&db)).await, objects);
-}
-
-/// Deletes `db`'s change records after `version`, as the change log's TTL does
-/// once they are older than its retention.
-async fn expire_change_records_after(db: &KvDatabase, version: u64) -> usize {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = std::env::var("SUBKV_KV_LOG_TABLE")
-        .unwrap_or_else(|_| subkv_dynamo_kv::DEFAULT_LOG_TABLE.into());
-    let mut after = version.to_be_bytes().to_vec();
-    after.extend_from_slice(&[0xff, 0xff]);
-    let page = client
-        .query()
-        .table_name(&table)
-        .key_condition_expression("pk = :pk AND sk > :after")
-        .expression_attribute_values(":pk", AttributeValue::S(db.id.clone()))
-        .expression_attribute_values(":after", AttributeValue::B(after.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("query the change log");
-    for item in page.items() {
-        client
-            .delete_item()
-            .table_name(&table)
-            .key("pk", item["pk"].clone())
-            .key("sk", item["sk"].clone())
-            .send()
-            .await
-            .expect("expire a change record");
-    }
-    page.items().len()
 }
 
 #[tokio::test]

@@ -2,15 +2,18 @@
 //! restored with the real `denokv`:
 //! - a database under continuous writes (several concurrent writers) from before a
 //!   backup is enabled until after it is active still becomes `active` within
-//!   [`ACTIVE_WITHIN`], and restores exactly.
+//!   [`ACTIVE_WITHIN`], and restores exactly;
+//! - right after a re-snapshot, before any new commit, a fresh restore works and
+//!   equals the database (`denokv pitr checkout` used to fail there).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkv_e2e::backup::{
-    assert_same_state, commit, dump, enable_backup, fresh_bucket, get_backup, kv, kv_database,
-    poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
+    assert_same_state, commit, dump, emulator_url, enable_backup, expire_change_records_after,
+    fresh_bucket, get_backup, kv, kv_database, poll, wait_backed_up, KvDatabase, Restore, DEADLINE,
 };
+use subkv_e2e::fault_proxy::{Fault, FaultProxy};
 
 const PREFIX: &str = "hardening/";
 
@@ -156,4 +159,72 @@ async fn a_busy_database_becomes_active_and_restores_exactly() {
         &dump(&db.url, &db.org.token),
         &restore.dump(),
     );
+}
+
+#[tokio::test]
+async fn right_after_a_re_snapshot_an_idle_database_restores() {
+    // Issue 11, item 7: after a re-snapshot no log holds the differential's
+    // commit; with no commit since, `denokv pitr checkout` failed.
+    let upstream = emulator_url().trim_start_matches("http://").to_string();
+    let proxy = FaultProxy::start(upstream).await;
+    let store = kv().await;
+    let db = kv_database("hardening-idle-resnapshot").await;
+    let bucket = fresh_bucket("idle-resnap").await;
+    let reply = subkv_e2e::post(
+        &format!("/v1/databases/{}/database_backups", db.id),
+        &db.org.token,
+        serde_json::json!({
+            "kind": "s3", "endpoint": proxy.endpoint(), "bucketName": bucket,
+            "bucketRegion": "us-east-1", "accessKeyId": "idle-key",
+            "secretAccessKey": "fault-secret", "prefix": PREFIX,
+        }),
+    )
+    .await;
+    let backup = reply.assert_ok()["id"].as_str().expect("id").to_string();
+    wait_backed_up(&db.org.token, &backup, "00000000000000000000", DEADLINE).await;
+    commit(&store, &db, "gone", Some(b"1")).await;
+    let backed_up = commit(&store, &db, "kept", Some(b"1")).await;
+    wait_backed_up(&db.org.token, &backup, &backed_up, DEADLINE).await;
+
+    // The next commits' log object cannot be written until their change records
+    // expired: the engine re-snapshots.
+    let cursor = u64::from_str_radix(&backed_up[..16], 16).expect("versionstamp");
+    let next_object: &'static str = Box::leak(format!("_{:016x}_", cursor + 1).into_boxed_str());
+    proxy.set("idle-key", Fault::FailWhere(next_object));
+    commit(&store, &db, "gone", None).await;
+    commit(&store, &db, "kept", Some(b"2")).await;
+    poll(
+        "the failing store is noticed",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let status = get_backup(&db.org.token, &backup).await["status"].clone();
+            match status["lastError"].as_str() {
+                Some(e) if e.contains("SlowDown") => Ok(()),
+                _ => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(expire_change_records_after(&db, cursor).await, 2);
+    let differential = hex::encode(subkv_kv::model::versionstamp(cursor + 2));
+    wait_backed_up(&db.org.token, &backup, &differential, DEADLINE).await;
+
+    // No commit since the re-snapshot: a fresh restore, and a checkout of where
+    // it stands.
+    let restore = Restore::new(&bucket, &format!("{PREFIX}{}/", db.id));
+    restore.sync();
+    let current = restore.current();
+    eprintln!(
+        "after the re-snapshot the copy stands at {current}; list {:?}",
+        restore.list()
+    );
+    restore.checkout(&current);
+    let restored = restore.dump();
+    assert_same_state(
+        "idle after a re-snapshot",
+        &dump(&db.url, &db.org.token),
+        &restored,
+    );
+    assert!(!restored.to_string().contains("\"gone\""), "{restored}");
 }

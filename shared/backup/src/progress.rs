@@ -9,6 +9,7 @@
 //! | `snapGen` (N) | snapshot generation (1, then +1 per re-snapshot) |
 //! | `snapSeq` (N) | next snapshot chunk index |
 //! | `snapAfter` (B) | data-table sort key the snapshot scan continues after |
+//! | `snapStart` (N) | the head when the generation began (logs hold what follows) |
 //! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `logCursor >= snapEnd` |
 //! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
 //! | `fwdLease` (N), `fwdOwner` (S) | which pass may write log objects, until when (ms) |
@@ -46,6 +47,9 @@ pub struct SnapshotProgress {
     pub seq: u64,
     pub after: Option<Vec<u8>>,
     pub end: Option<u64>,
+    /// The head when the generation began (its logs hold the commits after it);
+    /// None for a generation begun before this was recorded.
+    pub start: Option<u64>,
 }
 
 /// What a re-snapshot leaves of the earlier generation in the bucket: snapshot
@@ -342,6 +346,7 @@ impl Progress for DynamoProgress {
                     .and_then(|v| v.as_b().ok())
                     .map(|b| b.as_ref().to_vec()),
                 end: get_n(&item, "snapEnd"),
+                start: get_n(&item, "snapStart"),
             },
             stale: match (
                 get_n(&item, "staleGen"),
@@ -374,8 +379,9 @@ impl Progress for DynamoProgress {
             (":pending", status_value(&BackupStatus::Pending)?),
             (":pcode", s("pending")),
         ];
-        let mut expression =
-            String::from("SET logCursor = :h, snapGen = :g, snapSeq = :zero, #st = :pending");
+        let mut expression = String::from(
+            "SET logCursor = :h, snapStart = :h, snapGen = :g, snapSeq = :zero, #st = :pending",
+        );
         let condition = match expected {
             None => "attribute_not_exists(logCursor) AND #st.#code = :pcode",
             Some(c) => {

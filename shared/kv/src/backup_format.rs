@@ -62,7 +62,8 @@
 
 use crate::model::{versionstamp, Entry};
 use denokv_proto::backup::{
-    BackupKvPair, BackupMutationRange, BackupReplicationLogEntry, BackupSnapshotRange,
+    BackupKvMutationKind, BackupKvPair, BackupMutationRange, BackupReplicationLogEntry,
+    BackupSnapshotRange,
 };
 use prost::Message;
 use uuid::Uuid;
@@ -310,6 +311,34 @@ pub fn emptied_log_body() -> Vec<u8> {
         timestamp_ms: 0,
     }
     .encode_to_vec()
+}
+
+/// A log object holding one marker commit at `version`: a single entry, the deletion
+/// of the empty key (no Deno KV key is empty, so applying it changes nothing), with
+/// the commit's last index. Written before the `differential` when no log object
+/// holds the differential's own commit, so that the reader's first sync, which
+/// replays the logs from the start up to the first commit end at or after the
+/// differential, has one to end at.
+pub fn differential_marker(
+    prefix: &str,
+    database: Uuid,
+    version: u64,
+    timestamp_ms: u64,
+) -> Result<Object, FormatError> {
+    let entry = BackupReplicationLogEntry {
+        versionstamp: versionstamp12(version, COMMIT_END).to_vec(),
+        kind: BackupKvMutationKind::MkClear as i32,
+        key: Vec::new(),
+        value: Vec::new(),
+        value_encoding: 0,
+        expire_at_ms: 0,
+    };
+    let commit = Commit {
+        version,
+        timestamp_ms,
+        entries: vec![entry],
+    };
+    log_object(prefix, database, vec![commit])?.ok_or(FormatError::OpenCommit { version, found: 0 })
 }
 
 /// The `differential` object: the snapshot plus the logs are consistent from commit

@@ -394,6 +394,24 @@ impl Engine {
         sink: &dyn ObjectSink,
         report: &mut Report,
     ) -> Result<Step, EngineError> {
+        if state.snapshot.start == Some(cursor) {
+            // No commit was forwarded in this generation, so no log object holds the
+            // differential's own commit (after a re-snapshot, the earlier logs are
+            // emptied): denokv's first sync would then replay no entry at all and
+            // end at no commit (`pitr info` and `checkout` fail). A marker commit at
+            // the differential gives it the end to stop at: one entry, the deletion
+            // of the empty key, which no Deno KV key is (issue 11, item 7).
+            let marker = format::differential_marker(
+                &state.record.prefix,
+                at.database_id,
+                cursor,
+                now_ms() as u64,
+            )?;
+            self.progress.ledger_put(at, &marker.key).await?;
+            if let Err(fault) = sink.put(&marker.key, marker.body).await {
+                return Ok(Step::Fault(fault));
+            }
+        }
         let object = format::differential_object(&state.record.prefix, at.database_id, cursor);
         if let Err(fault) = sink.put(&object.key, object.body).await {
             return Ok(Step::Fault(fault));

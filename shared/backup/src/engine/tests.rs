@@ -175,9 +175,19 @@ async fn a_pending_backup_goes_snapshot_chunks_then_differential_then_active() {
             snapshot_key(1, 0),
             snapshot_key(1, 1),
             snapshot_key(1, 2),
+            marker_key(head),
             "differential".into()
         ]
     );
+    // The marker: one commit end at the differential, deleting the empty key.
+    let marker = decode_log(&w.body(&marker_key(head)));
+    assert_eq!(marker.entries.len(), 1);
+    assert_eq!(
+        marker.entries[0].versionstamp,
+        versionstamp12(head, COMMIT_END)
+    );
+    assert!(marker.entries[0].key.is_empty());
+    assert_eq!(marker.entries[0].kind, BackupKvMutationKind::MkClear as i32);
     let mut snapshot: Vec<_> = (0..3)
         .flat_map(|seq| decode_snapshot(&w.body(&snapshot_key(1, seq))))
         .collect();
@@ -209,7 +219,11 @@ async fn a_pending_backup_goes_snapshot_chunks_then_differential_then_active() {
         Some(hex::encode(versionstamp(head)).as_str())
     );
     assert_eq!(item.lease_owner, None, "activation releases the lease");
-    assert!(w.progress.ledger(&w.at).is_empty(), "no log object yet");
+    assert_eq!(
+        w.progress.ledger(&w.at),
+        [format!("{}{}", w.root(), marker_key(head))],
+        "only the marker, ledgered like any log object"
+    );
 }
 
 #[tokio::test]
@@ -218,7 +232,11 @@ async fn an_empty_database_gets_one_empty_chunk_and_its_differential() {
     w.pass().await;
     assert_eq!(
         w.keys_since(0),
-        [snapshot_key(1, 0), "differential".to_string()]
+        [
+            snapshot_key(1, 0),
+            marker_key(0),
+            "differential".to_string()
+        ]
     );
     assert!(decode_snapshot(&w.body(&snapshot_key(1, 0))).is_empty());
     assert_eq!(w.body("differential"), differential(0));
@@ -321,9 +339,13 @@ async fn commits_after_the_cursor_become_one_log_object_per_pass() {
         item.record.last_versionstamp,
         Some(hex::encode(versionstamp(last)))
     );
+    // The activation's marker (no commit had been forwarded then), then the object.
     assert_eq!(
         w.progress.ledger(&w.at),
-        [format!("{}{expected}", w.root())],
+        [
+            format!("{}{}", w.root(), marker_key(1)),
+            format!("{}{expected}", w.root())
+        ],
         "every log object is ledgered"
     );
 }
@@ -397,6 +419,13 @@ async fn fell_behind() -> World {
     w
 }
 
+/// The marker log object at `version` (written before a differential that no log
+/// object reaches), relative to the root.
+fn marker_key(version: u64) -> String {
+    let vs = hex::encode(versionstamp12(version, COMMIT_END));
+    format!("logs/0001_{version:016x}_{vs}_{vs}.bin")
+}
+
 /// What a re-snapshot from cursor 2 at head 5 must have written since `since`.
 fn check_resnapshot(w: &World, since: usize, report: &Report) {
     let old_log = format!(
@@ -410,16 +439,19 @@ fn check_resnapshot(w: &World, since: usize, report: &Report) {
     assert_eq!(
         w.keys_since(since),
         [
+            marker_key(1),
             old_log.clone(),
             snapshot_key(1, 0),
             snapshot_key(1, 1),
             snapshot_key(1, 2),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
+            marker_key(5),
             "differential".into(),
         ]
     );
     assert!(decode_log(&w.body(&old_log)).entries.is_empty());
+    assert!(decode_log(&w.body(&marker_key(1))).entries.is_empty());
     assert!(decode_snapshot(&w.body(&snapshot_key(1, 0))).is_empty());
     let mut snapshot: Vec<(String, String)> = [0, 1]
         .iter()
@@ -437,7 +469,11 @@ fn check_resnapshot(w: &World, since: usize, report: &Report) {
     assert_eq!(item.snap_gen, Some(2));
     assert_eq!(item.stale, None);
     assert_eq!(item.cursor, Some(5));
-    assert!(w.progress.ledger(&w.at).is_empty(), "emptied logs leave it");
+    assert_eq!(
+        w.progress.ledger(&w.at),
+        [format!("{}{}", w.root(), marker_key(5))],
+        "emptied logs leave it; the new generation's marker is in it"
+    );
     assert!(report.activated);
 }
 
@@ -497,9 +533,10 @@ async fn the_earlier_generation_is_emptied_before_the_new_snapshot_is_taken() {
     w.pass().await; // the new generation begins
     w.pass().await;
 
-    // The old log is emptied; the old chunks cannot be: the stale marker stays
-    // and nothing of generation 2 is written.
-    assert_eq!(w.keys_since(since).len(), 1);
+    // The old logs (the activation's marker and one object) are emptied; the old
+    // chunks cannot be: the stale marker stays and nothing of generation 2 is
+    // written.
+    assert_eq!(w.keys_since(since).len(), 2);
     let item = w.item();
     assert_eq!(item.snap_gen, Some(2));
     assert!(item.stale.is_some());
@@ -510,13 +547,14 @@ async fn the_earlier_generation_is_emptied_before_the_new_snapshot_is_taken() {
     let report = w.pass().await;
     assert!(report.activated);
     assert_eq!(
-        w.keys_since(since + 1),
+        w.keys_since(since + 2),
         [
             snapshot_key(1, 0),
             snapshot_key(1, 1),
             snapshot_key(1, 2),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
+            marker_key(5),
             "differential".to_string(),
         ]
     );
@@ -548,7 +586,11 @@ async fn a_lease_held_by_another_instance_ends_the_pass_without_a_chunk() {
     assert!(report.activated);
     assert_eq!(
         w.keys_since(0),
-        [snapshot_key(1, 0), "differential".to_string()]
+        [
+            snapshot_key(1, 0),
+            marker_key(1),
+            "differential".to_string()
+        ]
     );
 }
 
@@ -632,8 +674,8 @@ async fn a_transient_fault_is_noted_and_a_later_pass_catches_up() {
     );
     assert_eq!(
         w.progress.ledger(&w.at).len(),
-        1,
-        "ledgered before it was tried"
+        2,
+        "ledgered before it was tried (after the activation's marker)"
     );
     assert_eq!(w.bucket.keys().len(), written);
 
@@ -645,7 +687,11 @@ async fn a_transient_fault_is_noted_and_a_later_pass_catches_up() {
     let item = w.item();
     assert_eq!(item.cursor, Some(last));
     assert_eq!(item.record.last_error, None);
-    assert_eq!(w.progress.ledger(&w.at).len(), 1, "the same object's key");
+    assert_eq!(
+        w.progress.ledger(&w.at).len(),
+        2,
+        "the marker and the same object's key"
+    );
 }
 
 #[tokio::test]

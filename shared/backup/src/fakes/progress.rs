@@ -22,6 +22,7 @@ pub struct Item {
     pub snap_seq: Option<u64>,
     pub snap_after: Option<Vec<u8>>,
     pub snap_end: Option<u64>,
+    pub snap_start: Option<u64>,
     pub lease: Option<i64>,
     pub lease_owner: Option<String>,
     pub stale: Option<Stale>,
@@ -68,6 +69,7 @@ impl FakeProgress {
                 snap_seq: None,
                 snap_after: None,
                 snap_end: None,
+                snap_start: None,
                 lease: None,
                 lease_owner: None,
                 stale: None,
@@ -170,6 +172,7 @@ impl Progress for FakeProgress {
                     seq: item.snap_seq.unwrap_or(0),
                     after: item.snap_after.clone(),
                     end: item.snap_end,
+                    start: item.snap_start,
                 },
                 stale: item.stale,
                 lease_until_ms: item.lease.unwrap_or(0),
@@ -215,6 +218,7 @@ impl Progress for FakeProgress {
                     item.record.last_versionstamp = None;
                 }
                 item.cursor = Some(head);
+                item.snap_start = Some(head);
                 item.snap_gen = Some(generation);
                 item.snap_seq = Some(0);
                 item.record.status = BackupStatus::Pending;
