@@ -25,6 +25,8 @@ pub struct Item {
     pub lease: Option<i64>,
     pub lease_owner: Option<String>,
     pub stale: Option<Stale>,
+    pub error_since: Option<i64>,
+    pub active_gen: Option<u64>,
 }
 
 #[derive(Default)]
@@ -69,6 +71,8 @@ impl FakeProgress {
                 lease: None,
                 lease_owner: None,
                 stale: None,
+                error_since: None,
+                active_gen: None,
             },
         );
         at
@@ -90,6 +94,15 @@ impl FakeProgress {
         if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
             item.lease = Some(until_ms);
             item.lease_owner = Some(owner.to_string());
+        }
+    }
+
+    /// The backup's run of transient faults began `ago` earlier than recorded.
+    pub fn backdate_fault_run(&self, at: &Locator, ago: std::time::Duration) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            if let Some(since) = item.error_since.as_mut() {
+                *since -= ago.as_millis() as i64;
+            }
         }
     }
 
@@ -164,6 +177,7 @@ impl Progress for FakeProgress {
                 stale: item.stale,
                 lease_until_ms: item.lease.unwrap_or(0),
                 lease_owner: item.lease_owner.clone(),
+                error_since_ms: item.error_since,
             }))
     }
 
@@ -300,6 +314,7 @@ impl Progress for FakeProgress {
             },
             |item| {
                 item.snap_seq = Some(seq + 1);
+                item.error_since = None;
                 match scan {
                     Scan::After(after) => item.snap_after = Some(after.to_vec()),
                     Scan::Complete { end } => {
@@ -333,6 +348,7 @@ impl Progress for FakeProgress {
                     item.record.last_versionstamp = Some(vs.to_string());
                 }
                 item.record.last_error = None;
+                item.error_since = None;
                 Ok(())
             },
         )
@@ -358,6 +374,8 @@ impl Progress for FakeProgress {
                 item.lease = None;
                 item.lease_owner = None;
                 item.record.last_error = None;
+                item.error_since = None;
+                item.active_gen = Some(generation);
                 Ok(())
             },
         )
@@ -374,6 +392,7 @@ impl Progress for FakeProgress {
                 };
                 item.lease = None;
                 item.lease_owner = None;
+                item.error_since = None;
                 Ok(())
             },
         )
@@ -386,6 +405,24 @@ impl Progress for FakeProgress {
             |_| true,
             |item| {
                 item.record.last_error = Some(message.to_string());
+                Ok(())
+            },
+        )
+    }
+
+    async fn note_fault(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "note_fault",
+            at,
+            |_| true,
+            |item| {
+                item.record.last_error = Some(message.to_string());
+                item.error_since.get_or_insert(now_ms);
                 Ok(())
             },
         )
@@ -507,6 +544,7 @@ mod tests {
         assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Lost);
         p.delete(&at);
         assert_eq!(ok(p.note_error(&at, "m").await), Lost);
+        assert_eq!(ok(p.note_fault(&at, "m", 0).await), Lost);
         assert_eq!(ok(p.fail(&at, "m").await), Lost);
         assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Lost);
         assert!(p.item(&at).is_none());
