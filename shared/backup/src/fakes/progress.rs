@@ -515,9 +515,15 @@ mod tests {
             .await);
         assert_eq!(ok(p.activate(&at, 2, "vs", "t").await), Lost);
         assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
+        let item = p.item(&at).expect("item");
+        assert_eq!(
+            item.active_gen, item.snap_gen,
+            "its differential is written"
+        );
         assert_eq!(ok(p.begin_snapshot(&at, Some(2), 9, 2).await), Lost);
         assert_eq!(ok(p.begin_snapshot(&at, Some(3), 9, 2).await), Applied);
         let item = p.item(&at).expect("item");
+        assert_eq!((item.active_gen, item.snap_gen), (Some(1), Some(2)));
         assert_eq!(
             item.stale,
             Some(Stale {
