@@ -58,6 +58,8 @@ pub enum ApiError {
         "a backup is already enabled for database {database_id}; delete it before enabling another"
     )]
     BackupAlreadyEnabled { database_id: String },
+    #[error("database backup {id} is {status}, not failed: only a failed backup can be retried")]
+    BackupNotFailed { id: String, status: &'static str },
     #[error("another change to this resource is in progress; retry")]
     ChangeInProgress,
     #[error("internal error")]
@@ -90,9 +92,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::BackupAlreadyEnabled { .. } | ApiError::ChangeInProgress => {
-                StatusCode::CONFLICT
-            }
+            ApiError::BackupAlreadyEnabled { .. }
+            | ApiError::BackupNotFailed { .. }
+            | ApiError::ChangeInProgress => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +109,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound { resource, .. } => resource.code(),
             ApiError::BackupAlreadyEnabled { .. } => "backupAlreadyEnabled",
+            ApiError::BackupNotFailed { .. } => "backupNotFailed",
             ApiError::ChangeInProgress => "changeInProgress",
             ApiError::Store(_) | ApiError::Internal(_) => "internalServerError",
         }
@@ -196,6 +199,14 @@ mod tests {
                 },
                 409,
                 "backupAlreadyEnabled",
+            ),
+            (
+                ApiError::BackupNotFailed {
+                    id: "b".into(),
+                    status: "active",
+                },
+                409,
+                "backupNotFailed",
             ),
             (
                 ApiError::from(StoreError::Conflict),

@@ -10,7 +10,7 @@ use subkv_api::handlers as api;
 use subkv_api::state::ApiState;
 use subkv_core::auth::{mint_token, token_sha256};
 use subkv_core::config::Config;
-use subkv_core::control::records::{now_rfc3339, Organization, TokenRecord};
+use subkv_core::control::records::{now_rfc3339, BackupStatus, Organization, TokenRecord};
 use subkv_core::control::{ControlTable, MemoryControl};
 use subkv_core::routes;
 use subkv_core::secrets::FakeSealer;
@@ -246,4 +246,139 @@ async fn binary_garbage_bodies_are_400s_not_500s() {
         assert_eq!(status, 400, "{reply}");
         assert_eq!(reply["code"], "invalidRequestBody");
     }
+}
+
+/// A second organization and its token.
+async fn other_org(f: &Fixture) -> String {
+    let org = Organization {
+        id: Uuid::new_v4(),
+        name: "other".into(),
+        created_at: now_rfc3339(),
+    };
+    let token = mint_token();
+    let record = TokenRecord {
+        id: Uuid::new_v4(),
+        organization_id: org.id,
+        token_sha256: token.sha256_hex.clone(),
+        description: String::new(),
+        created_at: now_rfc3339(),
+    };
+    f.store
+        .create_organization(&org, &record)
+        .await
+        .expect("seed");
+    token.plaintext
+}
+
+async fn retry(f: &Fixture, token: &str, id: &str) -> (u16, Value) {
+    let req = request(
+        "POST",
+        &format!("/v1/database_backups/{id}/retry"),
+        token,
+        None,
+    );
+    json_of(
+        subkv_api::pipeline::handle(
+            f.app.clone(),
+            &routes::RETRY_BACKUP,
+            &api::backups::retry,
+            req,
+        )
+        .await,
+    )
+    .await
+}
+
+/// An enabled backup of a new database.
+async fn backup(f: &Fixture) -> Uuid {
+    let db = create_db(f).await;
+    let (status, body) = enable(f, db, "https://s3.us-east-1.amazonaws.com").await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().expect("id").parse().expect("uuid")
+}
+
+fn failed(message: &str) -> BackupStatus {
+    BackupStatus::Failed {
+        message: message.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_backup_without_its_differential_is_retried_as_pending() {
+    let f = fixture(false).await;
+    let id = backup(&f).await;
+    let message = "PutObject refused by the store: InvalidAccessKeyId: m";
+    assert!(f
+        .store
+        .set_engine_state(id, failed(message), Some("SlowDown"), false));
+
+    let (status, body) = retry(&f, &f.token, &id.to_string()).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], id.to_string());
+    assert_eq!(body["status"], json!({"code": "pending"}));
+    let stored = f.store.get_backup(f.org, id).await.expect("store");
+    let stored = stored.expect("backup");
+    assert_eq!(stored.status, BackupStatus::Pending);
+    assert_eq!(stored.last_error, None);
+}
+
+#[tokio::test]
+async fn a_failed_backup_whose_differential_was_written_is_retried_as_active() {
+    let f = fixture(false).await;
+    let id = backup(&f).await;
+    assert!(f
+        .store
+        .set_engine_state(id, failed("gave up"), Some("SlowDown"), true));
+
+    let (status, body) = retry(&f, &f.token, &id.to_string()).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], json!({"code": "active"}));
+    let stored = f.store.get_backup(f.org, id).await.expect("store");
+    assert_eq!(stored.expect("backup").status, BackupStatus::Active);
+    // Retried once: it is no longer failed.
+    let (status, body) = retry(&f, &f.token, &id.to_string()).await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test]
+async fn only_a_failed_backup_can_be_retried() {
+    let f = fixture(false).await;
+    let id = backup(&f).await;
+    for (state, code) in [
+        (BackupStatus::Pending, "pending"),
+        (BackupStatus::Active, "active"),
+    ] {
+        assert!(f.store.set_engine_state(id, state.clone(), None, true));
+        let (status, body) = retry(&f, &f.token, &id.to_string()).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["code"], "backupNotFailed");
+        assert!(
+            body["message"].as_str().expect("message").contains(code),
+            "{body}"
+        );
+        let stored = f.store.get_backup(f.org, id).await.expect("store");
+        assert_eq!(stored.expect("backup").status, state, "unchanged");
+    }
+}
+
+#[tokio::test]
+async fn retrying_an_unknown_or_foreign_backup_is_404() {
+    let f = fixture(false).await;
+    let id = backup(&f).await;
+    assert!(f.store.set_engine_state(id, failed("m"), None, false));
+    let stranger = other_org(&f).await;
+    for (token, id) in [(&stranger, id), (&f.token, Uuid::new_v4())] {
+        let (status, body) = retry(&f, token, &id.to_string()).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["code"], "databaseBackupNotFound");
+    }
+    let stored = f.store.get_backup(f.org, id).await.expect("store");
+    assert_eq!(stored.expect("backup").status, failed("m"), "untouched");
+    let (status, body) = retry(&f, &f.token, "not-a-uuid").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalidId");
+    let (status, body) = retry(&f, "admin", &id.to_string()).await;
+    assert_eq!(status, 403, "{body}");
 }

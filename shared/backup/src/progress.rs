@@ -14,6 +14,8 @@
 //! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
 //! | `fwdLease` (N), `fwdOwner` (S) | which pass may write log objects, until when (ms) |
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
+//! | `errorSince` (N) | when the current run of transient faults began (ms): set by the first `lastError` after a write that landed, removed by the next one that lands (cursor moved, chunk recorded, activation) and on `failed`; the engine gives up once it is older than its budget |
+//! | `activeGen` (N) | the snapshot generation whose differential is written (set on activation): a retried `failed` backup resumes `active` if it equals `snapGen`, else `pending` |
 //! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty |
 //!
 //! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
@@ -73,6 +75,9 @@ pub struct BackupState {
     pub stale: Option<Stale>,
     pub lease_until_ms: i64,
     pub lease_owner: Option<String>,
+    /// When the current run of transient faults began (ms); None since the last
+    /// write that landed.
+    pub error_since_ms: Option<i64>,
 }
 
 /// What a conditional update of a backup did.
@@ -174,7 +179,8 @@ pub trait Progress: Send + Sync {
     async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError>;
 
     /// Records that chunk `seq` of `generation` is in the bucket and where the
-    /// scan stands: only by the lease's owner, at that generation and chunk.
+    /// scan stands: only by the lease's owner, at that generation and chunk. Ends a
+    /// run of transient faults (a write landed).
     async fn snapshot_step(
         &self,
         at: &Locator,
@@ -186,7 +192,7 @@ pub trait Progress: Send + Sync {
 
     /// Moves the cursor from `from` to `to` after the log object up to `to` was
     /// written (only if it is still at `from`); `last_versionstamp` (20 hex) is
-    /// what `GET` shows. Clears the last error.
+    /// what `GET` shows. Clears the last error and ends a run of transient faults.
     async fn advance(
         &self,
         at: &Locator,
@@ -198,7 +204,8 @@ pub trait Progress: Send + Sync {
 
     /// `pending` → `active`, once the differential (versionstamp `differential`, 20
     /// hex) is written: the bucket holds the database through it from then on.
-    /// Applies only to a `pending` backup still at snapshot `generation`.
+    /// Applies only to a `pending` backup still at snapshot `generation`; records
+    /// `generation` as the one whose differential is written (`activeGen`).
     async fn activate(
         &self,
         at: &Locator,
@@ -207,11 +214,24 @@ pub trait Progress: Send + Sync {
         at_time: &str,
     ) -> Result<Update, StoreError>;
 
-    /// Final: the store refused. Nothing more is attempted for this backup.
+    /// The store refused, or transient faults outlasted the budget. Nothing more
+    /// is attempted for this backup until the tenant asks for a retry (the API
+    /// sets it back to `pending` or `active`).
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
 
-    /// A transient problem, shown by `GET` until the next success.
+    /// A problem being dealt with (e.g. a re-snapshot), shown by `GET` until the
+    /// next success.
     async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
+
+    /// A transient store fault, shown by `GET` until the next success, as
+    /// [`Self::note_error`]; the first one since a write landed starts a run of
+    /// faults at `now_ms` (`errorSince`).
+    async fn note_fault(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Update, StoreError>;
 }
 
 pub struct DynamoProgress {
@@ -362,6 +382,7 @@ impl Progress for DynamoProgress {
             },
             lease_until_ms: get_n::<u64>(&item, "snapLease").map_or(0, |v| v as i64),
             lease_owner: get_s(&item, "snapLeaseOwner").map(str::to_owned),
+            error_since_ms: get_n::<i64>(&item, "errorSince"),
         }))
     }
 
@@ -523,11 +544,11 @@ impl Progress for DynamoProgress {
         let expression = match scan {
             Scan::After(sk) => {
                 values.push((":a", b(sk.to_vec())));
-                "SET snapSeq = :next, snapAfter = :a"
+                "SET snapSeq = :next, snapAfter = :a REMOVE errorSince"
             }
             Scan::Complete { end } => {
                 values.push((":e", n(end)));
-                "SET snapSeq = :next, snapEnd = :e REMOVE snapAfter"
+                "SET snapSeq = :next, snapEnd = :e REMOVE snapAfter, errorSince"
             }
         };
         self.update(
@@ -553,7 +574,7 @@ impl Progress for DynamoProgress {
             expression.push_str(", lastVersionstamp = :vs");
             values.push((":vs", s(vs)));
         }
-        expression.push_str(" REMOVE lastError");
+        expression.push_str(" REMOVE lastError, errorSince");
         self.update(at, &expression, "logCursor = :from", values)
             .await
     }
@@ -567,9 +588,9 @@ impl Progress for DynamoProgress {
     ) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET #st = :active, lastBackedUpAt = :t, \
+            "SET #st = :active, lastBackedUpAt = :t, activeGen = :g, \
              lastVersionstamp = if_not_exists(lastVersionstamp, :vs) \
-             REMOVE snapLease, snapLeaseOwner, lastError",
+             REMOVE snapLease, snapLeaseOwner, lastError, errorSince",
             "#st.#code = :pcode AND snapGen = :g",
             vec![
                 (":active", status_value(&BackupStatus::Active)?),
@@ -585,7 +606,7 @@ impl Progress for DynamoProgress {
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET #st = :failed REMOVE snapLease, snapLeaseOwner",
+            "SET #st = :failed REMOVE snapLease, snapLeaseOwner, errorSince",
             "attribute_exists(pk)",
             vec![(
                 ":failed",
@@ -603,6 +624,21 @@ impl Progress for DynamoProgress {
             "SET lastError = :m",
             "attribute_exists(pk)",
             vec![(":m", s(message))],
+        )
+        .await
+    }
+
+    async fn note_fault(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "SET lastError = :m, errorSince = if_not_exists(errorSince, :now)",
+            "attribute_exists(pk)",
+            vec![(":m", s(message)), (":now", n(now_ms))],
         )
         .await
     }

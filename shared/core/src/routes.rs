@@ -70,6 +70,7 @@ routes! {
     LIST_BACKUPS = "list-backups", "GET", "/v1/databases/{databaseId}/database_backups", Organization;
     GET_BACKUP = "get-backup", "GET", "/v1/database_backups/{databaseBackupId}", Organization;
     DELETE_BACKUP = "delete-backup", "DELETE", "/v1/database_backups/{databaseBackupId}", Organization;
+    RETRY_BACKUP = "retry-backup", "POST", "/v1/database_backups/{databaseBackupId}/retry", Organization;
     KV_CONNECT = "kv-connect", "POST", "/databases/{databaseId}/connect", KvConnect;
     KV_SNAPSHOT_READ = "kv-snapshot-read", "POST", "/databases/{databaseId}/snapshot_read", KvData;
     KV_ATOMIC_WRITE = "kv-atomic-write", "POST", "/databases/{databaseId}/atomic_write", KvData;

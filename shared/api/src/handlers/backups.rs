@@ -1,11 +1,12 @@
-//! KV backups: enable (at most one per database), list, get, delete.
+//! KV backups: enable (at most one per database), list, get, delete, and retry a
+//! `failed` one (a subkv addition).
 
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
 use crate::pipeline::Ctx;
 use serde::{Deserialize, Serialize};
 use subkv_core::control::records::{now_rfc3339, BackupRecord, BackupStatus, KvDatabaseBackup};
-use subkv_core::control::EnableOutcome;
+use subkv_core::control::{EnableOutcome, RetryOutcome};
 use subkv_core::secrets::{backup_context, SecretString};
 use subkv_core::validate;
 use uuid::Uuid;
@@ -135,5 +136,28 @@ pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
         Ok(Reply::empty_object())
     } else {
         Err(ApiError::not_found(Resource::DatabaseBackup, id))
+    }
+}
+
+/// `POST /v1/database_backups/{id}/retry`: a `failed` backup resumes from its
+/// cursor (the tenant fixed their credentials or bucket), `pending` or `active` as
+/// the store decides; any request body is ignored.
+pub async fn retry(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let id = ctx.id("databaseBackupId")?;
+    match ctx.state.control.retry_backup(organization_id, id).await? {
+        RetryOutcome::Retried(backup) => {
+            tracing::info!(backup = %id, status = ?backup.status, "backup retried");
+            Reply::json(&KvDatabaseBackup::from(backup.as_ref()))
+        }
+        RetryOutcome::NotFound => Err(ApiError::not_found(Resource::DatabaseBackup, id)),
+        RetryOutcome::NotFailed(status) => Err(ApiError::BackupNotFailed {
+            id: id.to_string(),
+            status: match status {
+                BackupStatus::Pending => "pending",
+                BackupStatus::Active => "active",
+                BackupStatus::Failed { .. } => "failed",
+            },
+        }),
     }
 }

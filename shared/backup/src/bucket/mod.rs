@@ -73,11 +73,12 @@ impl Target {
 /// contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BucketFault {
-    /// The store refused (credentials, bucket, permissions, endpoint not allowed):
-    /// retrying will not help.
+    /// The store refused (credentials, bucket, permissions, region, endpoint not
+    /// allowed): retrying will not help.
     #[error("{0}")]
     Refused(String),
-    /// Worth retrying later (5xx, throttling, timeouts, connection errors).
+    /// Worth retrying later (5xx, throttling, timeouts, connection errors, and any
+    /// 4xx whose code is not a refusal).
     #[error("{0}")]
     Transient(String),
 }
@@ -279,45 +280,47 @@ fn virtual_hosted(host: &str) -> bool {
     host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
 }
 
-/// Error codes that no retry will fix.
-const REFUSED_CODES: [&str; 10] = [
-    "AccessDenied",
+/// Error codes no retry will fix: only the tenant can (new credentials, a bucket
+/// policy, the right bucket or region), and then they ask for a retry
+/// (`POST /v1/database_backups/{id}/retry`). Every other answer is transient.
+///
+/// `AccessDenied` (403 with that code) is final although a tenant may fix it at
+/// any moment: a policy does not change by itself, and retrying a denied write
+/// for a day would only delay telling them. A 403 *without* an S3 error code
+/// (a proxy's page) is not a refusal by the store: transient.
+const REFUSED_CODES: [&str; 9] = [
+    // Credentials.
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
-    "NoSuchBucket",
+    // Permissions, account.
+    "AccessDenied",
     "AllAccessDisabled",
+    "AccountProblem",
+    // Bucket, region.
+    "NoSuchBucket",
     "InvalidBucketName",
     "PermanentRedirect",
     "AuthorizationHeaderMalformed",
-    "InvalidRequest",
-    "AccountProblem",
 ];
 
-/// A response from the store: refused unless the code or status says "later".
+/// A response from the store: classified by its S3 error code, never by its status
+/// alone. Refused only for [`REFUSED_CODES`]; everything else (`SlowDown`,
+/// `OperationAborted`, `RequestTimeTooSkewed`, `TemporaryRedirect`,
+/// `InternalError`, a code nobody knows, a 4xx without a code such as a proxy's
+/// HTML page) is transient: the engine notes it and retries, within its budget
+/// (`EngineConfig::transient_budget`).
 fn classify_service(status: u16, code: Option<&str>, message: Option<&str>) -> BucketFault {
-    let transient = match code {
-        Some(c) if REFUSED_CODES.contains(&c) => false,
-        Some(c)
-            if c == "SlowDown"
-                || c == "RequestTimeout"
-                || c.starts_with("Throttl")
-                || c == "ServiceUnavailable"
-                || c == "InternalError" =>
-        {
-            true
-        }
-        _ => status >= 500 || status == 408 || status == 429,
-    };
+    let refused = code.is_some_and(|c| REFUSED_CODES.contains(&c));
     let detail = match (code, message) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
         (None, Some(m)) => format!("HTTP {status}: {m}"),
         (None, None) => format!("HTTP {status}"),
     };
-    if transient {
-        BucketFault::Transient(format!("PutObject failed at the store: {detail}"))
-    } else {
+    if refused {
         BucketFault::Refused(format!("PutObject refused by the store: {detail}"))
+    } else {
+        BucketFault::Transient(format!("PutObject failed at the store: {detail}"))
     }
 }
 

@@ -407,6 +407,70 @@ fn the_addressing_decision() {
     }
 }
 
+/// An S3 error document with `code`.
+fn error_xml(code: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message><RequestId>1</RequestId></Error>"
+    )
+}
+
+/// A put answered with `status` and `body` (leaked: the canned server wants 'static).
+async fn put_answered(status: u16, body: String) -> (Server, BucketFault) {
+    failed_put(status, Box::leak(body.into_boxed_str())).await
+}
+
+#[tokio::test]
+async fn what_cannot_fix_itself_is_refused_at_once() {
+    let cases = [
+        (403, "InvalidAccessKeyId"),
+        (403, "SignatureDoesNotMatch"),
+        (403, "AccessDenied"),
+        (404, "NoSuchBucket"),
+        (301, "PermanentRedirect"),
+        (400, "AuthorizationHeaderMalformed"),
+        (400, "InvalidBucketName"),
+    ];
+    for (status, code) in cases {
+        let (server, err) = put_answered(status, error_xml(code)).await;
+        assert_eq!(
+            err,
+            BucketFault::Refused(format!("PutObject refused by the store: {code}: m")),
+            "{status} {code}"
+        );
+        assert_eq!(server.requests(), 1, "{code}: a refusal is not retried");
+    }
+}
+
+#[tokio::test]
+async fn a_4xx_that_can_fix_itself_is_transient() {
+    let cases = [
+        (409, error_xml("OperationAborted")),
+        (307, error_xml("TemporaryRedirect")),
+        (400, error_xml("RequestTimeTooSkewed")),
+        (503, error_xml("SlowDown")),
+        (500, error_xml("InternalError")),
+        (400, error_xml("InvalidRequest")),
+        (400, error_xml("SomeCodeNobodyKnows")),
+        (409, error_xml("SomeCodeNobodyKnows")),
+        // A proxy's page: no S3 error code at all.
+        (
+            403,
+            "<html><body><h1>403 Forbidden</h1></body></html>".to_string(),
+        ),
+        (404, "<html><body>Not Found</body></html>".to_string()),
+        (400, String::new()),
+    ];
+    for (status, body) in cases {
+        let (server, err) = put_answered(status, body.clone()).await;
+        assert!(err.is_transient(), "{status} {body}: {err:?}");
+        assert!(
+            err.message().starts_with("PutObject failed at the store: "),
+            "{status}: {err}"
+        );
+        assert!(server.requests() >= 1);
+    }
+}
+
 #[test]
 fn service_errors_are_classified() {
     let refused = [
@@ -418,10 +482,7 @@ fn service_errors_are_classified() {
         (400, "InvalidBucketName"),
         (301, "PermanentRedirect"),
         (400, "AuthorizationHeaderMalformed"),
-        (400, "InvalidRequest"),
         (403, "AccountProblem"),
-        (400, "SomethingElse"),
-        (409, "OperationAborted"),
     ];
     for (status, code) in refused {
         let fault = classify_service(status, Some(code), Some("m"));
@@ -440,6 +501,14 @@ fn service_errors_are_classified() {
         (408, None),
         (429, None),
         (500, Some("AccessDenied-ish")),
+        (409, Some("OperationAborted")),
+        (400, Some("RequestTimeTooSkewed")),
+        (307, Some("TemporaryRedirect")),
+        (400, Some("InvalidRequest")),
+        (400, Some("SomethingElse")),
+        (403, None),
+        (404, None),
+        (400, None),
     ];
     for (status, code) in transient {
         assert!(
@@ -449,7 +518,7 @@ fn service_errors_are_classified() {
     }
     assert_eq!(
         classify_service(404, None, None),
-        BucketFault::Refused("PutObject refused by the store: HTTP 404".into())
+        BucketFault::Transient("PutObject failed at the store: HTTP 404".into())
     );
 }
 

@@ -17,9 +17,12 @@
 //!
 //! A tenant's store problems never fail an invocation (which would hold the stream
 //! shard, hence every other tenant, behind it): a refusal marks that backup
-//! `failed`; anything transient is noted on the backup and retried by the next
-//! delivery or catch-up. Only the engine's own infrastructure errors (DynamoDB,
-//! KMS) are reported as batch item failures.
+//! `failed`; anything transient is noted on the backup (`lastError`) and retried by
+//! the next delivery or catch-up, until a run of transient faults with no write
+//! landing has lasted [`EngineConfig::transient_budget`] (24 h): then the backup
+//! is `failed` too, with a message saying so. A `failed` backup is left alone
+//! until its tenant asks for a retry through the API. Only the engine's own
+//! infrastructure errors (DynamoDB, KMS) are reported as batch item failures.
 
 //!
 //! The engine reads through a [`ChangeSource`], keeps its state through a
@@ -72,6 +75,12 @@ impl From<KvError> for EngineError {
 /// Time a snapshot step needs to be worth starting.
 const MIN_STEP_TIME: Duration = Duration::from_secs(2);
 
+/// Transient store faults become `failed` once they have gone on this long with no
+/// write landing: a day covers a store's outage or maintenance window, a proxy
+/// or clock problem being fixed, and still tells the tenant within a day that
+/// their backup is not being written.
+pub const TRANSIENT_BUDGET: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Tunables (defaults suit Lambda; tests and benchmarks shrink them).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -90,6 +99,9 @@ pub struct EngineConfig {
     /// database that keeps committing (other deliveries for it end at once
     /// meanwhile) before it hands over to the next delivery.
     pub hot_pass: Duration,
+    /// How long transient store faults may go on, with no write landing, before
+    /// the backup is marked `failed` (the tenant can then ask for a retry).
+    pub transient_budget: Duration,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +114,7 @@ impl Default for EngineConfig {
             // Longer than a put may take (the S3 client's operation timeout).
             lease_margin: Duration::from_secs(40),
             hot_pass: Duration::from_secs(5),
+            transient_budget: TRANSIENT_BUDGET,
         }
     }
 }
@@ -232,7 +245,7 @@ impl Engine {
             let sink = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
-                    self.fault(at, fault, report).await?;
+                    self.fault(at, &state, fault, report).await?;
                     break;
                 }
             };
@@ -243,7 +256,7 @@ impl Engine {
                 Step::Again => continue,
                 Step::Done => break,
                 Step::Fault(fault) => {
-                    self.fault(at, fault, report).await?;
+                    self.fault(at, &state, fault, report).await?;
                     break;
                 }
             }
@@ -483,12 +496,29 @@ impl Engine {
         Ok(Step::Again)
     }
 
+    /// A refusal marks the backup `failed`; a transient fault is noted (and begins
+    /// a run of faults, unless one is under way), or marks it `failed` too once the
+    /// run has outlasted [`EngineConfig::transient_budget`].
     async fn fault(
         &self,
         at: &Locator,
+        state: &BackupState,
         fault: BucketFault,
         report: &mut Report,
     ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let budget = self.config.transient_budget;
+        let fault = match (fault, state.error_since_ms) {
+            (BucketFault::Transient(last), Some(since))
+                if now.saturating_sub(since) >= budget.as_millis() as i64 =>
+            {
+                BucketFault::Refused(format!(
+                    "gave up after {} of transient store errors with no write landing; the last: {last}",
+                    budget_text(budget)
+                ))
+            }
+            (fault, _) => fault,
+        };
         match fault {
             BucketFault::Refused(message) => {
                 tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup failed");
@@ -499,10 +529,20 @@ impl Engine {
             }
             BucketFault::Transient(message) => {
                 tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup will retry");
-                let _: Update = self.progress.note_error(at, &message).await?;
+                let _: Update = self.progress.note_fault(at, &message, now).await?;
                 report.problem = Some(message);
             }
         }
         Ok(())
+    }
+}
+
+/// "24 h", "90 s": the budget as the tenant reads it.
+fn budget_text(budget: Duration) -> String {
+    let secs = budget.as_secs();
+    if secs >= 3600 && secs % 3600 == 0 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{secs} s")
     }
 }

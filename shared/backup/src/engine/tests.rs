@@ -695,6 +695,52 @@ async fn a_transient_fault_is_noted_and_a_later_pass_catches_up() {
 }
 
 #[tokio::test]
+async fn transient_faults_that_outlast_the_budget_fail_the_backup() {
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    w.commit(&[("a", Some("2"))]);
+    w.bucket
+        .fail_every_put(BucketFault::Transient(OUTAGE.into()));
+
+    // The first fault begins a run; later ones within the budget keep it going.
+    assert!(!w.pass().await.failed);
+    let began = w.item().error_since.expect("a run of faults began");
+    w.progress
+        .backdate_fault_run(&w.at, TRANSIENT_BUDGET - Duration::from_secs(60));
+    assert!(!w.pass().await.failed);
+    assert_eq!(w.status(), BackupStatus::Active);
+    assert!(w.item().error_since < Some(began), "the run goes on");
+
+    // A write that lands ends the run: the next fault begins a new one.
+    w.bucket.heal();
+    assert_eq!(w.pass().await.commits_forwarded, 1);
+    assert_eq!(w.item().error_since, None);
+    w.commit(&[("b", Some("3"))]);
+    w.bucket
+        .fail_every_put(BucketFault::Transient(OUTAGE.into()));
+    assert!(!w.pass().await.failed);
+    assert_eq!(w.status(), BackupStatus::Active);
+
+    // Once the run is older than the budget, the next fault fails the backup.
+    w.progress
+        .backdate_fault_run(&w.at, TRANSIENT_BUDGET + Duration::from_secs(1));
+    let report = w.pass().await;
+    let message = format!(
+        "gave up after 24 h of transient store errors with no write landing; the last: {OUTAGE}"
+    );
+    assert!(report.failed, "{report:?}");
+    assert_eq!(report.problem.as_deref(), Some(message.as_str()));
+    assert_eq!(w.status(), BackupStatus::Failed { message });
+    assert_eq!(w.item().error_since, None);
+
+    // Failed: nothing more is attempted, even once the store is back.
+    w.bucket.heal();
+    let attempts = w.bucket.attempts();
+    assert_eq!(w.pass().await, Report::default());
+    assert_eq!(w.bucket.attempts(), attempts);
+}
+
+#[tokio::test]
 async fn a_deleted_backup_writes_nothing_and_is_never_recreated() {
     let w = world();
     w.active(&[("a", Some("1"))]).await;

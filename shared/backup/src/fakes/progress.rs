@@ -28,6 +28,8 @@ pub struct Item {
     pub stale: Option<Stale>,
     /// The forwarding lease: until when (ms), and whose.
     pub forwarding: Option<(i64, String)>,
+    pub error_since: Option<i64>,
+    pub active_gen: Option<u64>,
 }
 
 #[derive(Default)]
@@ -74,6 +76,8 @@ impl FakeProgress {
                 lease_owner: None,
                 stale: None,
                 forwarding: None,
+                error_since: None,
+                active_gen: None,
             },
         );
         at
@@ -102,6 +106,15 @@ impl FakeProgress {
     pub fn hold_forwarding(&self, at: &Locator, owner: &str, until_ms: i64) {
         if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
             item.forwarding = Some((until_ms, owner.to_string()));
+        }
+    }
+
+    /// The backup's run of transient faults began `ago` earlier than recorded.
+    pub fn backdate_fault_run(&self, at: &Locator, ago: std::time::Duration) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            if let Some(since) = item.error_since.as_mut() {
+                *since -= ago.as_millis() as i64;
+            }
         }
     }
 
@@ -177,6 +190,7 @@ impl Progress for FakeProgress {
                 stale: item.stale,
                 lease_until_ms: item.lease.unwrap_or(0),
                 lease_owner: item.lease_owner.clone(),
+                error_since_ms: item.error_since,
             }))
     }
 
@@ -351,6 +365,7 @@ impl Progress for FakeProgress {
             },
             |item| {
                 item.snap_seq = Some(seq + 1);
+                item.error_since = None;
                 match scan {
                     Scan::After(after) => item.snap_after = Some(after.to_vec()),
                     Scan::Complete { end } => {
@@ -384,6 +399,7 @@ impl Progress for FakeProgress {
                     item.record.last_versionstamp = Some(vs.to_string());
                 }
                 item.record.last_error = None;
+                item.error_since = None;
                 Ok(())
             },
         )
@@ -409,6 +425,8 @@ impl Progress for FakeProgress {
                 item.lease = None;
                 item.lease_owner = None;
                 item.record.last_error = None;
+                item.error_since = None;
+                item.active_gen = Some(generation);
                 Ok(())
             },
         )
@@ -425,6 +443,7 @@ impl Progress for FakeProgress {
                 };
                 item.lease = None;
                 item.lease_owner = None;
+                item.error_since = None;
                 Ok(())
             },
         )
@@ -437,6 +456,24 @@ impl Progress for FakeProgress {
             |_| true,
             |item| {
                 item.record.last_error = Some(message.to_string());
+                Ok(())
+            },
+        )
+    }
+
+    async fn note_fault(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "note_fault",
+            at,
+            |_| true,
+            |item| {
+                item.record.last_error = Some(message.to_string());
+                item.error_since.get_or_insert(now_ms);
                 Ok(())
             },
         )
@@ -529,9 +566,15 @@ mod tests {
             .await);
         assert_eq!(ok(p.activate(&at, 2, "vs", "t").await), Lost);
         assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
+        let item = p.item(&at).expect("item");
+        assert_eq!(
+            item.active_gen, item.snap_gen,
+            "its differential is written"
+        );
         assert_eq!(ok(p.begin_snapshot(&at, Some(2), 9, 2).await), Lost);
         assert_eq!(ok(p.begin_snapshot(&at, Some(3), 9, 2).await), Applied);
         let item = p.item(&at).expect("item");
+        assert_eq!((item.active_gen, item.snap_gen), (Some(1), Some(2)));
         assert_eq!(
             item.stale,
             Some(Stale {
@@ -558,6 +601,7 @@ mod tests {
         assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Lost);
         p.delete(&at);
         assert_eq!(ok(p.note_error(&at, "m").await), Lost);
+        assert_eq!(ok(p.note_fault(&at, "m", 0).await), Lost);
         assert_eq!(ok(p.fail(&at, "m").await), Lost);
         assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Lost);
         assert!(p.item(&at).is_none());

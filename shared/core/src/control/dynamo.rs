@@ -10,13 +10,19 @@
 //! | backup | `ORG#<org>` | `BACKUP#<backup>` (and the engine's progress: `subkv_backup::progress`) |
 //! | backup locator (while enabled) | `DB#<db>` | `BACKUP` (in the sparse index `backups`) |
 //!
+//! A retry (`retry_backup`) is one conditional `UpdateItem` of the backup item
+//! per status it may resume with: `active` on condition that it is `failed` and
+//! the engine's `activeGen` equals `snapGen` (the differential of the current
+//! snapshot generation is written), else `pending` on condition that it is
+//! `failed`; then a read tells a missing backup from one that is not `failed`.
+//!
 //! Everything an organization owns lives in its partition, so a foreign id is a
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
 use super::locator::{locator_item, BACKUPS_INDEX, BACKUPS_INDEX_PK, LOCATOR_SK};
-use super::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
-use super::{ControlTable, EnableOutcome};
+use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::dynamo::{cancellation_codes, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -547,6 +553,66 @@ impl ControlTable for DynamoControl {
             Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
             // Deleted meanwhile by a concurrent call.
             Err(_) => Ok(false),
+        }
+    }
+
+    async fn retry_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<RetryOutcome, StoreError> {
+        // The engine's progress attributes (subkv_backup::progress): `activeGen` is
+        // the snapshot generation whose differential is written. A comparison with
+        // a missing attribute is false, hence the explicit alternatives.
+        let resumes = [
+            (
+                BackupStatus::Active,
+                "#st.#code = :failed AND activeGen = snapGen",
+            ),
+            (
+                BackupStatus::Pending,
+                "#st.#code = :failed AND (attribute_not_exists(activeGen) \
+                 OR attribute_not_exists(snapGen) OR activeGen <> snapGen)",
+            ),
+        ];
+        for (status, condition) in resumes {
+            let status = serde_dynamo::to_attribute_value(&status)
+                .map_err(|e| StoreError::Malformed(format!("cannot encode status: {e}")))?;
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(org_pk(organization_id), format!("BACKUP#{id}"))))
+                .update_expression("SET #st = :status REMOVE lastError, errorSince")
+                .condition_expression(condition)
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#code", "code")
+                .expression_attribute_values(":status", status)
+                .expression_attribute_values(":failed", s("failed"))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    let item = out.attributes.ok_or_else(|| {
+                        StoreError::Malformed("UpdateItem returned no attributes".into())
+                    })?;
+                    return Ok(RetryOutcome::Retried(Box::new(from_item(item)?)));
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(store_error("UpdateItem", e)),
+            }
+        }
+        match self.get_backup(organization_id, id).await? {
+            None => Ok(RetryOutcome::NotFound),
+            // Failed again between the two updates (or another retry and a failure
+            // raced this one): let the client try again.
+            Some(backup) if matches!(backup.status, BackupStatus::Failed { .. }) => {
+                Err(StoreError::Conflict)
+            }
+            Some(backup) => Ok(RetryOutcome::NotFailed(backup.status)),
         }
     }
 }

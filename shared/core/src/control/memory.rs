@@ -1,11 +1,11 @@
 //! An in-memory [`ControlTable`] for unit tests and benchmarks. It keeps the same
 //! invariants as the DynamoDB store (one backup per database, atomically).
 
-use super::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
-use super::{ControlTable, EnableOutcome};
+use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::error::StoreError;
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -15,6 +15,9 @@ struct State {
     tokens: HashMap<String, TokenRecord>,
     databases: HashMap<Uuid, (KvDatabase, Option<Uuid>)>,
     backups: HashMap<Uuid, BackupRecord>,
+    /// Backups whose current snapshot generation has its differential written
+    /// (`activeGen = snapGen` in the control table).
+    differential_written: HashSet<Uuid>,
 }
 
 #[derive(Default)]
@@ -25,6 +28,32 @@ pub struct MemoryControl {
 impl MemoryControl {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What the backup engine does to a backup (for tests): sets its status and
+    /// `lastError`, and whether the differential of its current snapshot
+    /// generation is written. False if there is no such backup.
+    pub fn set_engine_state(
+        &self,
+        id: Uuid,
+        status: BackupStatus,
+        last_error: Option<&str>,
+        differential_written: bool,
+    ) -> bool {
+        let Ok(mut s) = self.lock() else {
+            return false;
+        };
+        let Some(backup) = s.backups.get_mut(&id) else {
+            return false;
+        };
+        backup.status = status;
+        backup.last_error = last_error.map(str::to_owned);
+        if differential_written {
+            s.differential_written.insert(id);
+        } else {
+            s.differential_written.remove(&id);
+        }
+        true
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
@@ -174,11 +203,38 @@ impl ControlTable for MemoryControl {
         };
         let database_id = backup.database_id;
         s.backups.remove(&id);
+        s.differential_written.remove(&id);
         if let Some((_, slot)) = s.databases.get_mut(&database_id) {
             if *slot == Some(id) {
                 *slot = None;
             }
         }
         Ok(true)
+    }
+
+    async fn retry_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<RetryOutcome, StoreError> {
+        let mut s = self.lock()?;
+        let active = s.differential_written.contains(&id);
+        let Some(backup) = s
+            .backups
+            .get_mut(&id)
+            .filter(|b| b.organization_id == organization_id)
+        else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if !matches!(backup.status, BackupStatus::Failed { .. }) {
+            return Ok(RetryOutcome::NotFailed(backup.status.clone()));
+        }
+        backup.status = if active {
+            BackupStatus::Active
+        } else {
+            BackupStatus::Pending
+        };
+        backup.last_error = None;
+        Ok(RetryOutcome::Retried(Box::new(backup.clone())))
     }
 }

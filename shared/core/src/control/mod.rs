@@ -16,7 +16,7 @@ pub use dynamo::{
 };
 pub use memory::MemoryControl;
 
-use self::records::{BackupRecord, KvDatabase, Organization, TokenRecord};
+use self::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -27,6 +27,17 @@ pub enum EnableOutcome {
     Enabled,
     DatabaseNotFound,
     AlreadyEnabled,
+}
+
+/// Outcome of retrying a backup: decided by one conditional update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// It was `failed` and is now `pending` or `active` (the backup as stored).
+    Retried(Box<BackupRecord>),
+    /// No such backup in the organization.
+    NotFound,
+    /// It is not `failed`: its status, unchanged.
+    NotFailed(BackupStatus),
 }
 
 #[async_trait]
@@ -81,4 +92,14 @@ pub trait ControlTable: Send + Sync {
     ) -> Result<Option<Option<BackupRecord>>, StoreError>;
     /// Deletes a backup and frees its database for a new one; false if not found.
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError>;
+    /// A `failed` backup resumes: `active` if the differential of its current
+    /// snapshot generation is written (the engine's `activeGen` equals `snapGen`),
+    /// else `pending`; `lastError` and the run of transient faults are cleared,
+    /// the cursor and snapshot progress kept, so the engine goes on from its
+    /// cursor. Applies only to a backup that exists and is `failed`.
+    async fn retry_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<RetryOutcome, StoreError>;
 }

@@ -48,7 +48,9 @@ pub enum BackupStatus {
     Pending,
     /// Continuously backing up.
     Active,
-    /// Final for this backup: the user deletes it and enables a new one.
+    /// Nothing more is written for this backup (the store refused, or transient
+    /// faults outlasted the engine's budget) until the user retries it (back to
+    /// `pending` or `active`), or deletes it and enables a new one.
     Failed { message: String },
 }
 
