@@ -4,7 +4,9 @@
 //!   backup is enabled until after it is active still becomes `active` within
 //!   [`ACTIVE_WITHIN`], and restores exactly;
 //! - right after a re-snapshot, before any new commit, a fresh restore works and
-//!   equals the database (`denokv pitr checkout` used to fail there).
+//!   equals the database (`denokv pitr checkout` used to fail there);
+//! - a backup its store refused (`failed`) resumes with `POST .../retry` once the
+//!   tenant fixed the store, and restores exactly.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -228,4 +230,68 @@ async fn right_after_a_re_snapshot_an_idle_database_restores() {
         &restored,
     );
     assert!(!restored.to_string().contains("\"gone\""), "{restored}");
+}
+
+#[tokio::test]
+async fn a_failed_backup_resumes_with_a_retry_once_its_store_is_fixed() {
+    // Issue 11, item 4: a way back from `failed` without losing the backup.
+    let upstream = emulator_url().trim_start_matches("http://").to_string();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.set("retry-key", Fault::Refuse);
+    let store = kv().await;
+    let db = kv_database("hardening-retry").await;
+    let bucket = fresh_bucket("retry").await;
+    commit(&store, &db, "a", Some(b"1")).await;
+    let reply = subkv_e2e::post(
+        &format!("/v1/databases/{}/database_backups", db.id),
+        &db.org.token,
+        serde_json::json!({
+            "kind": "s3", "endpoint": proxy.endpoint(), "bucketName": bucket,
+            "bucketRegion": "us-east-1", "accessKeyId": "retry-key",
+            "secretAccessKey": "fault-secret", "prefix": PREFIX,
+        }),
+    )
+    .await;
+    let backup = reply.assert_ok()["id"].as_str().expect("id").to_string();
+    poll(
+        "the refused backup fails",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let status = get_backup(&db.org.token, &backup).await["status"].clone();
+            match status["code"].as_str() {
+                Some("failed") => Ok(status),
+                _ => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
+    let retry = format!("/v1/database_backups/{backup}/retry");
+    // Another organization learns nothing.
+    let other = kv_database("hardening-retry-other").await;
+    let reply = subkv_e2e::post(&retry, &other.org.token, serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 404, "{}", reply.text);
+
+    // The tenant fixes its store, then asks for a retry.
+    proxy.set("retry-key", Fault::Pass);
+    let reply = subkv_e2e::post(&retry, &db.org.token, serde_json::json!({})).await;
+    let body = reply.assert_ok();
+    assert_eq!(body["id"], backup.as_str(), "{body}");
+    assert_eq!(body["status"]["code"], "pending", "{body}");
+    assert!(body["status"].get("lastError").is_none(), "{body}");
+    // Only a failed backup can be retried.
+    let reply = subkv_e2e::post(&retry, &db.org.token, serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 409, "{}", reply.text);
+    assert!(reply.text.contains("backupNotFailed"), "{}", reply.text);
+
+    let last = commit(&store, &db, "b", Some(b"2")).await;
+    wait_backed_up(&db.org.token, &backup, &last, DEADLINE).await;
+    let restore = Restore::new(&bucket, &format!("{PREFIX}{}/", db.id));
+    restore.sync();
+    restore.checkout(&last);
+    assert_same_state(
+        "resumed after a retry",
+        &dump(&db.url, &db.org.token),
+        &restore.dump(),
+    );
 }
