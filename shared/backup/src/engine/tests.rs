@@ -3,6 +3,7 @@
 use super::*;
 use crate::fakes::{FakeBucket, FakeKv, FakeProgress, Op};
 use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupSnapshotRange};
+use std::collections::BTreeMap;
 use subkv_core::control::records::BackupRecord;
 use subkv_kv::backup_format::{versionstamp12, KeyMetadata, COMMIT_END};
 
@@ -743,4 +744,93 @@ async fn a_busy_database_becomes_active_while_writes_continue() {
     pass_within(&w, 3).await;
     let head = w.kv.head(w.db).await.expect("head");
     assert_eq!(w.cursor(), Some(head));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_earlier_generation_is_emptied_over_passes_that_each_keep_their_deadline() {
+    // Issue 11, item 2. Under a paused clock each put takes exactly `PUT` of virtual
+    // time, and a pass has the margin and 3 puts' time: it can start 4 puts.
+    const PUT: Duration = Duration::from_secs(1);
+    let w = world_with(EngineConfig {
+        snapshot_items_per_chunk: 1,
+        max_commits_per_object: 1,
+        ..EngineConfig::default()
+    });
+    // Generation 1: 50 keys, one per chunk: chunks 0 to 50 (and 51, next).
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i:02}")).collect();
+    let ops: Vec<Op<'_>> = keys.iter().map(|k| (k.as_str(), Some("1"))).collect();
+    w.active(&ops).await;
+    // 20 log objects of one commit each.
+    for (i, key) in keys.iter().take(20).enumerate() {
+        let value = i.to_string();
+        w.commit(&[(key.as_str(), Some(value.as_str()))]);
+    }
+    w.pass().await;
+    let old_logs = w.progress.ledger(&w.at);
+    assert_eq!(old_logs.len(), 20);
+    assert_eq!(w.item().snap_seq, Some(51));
+    // A hole after the cursor: the next pass begins generation 2.
+    let hole = w.commit(&[("k00", None)]);
+    w.commit(&[("k01", None)]);
+    w.kv.expire_through(w.db, hole);
+    let since = w.bucket.keys().len();
+
+    let root = w.root();
+    let old_chunks: Vec<String> = (0..=51)
+        .map(|seq| format!("{root}{}", snapshot_key(1, seq)))
+        .collect();
+    let is_old = |key: &String| old_chunks.contains(key) || old_logs.contains(key);
+    w.bucket.slow_puts(PUT);
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes <= 100, "still {:?} after 100 passes", w.status());
+        let before = w.bucket.keys().len();
+        let deadline = tokio::time::Instant::now().into_std() + MIN_STEP_TIME + 3 * PUT;
+        if let Err(e) = w.engine.sync(&w.at, deadline).await {
+            panic!("pass {passes} failed: {e}");
+        }
+        let written = &w.bucket.keys()[before..];
+        assert!(!written.is_empty(), "pass {passes} made no progress");
+        let emptied = written.iter().filter(|k| is_old(k)).count();
+        assert!(
+            emptied <= 4,
+            "pass {passes} emptied {emptied} objects: more than its deadline allows"
+        );
+        if w.status() == BackupStatus::Active {
+            break;
+        }
+    }
+    assert!(passes > 18, "72 objects at most 4 a pass: {passes} passes");
+
+    // Every object of the earlier generation emptied once, nothing written twice.
+    let written = w.bucket.keys()[since..].to_vec();
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for key in &written {
+        *counts.entry(key).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    let objects = w.bucket.objects();
+    for key in &old_chunks {
+        assert_eq!(counts.get(key), Some(&1), "{key} emptied");
+        assert!(decode_snapshot(&objects[key]).is_empty(), "{key}");
+    }
+    for key in &old_logs {
+        assert_eq!(counts.get(key), Some(&1), "{key} emptied");
+        assert!(decode_log(&objects[key]).entries.is_empty(), "{key}");
+    }
+    // ...before anything of generation 2; the differential last.
+    let last_old = written.iter().rposition(is_old).expect("emptied objects");
+    let first_new = written
+        .iter()
+        .position(|k| k.starts_with(&format!("{root}snapshots/0001_{:016x}_", 2)))
+        .expect("generation 2 chunks");
+    assert!(last_old < first_new, "{last_old} < {first_new}");
+    assert_eq!(written.last(), Some(&format!("{root}differential")));
+    assert_eq!(written.len(), 72 + 49 + 1, "generation 2: 48 keys, chunks 0..=48");
+    let item = w.item();
+    assert_eq!((item.snap_gen, item.stale), (Some(2), None));
+    assert!(w.progress.ledger(&w.at).is_empty());
+    assert_eq!(w.body("differential"), differential(w.kv.head(w.db).await.expect("head")));
 }
