@@ -69,8 +69,20 @@ impl From<KvError> for EngineError {
     }
 }
 
-/// Time a snapshot step needs to be worth starting.
+/// Time a snapshot step, or a put emptying an earlier generation's object, needs
+/// to be worth starting.
 const MIN_STEP_TIME: Duration = Duration::from_secs(2);
+
+/// The clock deadlines are checked against: tokio's, which is the system's but
+/// for a test's paused clock (its puts then take exact, virtual time).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Whether a step that may take [`MIN_STEP_TIME`] can start before `deadline`.
+fn time_for_a_step(deadline: Instant) -> bool {
+    deadline.saturating_duration_since(now()) >= MIN_STEP_TIME
+}
 
 /// Tunables (defaults suit Lambda; tests and benchmarks shrink them).
 #[derive(Clone, Debug)]
@@ -182,7 +194,7 @@ impl Engine {
     /// Brings one backup as far forward as it can go before `deadline`.
     pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
         let mut report = Report::default();
-        while Instant::now() < deadline {
+        while now() < deadline {
             let Some(state) = self.progress.load(at).await? else {
                 break; // disabled: nothing more is written
             };
@@ -233,7 +245,7 @@ impl Engine {
         // snapshot's end, the differential.
         if state.record.status == BackupStatus::Pending {
             if let Some(stale) = state.stale {
-                return self.empty_stale(at, state, stale, sink).await;
+                return self.empty_stale(at, state, stale, sink, deadline).await;
             }
             match state.snapshot.end {
                 None => return self.snapshot_step(at, state, sink, deadline, report).await,

@@ -406,14 +406,14 @@ fn check_resnapshot(w: &World, since: usize, report: &Report) {
         hex::encode(versionstamp12(2, COMMIT_END))
     );
     // Generation 1 wrote chunks 0 ([a b], the limit reached) and 1 (empty): the
-    // next index is 2, and chunks 0 to 2 are emptied.
+    // next index is 2, and chunks 2 down to 0 are emptied.
     assert_eq!(
         w.keys_since(since),
         [
             old_log.clone(),
-            snapshot_key(1, 0),
-            snapshot_key(1, 1),
             snapshot_key(1, 2),
+            snapshot_key(1, 1),
+            snapshot_key(1, 0),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
             "differential".into(),
@@ -512,9 +512,9 @@ async fn the_earlier_generation_is_emptied_before_the_new_snapshot_is_taken() {
     assert_eq!(
         w.keys_since(since + 1),
         [
-            snapshot_key(1, 0),
-            snapshot_key(1, 1),
             snapshot_key(1, 2),
+            snapshot_key(1, 1),
+            snapshot_key(1, 0),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
             "differential".to_string(),
@@ -828,9 +828,16 @@ async fn a_large_earlier_generation_is_emptied_over_passes_that_each_keep_their_
         .expect("generation 2 chunks");
     assert!(last_old < first_new, "{last_old} < {first_new}");
     assert_eq!(written.last(), Some(&format!("{root}differential")));
-    assert_eq!(written.len(), 72 + 49 + 1, "generation 2: 48 keys, chunks 0..=48");
+    assert_eq!(
+        written.len(),
+        72 + 49 + 1,
+        "generation 2: 48 keys, chunks 0..=48"
+    );
     let item = w.item();
     assert_eq!((item.snap_gen, item.stale), (Some(2), None));
     assert!(w.progress.ledger(&w.at).is_empty());
-    assert_eq!(w.body("differential"), differential(w.kv.head(w.db).await.expect("head")));
+    assert_eq!(
+        w.body("differential"),
+        differential(w.kv.head(w.db).await.expect("head"))
+    );
 }
