@@ -1,7 +1,7 @@
 //! Reading a database back for its backups: the change log after a commit, and
 //! its live entries page by page (a snapshot's base).
 
-use crate::items::{dynamo, log_item, log_sk, slot_from_item};
+use crate::items::{dynamo, log_item, log_part, log_sk, slot_from_item};
 use crate::{now_ms, DynamoKv, LoggedCommit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use denokv_proto::backup::BackupMutationRange;
@@ -40,39 +40,24 @@ impl DynamoKv {
         max_commits: usize,
         max_bytes: usize,
     ) -> KvResult<Vec<LoggedCommit>> {
-        let max_commits = max_commits.max(1);
-        let mut bytes = 0usize;
-        let mut commits: Vec<LoggedCommit> = Vec::new();
+        let mut assembly = CommitAssembly::new(max_commits, max_bytes);
         let mut start_key: Option<Item> = None;
         loop {
             let page = self
                 .log_after(database, after)
-                .limit((max_commits + 1).min(1000) as i32)
+                .limit((max_commits.max(1) + 1).min(1000) as i32)
                 .set_exclusive_start_key(start_key.take())
                 .send()
                 .await
                 .map_err(|e| dynamo("Query", e))?;
             for item in page.items() {
-                let (version, range) = log_item(item)?;
-                if let Some(last) = commits.last_mut().filter(|l| l.version == version) {
-                    bytes += range.encoded_len();
-                    last.entries.extend(range.entries);
-                } else if commits.len() == max_commits
-                    || (!commits.is_empty() && bytes >= max_bytes)
-                {
-                    return Ok(commits);
-                } else {
-                    bytes += range.encoded_len();
-                    commits.push(LoggedCommit {
-                        version,
-                        timestamp_ms: range.timestamp_ms,
-                        entries: range.entries,
-                    });
+                if !assembly.push(log_part(item)?) {
+                    return Ok(assembly.finish());
                 }
             }
             match page.last_evaluated_key {
                 Some(key) => start_key = Some(key),
-                None => return Ok(commits),
+                None => return Ok(assembly.finish()),
             }
         }
     }
@@ -131,4 +116,80 @@ impl DynamoKv {
             .map_err(|e| dynamo("Query", e))?;
         page.items().iter().map(log_item).collect()
     }
+}
+
+/// One change-log item: part `part` (the last two bytes of its `sk`) of the `parts`
+/// parts of the change record of commit `version`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPart {
+    pub version: u64,
+    pub part: u16,
+    pub parts: u16,
+    pub range: BackupMutationRange,
+}
+
+/// Change-log items, read in sort-key order, assembled into whole commits (no I/O:
+/// [`DynamoKv::change_log`] feeds it its query's items, [`whole_commits`] a list).
+/// At most `max_commits` commits, and no commit more once their encoded size
+/// reaches `max_bytes` (the first always comes whole).
+#[derive(Debug)]
+pub struct CommitAssembly {
+    max_commits: usize,
+    max_bytes: usize,
+    bytes: usize,
+    commits: Vec<LoggedCommit>,
+}
+
+impl CommitAssembly {
+    pub fn new(max_commits: usize, max_bytes: usize) -> Self {
+        Self {
+            max_commits: max_commits.max(1),
+            max_bytes,
+            bytes: 0,
+            commits: Vec::new(),
+        }
+    }
+
+    /// Takes the next item; false once it takes no more (nothing after it can be
+    /// in the result: the reading can stop).
+    pub fn push(&mut self, part: LogPart) -> bool {
+        let LogPart { version, range, .. } = part;
+        if let Some(last) = self.commits.last_mut().filter(|l| l.version == version) {
+            self.bytes += range.encoded_len();
+            last.entries.extend(range.entries);
+            return true;
+        }
+        if self.commits.len() == self.max_commits
+            || (!self.commits.is_empty() && self.bytes >= self.max_bytes)
+        {
+            return false;
+        }
+        self.bytes += range.encoded_len();
+        self.commits.push(LoggedCommit {
+            version,
+            timestamp_ms: range.timestamp_ms,
+            entries: range.entries,
+        });
+        true
+    }
+
+    /// The commits assembled, oldest first.
+    pub fn finish(self) -> Vec<LoggedCommit> {
+        self.commits
+    }
+}
+
+/// [`CommitAssembly`] over a list of change-log items in sort-key order.
+pub fn whole_commits(
+    parts: impl IntoIterator<Item = LogPart>,
+    max_commits: usize,
+    max_bytes: usize,
+) -> Vec<LoggedCommit> {
+    let mut assembly = CommitAssembly::new(max_commits, max_bytes);
+    for part in parts {
+        if !assembly.push(part) {
+            break;
+        }
+    }
+    assembly.finish()
 }

@@ -2,6 +2,7 @@
 //! items (single entries, buckets, tombstones), the checks as condition
 //! expressions, change records in parts, and a failed call as a [`KvError`].
 
+use crate::change_log::LogPart;
 use crate::{DynamoKv, EXPIRY_SHARDS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
@@ -239,6 +240,24 @@ pub(crate) fn log_item(item: &Item) -> KvResult<(u64, BackupMutationRange)> {
     let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
     let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
     Ok((version, range))
+}
+
+/// A change-log item as a part of its commit's change record.
+pub(crate) fn log_part(item: &Item) -> KvResult<LogPart> {
+    let (version, range) = log_item(item)?;
+    let sk = get_b(item, SK).ok_or_else(|| malformed("log sk"))?;
+    let part = sk
+        .get(8..10)
+        .and_then(|p| <[u8; 2]>::try_from(p).ok())
+        .map(u16::from_be_bytes)
+        .ok_or_else(|| malformed("log sk"))?;
+    let parts = get_n(item, LOG_PARTS).ok_or_else(|| malformed("log parts"))?;
+    Ok(LogPart {
+        version,
+        part,
+        parts,
+        range,
+    })
 }
 
 /// The sort key of part `part` of the change record of commit `version`.
