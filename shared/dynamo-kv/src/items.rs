@@ -337,6 +337,24 @@ mod tests {
     }
 
     #[test]
+    fn a_change_log_item_names_its_part_and_the_part_count() {
+        let range = BackupMutationRange {
+            entries: Vec::new(),
+            timestamp_ms: 9,
+        };
+        let mut item = Item::from([
+            (SK.into(), b(log_sk(5, 2))),
+            (LOG_PARTS.into(), n(3)),
+            (LOG_MUTATIONS.into(), b(range.encode_to_vec())),
+        ]);
+        let part = log_part(&item).unwrap();
+        assert_eq!((part.version, part.part, part.parts), (5, 2, 3));
+        assert_eq!(part.range, range);
+        item.remove(LOG_PARTS);
+        assert!(log_part(&item).is_err());
+    }
+
+    #[test]
     fn conditions_name_each_check() {
         let mut values = Item::new();
         let expr = condition(
