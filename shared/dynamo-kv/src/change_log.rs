@@ -32,7 +32,9 @@ impl DynamoKv {
     /// `max_commits` of them, and no commit more once their encoded size reaches
     /// `max_bytes` (the first commit always comes whole). Consistent read. A commit is never returned in
     /// pieces: all parts of a change record are written by one transaction, so the
-    /// query either ends after a whole commit or shows where the next one starts.
+    /// query either ends after a whole commit or shows where the next one starts;
+    /// a record whose parts expired one by one (TTL) is missing a part, and the
+    /// commits from it on are left out ([`CommitAssembly`]): a hole.
     pub async fn change_log(
         &self,
         database: Uuid,
@@ -132,12 +134,22 @@ pub struct LogPart {
 /// [`DynamoKv::change_log`] feeds it its query's items, [`whole_commits`] a list).
 /// At most `max_commits` commits, and no commit more once their encoded size
 /// reaches `max_bytes` (the first always comes whole).
+///
+/// A commit is returned only with all its parts, `0..parts` in order: DynamoDB's
+/// TTL deletes each item on its own, so a record can be missing its first, middle
+/// or last parts. Such a commit is treated as missing: the commits before it are
+/// returned, it and none after it (they would hide the hole), so the backup engine
+/// finds the change log ending before the head and re-snapshots.
 #[derive(Debug)]
 pub struct CommitAssembly {
     max_commits: usize,
     max_bytes: usize,
     bytes: usize,
     commits: Vec<LoggedCommit>,
+    /// The commit being assembled: its next part and its part count.
+    open: Option<(LoggedCommit, u16, u16)>,
+    /// A limit was reached or a commit found partial: nothing more is taken.
+    ended: bool,
 }
 
 impl CommitAssembly {
@@ -147,34 +159,73 @@ impl CommitAssembly {
             max_bytes,
             bytes: 0,
             commits: Vec::new(),
+            open: None,
+            ended: false,
         }
     }
 
     /// Takes the next item; false once it takes no more (nothing after it can be
     /// in the result: the reading can stop).
     pub fn push(&mut self, part: LogPart) -> bool {
-        let LogPart { version, range, .. } = part;
-        if let Some(last) = self.commits.last_mut().filter(|l| l.version == version) {
+        if self.ended {
+            return false;
+        }
+        let LogPart {
+            version,
+            part,
+            parts,
+            range,
+        } = part;
+        if let Some((commit, next, count)) = self.open.as_mut().filter(|o| o.0.version == version) {
+            if part != *next || parts != *count {
+                return self.partial();
+            }
             self.bytes += range.encoded_len();
-            last.entries.extend(range.entries);
+            commit.entries.extend(range.entries);
+            *next += 1;
             return true;
+        }
+        // Another commit begins: the one before must be whole.
+        if let Some((commit, next, count)) = self.open.take() {
+            if next != count {
+                return self.partial();
+            }
+            self.commits.push(commit);
         }
         if self.commits.len() == self.max_commits
             || (!self.commits.is_empty() && self.bytes >= self.max_bytes)
         {
+            self.ended = true;
             return false;
         }
+        if part != 0 || parts == 0 {
+            return self.partial();
+        }
         self.bytes += range.encoded_len();
-        self.commits.push(LoggedCommit {
+        let commit = LoggedCommit {
             version,
             timestamp_ms: range.timestamp_ms,
             entries: range.entries,
-        });
+        };
+        self.open = Some((commit, 1, parts));
         true
     }
 
-    /// The commits assembled, oldest first.
-    pub fn finish(self) -> Vec<LoggedCommit> {
+    /// The commit being assembled is missing a part: it and what follows are left out.
+    fn partial(&mut self) -> bool {
+        self.open = None;
+        self.ended = true;
+        false
+    }
+
+    /// The whole commits assembled, oldest first (the last one read only if none
+    /// of its parts is missing).
+    pub fn finish(mut self) -> Vec<LoggedCommit> {
+        if let Some((commit, next, count)) = self.open.take() {
+            if next == count {
+                self.commits.push(commit);
+            }
+        }
         self.commits
     }
 }
