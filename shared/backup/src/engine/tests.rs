@@ -847,7 +847,7 @@ async fn a_large_earlier_generation_is_emptied_over_passes_that_each_keep_their_
 fn restore(w: &World) -> BTreeMap<String, String> {
     let root = w.root();
     let objects = w.bucket.objects();
-    let differential = hex::decode(&w.body("differential")).expect("hex");
+    let differential = hex::decode(w.body("differential")).expect("hex");
     let mut state = BTreeMap::new();
     for (key, body) in &objects {
         if key.starts_with(&format!("{root}snapshots/")) {
