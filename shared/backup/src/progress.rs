@@ -16,7 +16,7 @@
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
 //! | `errorSince` (N) | when the current run of transient faults began (ms): set by the first `lastError` after a write that landed, removed by the next one that lands (cursor moved, chunk recorded, activation) and on `failed`; the engine gives up once it is older than its budget |
 //! | `activeGen` (N) | the snapshot generation whose differential is written (set on activation): a retried `failed` backup resumes `active` if it equals `snapGen`, else `pending` |
-//! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty |
+//! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty (its chunks `0..=staleSeq`, from the highest down: `staleSeq` goes down as they are emptied; its ledgered logs below `staleBelow`) |
 //!
 //! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
 //! so that a re-snapshot can empty the earlier generation's (PutObject only: the
@@ -56,7 +56,9 @@ pub struct SnapshotProgress {
 
 /// What a re-snapshot leaves of the earlier generation in the bucket: snapshot
 /// chunks `0..=chunks` of `generation` and the log objects whose `monoseq` is
-/// below `below` (the first commit the new generation's logs hold).
+/// below `below` (the first commit the new generation's logs hold). `chunks`
+/// goes down as the chunks are emptied, from the highest
+/// ([`Progress::stale_chunk_emptied`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stale {
     pub generation: u64,
@@ -152,6 +154,19 @@ pub trait Progress: Send + Sync {
     /// The earlier generation's objects are all emptied (applies if the backup is
     /// still at snapshot `generation`).
     async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError>;
+
+    /// Chunk `seq` (at least 1) of the stale generation `stale_generation` is
+    /// emptied: the chunks still to empty become `0..seq` (`staleSeq = seq - 1`).
+    /// Applies only if the backup is still at snapshot `generation` and its stale
+    /// marker still at that generation and chunk. (Chunk 0, the last, ends with
+    /// [`Self::stale_cleared`].)
+    async fn stale_chunk_emptied(
+        &self,
+        at: &Locator,
+        generation: u64,
+        stale_generation: u64,
+        seq: u64,
+    ) -> Result<Update, StoreError>;
 
     /// Takes (or renews) the snapshot lease until `until_ms`: only if nobody holds
     /// it, it ran out before `now_ms`, or `owner` holds it.
@@ -481,6 +496,27 @@ impl Progress for DynamoProgress {
             "REMOVE staleGen, staleSeq, staleBelow",
             "snapGen = :g",
             vec![(":g", n(generation))],
+        )
+        .await
+    }
+
+    async fn stale_chunk_emptied(
+        &self,
+        at: &Locator,
+        generation: u64,
+        stale_generation: u64,
+        seq: u64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "SET staleSeq = :next",
+            "snapGen = :g AND staleGen = :sg AND staleSeq = :seq",
+            vec![
+                (":g", n(generation)),
+                (":sg", n(stale_generation)),
+                (":seq", n(seq)),
+                (":next", n(seq.saturating_sub(1))),
+            ],
         )
         .await
     }

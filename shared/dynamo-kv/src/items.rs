@@ -2,6 +2,7 @@
 //! items (single entries, buckets, tombstones), the checks as condition
 //! expressions, change records in parts, and a failed call as a [`KvError`].
 
+use crate::change_log::LogPart;
 use crate::{DynamoKv, EXPIRY_SHARDS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
@@ -241,6 +242,24 @@ pub(crate) fn log_item(item: &Item) -> KvResult<(u64, BackupMutationRange)> {
     Ok((version, range))
 }
 
+/// A change-log item as a part of its commit's change record.
+pub(crate) fn log_part(item: &Item) -> KvResult<LogPart> {
+    let (version, range) = log_item(item)?;
+    let sk = get_b(item, SK).ok_or_else(|| malformed("log sk"))?;
+    let part = sk
+        .get(8..10)
+        .and_then(|p| <[u8; 2]>::try_from(p).ok())
+        .map(u16::from_be_bytes)
+        .ok_or_else(|| malformed("log sk"))?;
+    let parts = get_n(item, LOG_PARTS).ok_or_else(|| malformed("log parts"))?;
+    Ok(LogPart {
+        version,
+        part,
+        parts,
+        range,
+    })
+}
+
 /// The sort key of part `part` of the change record of commit `version`.
 pub(crate) fn log_sk(version: u64, part: u16) -> Vec<u8> {
     let mut sk = versionstamp(version).to_vec();
@@ -315,6 +334,24 @@ mod tests {
         assert_eq!(all, log);
         assert_eq!(log_parts(&[], 1).len(), 1);
         assert!(log_sk(1, 0) < log_sk(1, 1) && log_sk(1, 1) < log_sk(2, 0));
+    }
+
+    #[test]
+    fn a_change_log_item_names_its_part_and_the_part_count() {
+        let range = BackupMutationRange {
+            entries: Vec::new(),
+            timestamp_ms: 9,
+        };
+        let mut item = Item::from([
+            (SK.into(), b(log_sk(5, 2))),
+            (LOG_PARTS.into(), n(3)),
+            (LOG_MUTATIONS.into(), b(range.encode_to_vec())),
+        ]);
+        let part = log_part(&item).unwrap();
+        assert_eq!((part.version, part.part, part.parts), (5, 2, 3));
+        assert_eq!(part.range, range);
+        item.remove(LOG_PARTS);
+        assert!(log_part(&item).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | `cancellation` | what a cancelled commit transaction means (pure, unit-tested) |
 //! | `large` | large commits: their items applied after the commit, a pending commit rolled forward |
 //! | `expiry` | [`DynamoKv::expired_items`] and [`DynamoKv::sweep_item`] |
-//! | `change_log` | [`DynamoKv::change_log`], [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
+//! | `change_log` | [`DynamoKv::change_log`] (its items assembled into commits by [`CommitAssembly`], pure), [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
 //! | `tables` | [`ensure_kv_tables`] (local stack) |
 
 mod cancellation;
@@ -31,6 +31,7 @@ mod large;
 mod read;
 mod tables;
 
+pub use change_log::{whole_commits, CommitAssembly, LogPart};
 pub use tables::ensure_kv_tables;
 
 use aws_sdk_dynamodb::Client;

@@ -72,7 +72,8 @@ impl From<KvError> for EngineError {
     }
 }
 
-/// Time a snapshot step needs to be worth starting.
+/// Time a snapshot step, or a put emptying an earlier generation's object, needs
+/// to be worth starting.
 const MIN_STEP_TIME: Duration = Duration::from_secs(2);
 
 /// Transient store faults become `failed` once they have gone on this long with no
@@ -80,6 +81,17 @@ const MIN_STEP_TIME: Duration = Duration::from_secs(2);
 /// or clock problem being fixed, and still tells the tenant within a day that
 /// their backup is not being written.
 pub const TRANSIENT_BUDGET: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The clock deadlines are checked against: tokio's, which is the system's but
+/// for a test's paused clock (its puts then take exact, virtual time).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Whether a step that may take [`MIN_STEP_TIME`] can start before `deadline`.
+fn time_for_a_step(deadline: Instant) -> bool {
+    deadline.saturating_duration_since(now()) >= MIN_STEP_TIME
+}
 
 /// Tunables (defaults suit Lambda; tests and benchmarks shrink them).
 #[derive(Clone, Debug)]
@@ -207,7 +219,7 @@ impl Engine {
     /// there — and goes on while there are more, for at most
     /// [`EngineConfig::hot_pass`].
     pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
-        let started = Instant::now();
+        let started = now();
         let mut report = Report::default();
         loop {
             let mut forwarding = false;
@@ -218,8 +230,8 @@ impl Engine {
             }
             result?;
             if !forwarding
-                || started.elapsed() >= self.config.hot_pass
-                || Instant::now() >= deadline
+                || now().saturating_duration_since(started) >= self.config.hot_pass
+                || now() >= deadline
                 || !self.more_to_forward(at).await?
             {
                 return Ok(report);
@@ -235,7 +247,7 @@ impl Engine {
         report: &mut Report,
         forwarding: &mut bool,
     ) -> Result<(), EngineError> {
-        while Instant::now() < deadline {
+        while now() < deadline {
             let Some(state) = self.progress.load(at).await? else {
                 break; // disabled: nothing more is written
             };
@@ -305,7 +317,7 @@ impl Engine {
         // snapshot's end, the differential.
         if state.record.status == BackupStatus::Pending {
             if let Some(stale) = state.stale {
-                return self.empty_stale(at, state, stale, sink).await;
+                return self.empty_stale(at, state, stale, sink, deadline).await;
             }
             match state.snapshot.end {
                 None => return self.snapshot_step(at, state, sink, deadline, report).await,
@@ -327,12 +339,12 @@ impl Engine {
             .await?;
         if !commits.is_empty() {
             if !*forwarding {
-                let now = now_ms();
-                let left = deadline.saturating_duration_since(Instant::now());
-                let until = now + (left + self.config.lease_margin).as_millis() as i64;
+                let at_ms = now_ms();
+                let left = deadline.saturating_duration_since(now());
+                let until = at_ms + (left + self.config.lease_margin).as_millis() as i64;
                 match self
                     .progress
-                    .take_forwarding(at, &self.owner, now, until)
+                    .take_forwarding(at, &self.owner, at_ms, until)
                     .await?
                 {
                     // Read again under the lease: the last holder may have

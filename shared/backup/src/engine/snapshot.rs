@@ -2,7 +2,7 @@
 //! generation when the change log no longer reaches back to the cursor, and the
 //! emptying of the earlier generation's objects.
 
-use super::{Engine, EngineError, Report, Step, MIN_STEP_TIME};
+use super::{time_for_a_step, Engine, EngineError, Report, Step};
 use crate::progress::{BackupState, Scan, Stale, Update};
 use crate::sink::ObjectSink;
 use std::time::Instant;
@@ -22,7 +22,7 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         // A chunk takes a page read and a put: leave it to the next pass when
         // this one is nearly out of time.
-        if deadline.saturating_duration_since(Instant::now()) < MIN_STEP_TIME {
+        if !time_for_a_step(deadline) {
             return Ok(Step::Done);
         }
         let now = now_ms();
@@ -81,18 +81,28 @@ impl Engine {
     /// generation's log objects, then its snapshot chunks. A fresh restore reads every
     /// object under `snapshots/` and replays every log from the first: without this,
     /// entries from before the gap would be replayed over the new snapshot.
+    ///
+    /// Resumable and bounded by `deadline`: no put starts without
+    /// [`super::MIN_STEP_TIME`] left, and each emptied object is recorded before the
+    /// next (a log object leaves the ledger; the chunks go from the highest down,
+    /// the stale marker's chunk count following), so the next pass goes on from
+    /// there, however many objects the earlier generation has.
     pub(super) async fn empty_stale(
         &self,
         at: &Locator,
         state: &BackupState,
         stale: Stale,
         sink: &dyn ObjectSink,
+        deadline: Instant,
     ) -> Result<Step, EngineError> {
         let prefix = &state.record.prefix;
         let below = format::log_key_prefix(prefix, at.database_id, stale.below);
         let objects = self.progress.ledger_before(at, &below, 100).await?;
         if !objects.is_empty() {
             for key in objects {
+                if !time_for_a_step(deadline) {
+                    return Ok(Step::Done);
+                }
                 if let Err(fault) = sink.put(&key, format::emptied_log_body()).await {
                     return Ok(Step::Fault(fault));
                 }
@@ -100,18 +110,28 @@ impl Engine {
             }
             return Ok(Step::Again);
         }
-        for seq in 0..=stale.chunks {
+        let generation = state.snapshot.generation;
+        for seq in (0..=stale.chunks).rev() {
+            if !time_for_a_step(deadline) {
+                return Ok(Step::Done);
+            }
             let object =
                 format::snapshot_object(prefix, at.database_id, stale.generation, seq, &[])?;
             if let Err(fault) = sink.put(&object.key, object.body).await {
                 return Ok(Step::Fault(fault));
             }
+            let recorded = if seq == 0 {
+                self.progress.stale_cleared(at, generation).await?
+            } else {
+                self.progress
+                    .stale_chunk_emptied(at, generation, stale.generation, seq)
+                    .await?
+            };
+            if !recorded.applied() {
+                // Another invocation moved it on (or the generation did): look again.
+                return Ok(Step::Again);
+            }
         }
-        // Lost: the generation moved on meanwhile; look again either way.
-        let _: Update = self
-            .progress
-            .stale_cleared(at, state.snapshot.generation)
-            .await?;
         Ok(Step::Again)
     }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::fakes::{FakeBucket, FakeKv, FakeProgress, Op};
 use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupSnapshotRange};
+use std::collections::BTreeMap;
 use subkv_core::control::records::BackupRecord;
 use subkv_kv::backup_format::{versionstamp12, KeyMetadata, COMMIT_END};
 
@@ -435,15 +436,15 @@ fn check_resnapshot(w: &World, since: usize, report: &Report) {
         hex::encode(versionstamp12(2, COMMIT_END))
     );
     // Generation 1 wrote chunks 0 ([a b], the limit reached) and 1 (empty): the
-    // next index is 2, and chunks 0 to 2 are emptied.
+    // next index is 2, and chunks 2 down to 0 are emptied.
     assert_eq!(
         w.keys_since(since),
         [
             marker_key(1),
             old_log.clone(),
-            snapshot_key(1, 0),
-            snapshot_key(1, 1),
             snapshot_key(1, 2),
+            snapshot_key(1, 1),
+            snapshot_key(1, 0),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
             marker_key(5),
@@ -549,9 +550,9 @@ async fn the_earlier_generation_is_emptied_before_the_new_snapshot_is_taken() {
     assert_eq!(
         w.keys_since(since + 2),
         [
-            snapshot_key(1, 0),
-            snapshot_key(1, 1),
             snapshot_key(1, 2),
+            snapshot_key(1, 1),
+            snapshot_key(1, 0),
             snapshot_key(2, 0),
             snapshot_key(2, 1),
             marker_key(5),
@@ -880,4 +881,192 @@ async fn the_lease_holder_looks_again_after_giving_it_back() {
     assert_eq!(w.cursor(), Some(head), "{report:?}");
     assert_eq!(report.commits_forwarded, 2, "{report:?}");
     assert_eq!(report.objects_written, 2, "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_earlier_generation_is_emptied_over_passes_that_each_keep_their_deadline() {
+    // Issue 11, item 2. Under a paused clock each put takes exactly `PUT` of virtual
+    // time, and a pass has the margin and 3 puts' time: it can start 4 puts.
+    const PUT: Duration = Duration::from_secs(1);
+    let w = world_with(EngineConfig {
+        snapshot_items_per_chunk: 1,
+        max_commits_per_object: 1,
+        ..EngineConfig::default()
+    });
+    // Generation 1: 50 keys, one per chunk: chunks 0 to 50 (and 51, next).
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i:02}")).collect();
+    let ops: Vec<Op<'_>> = keys.iter().map(|k| (k.as_str(), Some("1"))).collect();
+    w.active(&ops).await;
+    // 20 log objects of one commit each.
+    for (i, key) in keys.iter().take(20).enumerate() {
+        let value = i.to_string();
+        w.commit(&[(key.as_str(), Some(value.as_str()))]);
+    }
+    w.pass().await;
+    // The 20 objects and the marker the activation wrote (nothing was forwarded
+    // in generation 1 before its differential).
+    let old_logs = w.progress.ledger(&w.at);
+    assert_eq!(old_logs.len(), 21);
+    assert_eq!(w.item().snap_seq, Some(51));
+    // A hole after the cursor: the next pass begins generation 2.
+    let hole = w.commit(&[("k00", None)]);
+    w.commit(&[("k01", None)]);
+    w.kv.expire_through(w.db, hole);
+    let since = w.bucket.keys().len();
+
+    let root = w.root();
+    let old_chunks: Vec<String> = (0..=51)
+        .map(|seq| format!("{root}{}", snapshot_key(1, seq)))
+        .collect();
+    let is_old = |key: &String| old_chunks.contains(key) || old_logs.contains(key);
+    w.bucket.slow_puts(PUT);
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes <= 100, "still {:?} after 100 passes", w.status());
+        let before = w.bucket.keys().len();
+        let deadline = tokio::time::Instant::now().into_std() + MIN_STEP_TIME + 3 * PUT;
+        if let Err(e) = w.engine.sync(&w.at, deadline).await {
+            panic!("pass {passes} failed: {e}");
+        }
+        let written = &w.bucket.keys()[before..];
+        assert!(!written.is_empty(), "pass {passes} made no progress");
+        let emptied = written.iter().filter(|k| is_old(k)).count();
+        assert!(
+            emptied <= 4,
+            "pass {passes} emptied {emptied} objects: more than its deadline allows"
+        );
+        if w.status() == BackupStatus::Active {
+            break;
+        }
+    }
+    assert!(passes > 18, "73 objects at most 4 a pass: {passes} passes");
+
+    // Every object of the earlier generation emptied once, nothing written twice.
+    let written = w.bucket.keys()[since..].to_vec();
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for key in &written {
+        *counts.entry(key).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    let objects = w.bucket.objects();
+    for key in &old_chunks {
+        assert_eq!(counts.get(key), Some(&1), "{key} emptied");
+        assert!(decode_snapshot(&objects[key]).is_empty(), "{key}");
+    }
+    for key in &old_logs {
+        assert_eq!(counts.get(key), Some(&1), "{key} emptied");
+        assert!(decode_log(&objects[key]).entries.is_empty(), "{key}");
+    }
+    // ...before anything of generation 2; the differential last.
+    let last_old = written.iter().rposition(is_old).expect("emptied objects");
+    let first_new = written
+        .iter()
+        .position(|k| k.starts_with(&format!("{root}snapshots/0001_{:016x}_", 2)))
+        .expect("generation 2 chunks");
+    assert!(last_old < first_new, "{last_old} < {first_new}");
+    assert_eq!(written.last(), Some(&format!("{root}differential")));
+    let head = w.kv.head(w.db).await.expect("head");
+    assert_eq!(
+        written.len(),
+        73 + 49 + 1 + 1,
+        "generation 2: 48 keys, chunks 0..=48, its marker and its differential"
+    );
+    let item = w.item();
+    assert_eq!((item.snap_gen, item.stale), (Some(2), None));
+    assert_eq!(
+        w.progress.ledger(&w.at),
+        [format!("{root}{}", marker_key(head))],
+        "only generation 2's marker"
+    );
+    assert_eq!(
+        w.body("differential"),
+        differential(w.kv.head(w.db).await.expect("head"))
+    );
+}
+
+/// What a fresh restore (denokv's first sync) makes of the bucket: every snapshot
+/// range, then every log entry in name order up to the differential.
+fn restore(w: &World) -> BTreeMap<String, String> {
+    let root = w.root();
+    let objects = w.bucket.objects();
+    let differential = hex::decode(w.body("differential")).expect("hex");
+    let mut state = BTreeMap::new();
+    for (key, body) in &objects {
+        if key.starts_with(&format!("{root}snapshots/")) {
+            for (k, v, _) in decode_snapshot(body) {
+                state.insert(k, v);
+            }
+        }
+    }
+    for (key, body) in &objects {
+        if !key.starts_with(&format!("{root}logs/")) {
+            continue;
+        }
+        for e in decode_log(body).entries {
+            if e.versionstamp[..10] > differential[..] {
+                break;
+            }
+            let k = String::from_utf8_lossy(&e.key).into_owned();
+            if e.kind == BackupKvMutationKind::MkClear as i32 {
+                state.remove(&k);
+            } else {
+                state.insert(k, String::from_utf8_lossy(&e.value).into_owned());
+            }
+        }
+    }
+    state
+}
+
+#[tokio::test]
+async fn a_commit_missing_a_part_of_its_change_record_is_a_hole_and_re_snapshots() {
+    // Issue 11, item 6: TTL expires the parts of a large change record one by one;
+    // a commit missing one is a hole, never shipped in part.
+    let w = world();
+    w.active(&[("a", Some("1")), ("b", Some("1"))]).await;
+    w.commit(&[("a", Some("2"))]);
+    let partial = w.commit(&[("b", Some("3")), ("c", Some("3")), ("d", Some("3"))]);
+    w.commit(&[("e", Some("4"))]);
+    w.kv.lose_part(w.db, partial, 1); // c's part, in the middle
+
+    let mut problems = Vec::new();
+    for _ in 0..3 {
+        let report = w.pass().await;
+        problems.extend(report.problem);
+        if w.status() == BackupStatus::Active && w.item().snap_gen == Some(2) {
+            break;
+        }
+    }
+    assert_eq!(problems, [RESNAPSHOT]);
+    let item = w.item();
+    assert_eq!(item.record.status, BackupStatus::Active);
+    assert_eq!((item.snap_gen, item.stale), (Some(2), None));
+    assert_eq!(item.cursor, Some(partial + 1));
+
+    // No log object holds any of the partial commit...
+    for (key, body) in w.bucket.objects() {
+        if is_log(&key) {
+            for e in decode_log(&body).entries {
+                assert_ne!(e.versionstamp[..8], partial.to_be_bytes(), "{key}");
+            }
+        }
+    }
+    // ...and a fresh restore is the database.
+    let live =
+        w.kv.live_entries_page(w.db, None, 1000)
+            .await
+            .expect("live");
+    let live: BTreeMap<String, String> = live
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                String::from_utf8_lossy(&e.key).into_owned(),
+                String::from_utf8_lossy(&e.value).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(restore(&w), live);
+    assert_eq!(live.get("c").map(String::as_str), Some("3"));
 }

@@ -6,6 +6,7 @@ use crate::sink::{ObjectSink, Opened, Sinks};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use subkv_core::control::records::BackupRecord;
 use subkv_core::error::StoreError;
 
@@ -20,6 +21,8 @@ struct Store {
     opens: usize,
     fault: Option<FaultRule>,
     open_fault: Option<BucketFault>,
+    /// How long each put takes (on tokio's clock: virtual under a paused clock).
+    put_time: Option<Duration>,
 }
 
 /// A tenant bucket that records every put; clones share it. It is its own
@@ -43,6 +46,12 @@ impl FakeBucket {
     /// Opening the bucket fails with `fault` (an endpoint the rules refuse).
     pub fn refuse_open(&self, fault: BucketFault) {
         lock(&self.store).open_fault = Some(fault);
+    }
+
+    /// Each put takes `time` from now on (a `tokio::time::sleep`: under a paused
+    /// clock, virtual time that passes at once and exactly).
+    pub fn slow_puts(&self, time: Duration) {
+        lock(&self.store).put_time = Some(time);
     }
 
     /// Puts succeed again.
@@ -76,14 +85,20 @@ impl FakeBucket {
 #[async_trait]
 impl ObjectSink for FakeBucket {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketFault> {
-        let mut store = lock(&self.store);
-        store.attempts += 1;
-        if let Some((which, fault)) = &store.fault {
-            if which(key) {
-                return Err(fault.clone());
+        let put_time = {
+            let mut store = lock(&self.store);
+            store.attempts += 1;
+            if let Some((which, fault)) = &store.fault {
+                if which(key) {
+                    return Err(fault.clone());
+                }
             }
+            store.put_time
+        };
+        if let Some(time) = put_time {
+            tokio::time::sleep(time).await;
         }
-        store.puts.push((key.to_string(), body));
+        lock(&self.store).puts.push((key.to_string(), body));
         Ok(())
     }
 }

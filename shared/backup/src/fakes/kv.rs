@@ -4,11 +4,10 @@ use super::lock;
 use crate::source::{ChangeSource, LivePage};
 use async_trait::async_trait;
 use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupReplicationLogEntry};
-use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
-use subkv_dynamo_kv::{now_ms, LoggedCommit};
+use subkv_dynamo_kv::{now_ms, whole_commits, LogPart, LoggedCommit};
 use subkv_kv::backup_format::{versionstamp12, COMMIT_END};
 use subkv_kv::error::KvResult;
 use subkv_kv::model::Entry;
@@ -33,6 +32,36 @@ struct Db {
     /// Reads of the change log so far, and commits to make before a given read.
     reads: u64,
     on_read: BTreeMap<u64, Vec<(String, Option<String>)>>,
+    /// Parts of change records that expired on their own (commit, part).
+    lost_parts: BTreeSet<(u64, u16)>,
+}
+
+impl Db {
+    /// The change log's items after commit `after`, as `DynamoKv` reads them: a
+    /// commit's record in one part per entry (one, empty, for a commit without
+    /// mutations), less the parts lost.
+    fn log_items(&self, after: u64) -> impl Iterator<Item = LogPart> + '_ {
+        self.log
+            .range(after.saturating_add(1)..)
+            .flat_map(|(version, commit)| {
+                let parts = commit.entries.len().max(1) as u16;
+                (0..parts).map(move |part| LogPart {
+                    version: *version,
+                    part,
+                    parts,
+                    range: BackupMutationRange {
+                        entries: commit
+                            .entries
+                            .get(part as usize)
+                            .cloned()
+                            .into_iter()
+                            .collect(),
+                        timestamp_ms: commit.timestamp_ms,
+                    },
+                })
+            })
+            .filter(|p| !self.lost_parts.contains(&(p.version, p.part)))
+    }
 }
 
 impl Db {
@@ -123,6 +152,15 @@ impl FakeKv {
         }
     }
 
+    /// Part `part` of the change record of commit `version` expires on its own
+    /// (DynamoDB's TTL deletes each item when it gets to it); the fake's records
+    /// have one part per mutation.
+    pub fn lose_part(&self, database: Uuid, version: u64, part: u16) {
+        if let Some(db) = lock(&self.dbs).get_mut(&database) {
+            db.lost_parts.insert((version, part));
+        }
+    }
+
     /// `ops` are committed while the snapshot scan runs: right after its next page
     /// is read.
     pub fn commit_during_scan(&self, database: Uuid, ops: &[Op<'_>]) {
@@ -173,8 +211,9 @@ impl ChangeSource for FakeKv {
         Ok(lock(&self.dbs).get(&database).map_or(0, |db| db.head))
     }
 
-    /// As `DynamoKv::change_log`: whole commits, at most `max_commits`, none more
-    /// once the records' encoded size reaches `max_bytes`.
+    /// As `DynamoKv::change_log` (the same assembly of its items into commits):
+    /// whole commits, at most `max_commits`, none more once the records' encoded
+    /// size reaches `max_bytes`, none from one missing a part on.
     async fn change_log(
         &self,
         database: Uuid,
@@ -183,7 +222,6 @@ impl ChangeSource for FakeKv {
         max_bytes: usize,
     ) -> KvResult<Vec<LoggedCommit>> {
         self.called("change_log");
-        let max_commits = max_commits.max(1);
         let mut dbs = lock(&self.dbs);
         let Some(db) = dbs.get_mut(&database) else {
             return Ok(Vec::new());
@@ -197,20 +235,7 @@ impl ChangeSource for FakeKv {
             let n = db.busy_commits.to_string();
             db.commit(&[(format!("busy/{n}"), Some(n))]);
         }
-        let mut bytes = 0usize;
-        let mut out: Vec<LoggedCommit> = Vec::new();
-        for commit in db.log.range(after.saturating_add(1)..).map(|(_, c)| c) {
-            if out.len() == max_commits || (!out.is_empty() && bytes >= max_bytes) {
-                break;
-            }
-            bytes += BackupMutationRange {
-                entries: commit.entries.clone(),
-                timestamp_ms: commit.timestamp_ms,
-            }
-            .encoded_len();
-            out.push(commit.clone());
-        }
-        Ok(out)
+        Ok(whole_commits(db.log_items(after), max_commits, max_bytes))
     }
 
     /// As a DynamoDB query with a limit: a page that reached the limit names its

@@ -288,6 +288,31 @@ impl Progress for FakeProgress {
         )
     }
 
+    async fn stale_chunk_emptied(
+        &self,
+        at: &Locator,
+        generation: u64,
+        stale_generation: u64,
+        seq: u64,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "stale_chunk_emptied",
+            at,
+            |item| {
+                item.snap_gen == Some(generation)
+                    && item
+                        .stale
+                        .is_some_and(|s| s.generation == stale_generation && s.chunks == seq)
+            },
+            |item| {
+                if let Some(stale) = item.stale.as_mut() {
+                    stale.chunks = seq.saturating_sub(1);
+                }
+                Ok(())
+            },
+        )
+    }
+
     async fn take_lease(
         &self,
         at: &Locator,
@@ -587,6 +612,14 @@ mod tests {
         assert_eq!((item.snap_end, item.record.last_versionstamp), (None, None));
         // No third generation while the second's predecessor is not emptied.
         assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Lost);
+        // Its chunks are emptied from the highest down, one recorded step each.
+        assert_eq!(ok(p.stale_chunk_emptied(&at, 1, 1, 1).await), Lost);
+        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 2, 1).await), Lost);
+        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 0).await), Lost);
+        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 1).await), Applied);
+        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 1).await), Lost, "done");
+        let stale = p.item(&at).and_then(|i| i.stale);
+        assert_eq!(stale.map(|s| (s.generation, s.chunks)), Some((1, 0)));
         assert_eq!(ok(p.stale_cleared(&at, 1).await), Lost);
         assert_eq!(ok(p.stale_cleared(&at, 2).await), Applied);
         assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Applied);
