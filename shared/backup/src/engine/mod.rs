@@ -109,7 +109,8 @@ pub struct EngineConfig {
     pub lease_margin: Duration,
     /// How long a pass that holds the forwarding lease goes on forwarding a
     /// database that keeps committing (other deliveries for it end at once
-    /// meanwhile) before it hands over to the next delivery.
+    /// meanwhile) before it hands over to the next delivery. Short: the other
+    /// databases of a stream batch wait for the slowest.
     pub hot_pass: Duration,
     /// How long transient store faults may go on, with no write landing, before
     /// the backup is marked `failed` (the tenant can then ask for a retry).
@@ -125,7 +126,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(120),
             // Longer than a put may take (the S3 client's operation timeout).
             lease_margin: Duration::from_secs(40),
-            hot_pass: Duration::from_secs(5),
+            hot_pass: Duration::from_secs(2),
             transient_budget: TRANSIENT_BUDGET,
         }
     }
