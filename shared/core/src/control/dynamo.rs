@@ -20,101 +20,19 @@
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
-use super::locator::{locator_item, BACKUPS_INDEX, BACKUPS_INDEX_PK, LOCATOR_SK};
+use super::locator::{locator_item, LOCATOR_SK};
 use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::dynamo::{cancellation_codes, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
-};
+use super::table::{PK, SK};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
-
-/// Key attribute names of the control table.
-pub const PK: &str = "pk";
-pub const SK: &str = "sk";
-
-/// Attribute definitions and key schema of the control table, shared by the
-/// local bootstrap and checked against the SAM template by a test.
-pub fn control_table_schema() -> (Vec<AttributeDefinition>, Vec<KeySchemaElement>) {
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("static attribute definition")
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("static key schema")
-    };
-    (
-        vec![attr(PK), attr(SK), attr(BACKUPS_INDEX_PK)],
-        vec![key(PK, KeyType::Hash), key(SK, KeyType::Range)],
-    )
-}
-
-/// The control table's global secondary index: the sparse list of backup locators
-/// the backup engine's catch-up reads.
-pub fn control_table_indexes() -> Vec<GlobalSecondaryIndex> {
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(BACKUPS_INDEX)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(BACKUPS_INDEX_PK)
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("static key schema"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(PK)
-                .key_type(KeyType::Range)
-                .build()
-                .expect("static key schema"),
-        )
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
-        .build()
-        .expect("static index");
-    vec![index]
-}
-
-/// Creates the control table if it does not exist (local stack and tests).
-pub async fn ensure_control_table(client: &Client, table: &str) -> Result<(), StoreError> {
-    let (attrs, keys) = control_table_schema();
-    match client
-        .create_table()
-        .table_name(table)
-        .set_attribute_definitions(Some(attrs))
-        .set_key_schema(Some(keys))
-        .set_global_secondary_indexes(Some(control_table_indexes()))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(store_error("CreateTable", e)),
-    }
-}
 
 fn org_pk(org: Uuid) -> String {
     format!("ORG#{org}")

@@ -10,11 +10,11 @@ mod dynamo;
 pub mod locator;
 mod memory;
 pub mod records;
+mod table;
 
-pub use dynamo::{
-    control_table_indexes, control_table_schema, ensure_control_table, DynamoControl, PK, SK,
-};
+pub use dynamo::DynamoControl;
 pub use memory::MemoryControl;
+pub use table::{control_table_indexes, control_table_schema, ensure_control_table, PK, SK};
 
 use self::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
 use crate::error::StoreError;

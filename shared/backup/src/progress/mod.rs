@@ -1,0 +1,249 @@
+//! The backup engine's state in the control table.
+//!
+//! Each backup item (`ORG#<org>` / `BACKUP#<backup>`, written by the API) carries,
+//! besides its configuration and `status`, the engine's progress:
+//!
+//! | attribute | meaning |
+//! |---|---|
+//! | `logCursor` (N) | last commit version whose log object is in the bucket |
+//! | `snapGen` (N) | snapshot generation (1, then +1 per re-snapshot) |
+//! | `snapSeq` (N) | next snapshot chunk index |
+//! | `snapAfter` (B) | data-table sort key the snapshot scan continues after |
+//! | `snapStart` (N) | the head when the generation began (logs hold what follows) |
+//! | `snapEnd` (N) | head version read once the scan finished; the differential waits for `logCursor >= snapEnd` |
+//! | `snapLease` (N), `snapLeaseOwner` (S) | who may take snapshot steps, until when (ms) |
+//! | `fwdLease` (N), `fwdOwner` (S) | which pass may write log objects, until when (ms) |
+//! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
+//! | `errorSince` (N) | when the current run of transient faults began (ms): set by the first `lastError` after a write that landed, removed by the next one that lands (cursor moved, chunk recorded, activation) and on `failed`; the engine gives up once it is older than its budget |
+//! | `activeGen` (N) | the snapshot generation whose differential is written (set on activation): a retried `failed` backup resumes `active` if it equals `snapGen`, else `pending` |
+//! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty (its chunks `0..=staleSeq`, from the highest down: `staleSeq` goes down as they are emptied; its ledgered logs below `staleBelow`) |
+//!
+//! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
+//! so that a re-snapshot can empty the earlier generation's (PutObject only: the
+//! engine never lists or deletes in the tenant's bucket).
+//!
+//! Every change is a conditional `UpdateItem`, so concurrent invocations (stream
+//! batches, the scheduled catch-up, a retried delivery) cannot move a cursor
+//! backwards or skip a chunk, and a deleted backup is never recreated.
+//!
+//! The engine finds a database's backup through its locator
+//! ([`subkv_core::control::locator`]), and sees this store through the
+//! [`Progress`] trait: [`DynamoProgress`] is the real one (the unit tests' fake
+//! keeps the same conditions).
+
+mod dynamo;
+
+pub use dynamo::DynamoProgress;
+
+use async_trait::async_trait;
+use subkv_core::control::locator::Locator;
+use subkv_core::control::records::BackupRecord;
+use subkv_core::error::StoreError;
+use uuid::Uuid;
+
+/// Progress of the snapshot of one generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    pub generation: u64,
+    pub seq: u64,
+    pub after: Option<Vec<u8>>,
+    pub end: Option<u64>,
+    /// The head when the generation began (its logs hold the commits after it);
+    /// None for a generation begun before this was recorded.
+    pub start: Option<u64>,
+}
+
+/// What a re-snapshot leaves of the earlier generation in the bucket: snapshot
+/// chunks `0..=chunks` of `generation` and the log objects whose `monoseq` is
+/// below `below` (the first commit the new generation's logs hold). `chunks`
+/// goes down as the chunks are emptied, from the highest
+/// ([`Progress::stale_chunk_emptied`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale {
+    pub generation: u64,
+    pub chunks: u64,
+    pub below: u64,
+}
+
+/// A backup as the engine sees it.
+#[derive(Clone, Debug)]
+pub struct BackupState {
+    pub record: BackupRecord,
+    /// None: the first snapshot has not begun.
+    pub cursor: Option<u64>,
+    pub snapshot: SnapshotProgress,
+    /// After a re-snapshot, until emptied: the earlier generation's objects.
+    pub stale: Option<Stale>,
+    pub lease_until_ms: i64,
+    pub lease_owner: Option<String>,
+    /// When the current run of transient faults began (ms); None since the last
+    /// write that landed.
+    pub error_since_ms: Option<i64>,
+}
+
+/// What a conditional update of a backup did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    Applied,
+    /// Its condition did not hold: someone else moved first, the backup is gone,
+    /// or it is no longer in the state the caller saw.
+    Lost,
+}
+
+impl Update {
+    pub fn applied(self) -> bool {
+        self == Update::Applied
+    }
+}
+
+/// Where the snapshot scan stands after a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan<'a> {
+    /// It goes on after this data-table sort key.
+    After(&'a [u8]),
+    /// It is complete; `end` is the head read after its last page.
+    Complete { end: u64 },
+}
+
+/// Each backup's progress (the table above; every change is conditional and
+/// answers [`Update`]).
+#[async_trait]
+pub trait Progress: Send + Sync {
+    /// The backup of a database, if one is enabled.
+    async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError>;
+
+    /// Every enabled backup (for the scheduled catch-up).
+    async fn all(&self) -> Result<Vec<Locator>, StoreError>;
+
+    /// The backup's configuration and progress (strongly consistent); None once
+    /// it is deleted.
+    async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError>;
+
+    /// Starts snapshot `generation` of a backup whose logs are to begin after
+    /// `head`: the cursor moves to `head` (or is set, the first time). `expected`
+    /// is the cursor the caller saw (None: never started). Applies only to a
+    /// `pending` backup without a cursor (None), or to a `pending` or `active` one
+    /// still at cursor `expected` with no stale generation left to empty; then
+    /// the earlier generation becomes stale (its chunks, its logs below
+    /// `head + 1`) and the backup `pending`.
+    async fn begin_snapshot(
+        &self,
+        at: &Locator,
+        expected: Option<u64>,
+        head: u64,
+        generation: u64,
+    ) -> Result<Update, StoreError>;
+
+    /// Records, before it is written, that a log object is in the bucket: a
+    /// re-snapshot empties every such object of the earlier generation.
+    async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` ledgered log objects whose key sorts before `below`, in key
+    /// order.
+    async fn ledger_before(
+        &self,
+        at: &Locator,
+        below: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
+
+    /// The earlier generation's objects are all emptied (applies if the backup is
+    /// still at snapshot `generation`).
+    async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError>;
+
+    /// Chunk `seq` (at least 1) of the stale generation `stale_generation` is
+    /// emptied: the chunks still to empty become `0..seq` (`staleSeq = seq - 1`).
+    /// Applies only if the backup is still at snapshot `generation` and its stale
+    /// marker still at that generation and chunk. (Chunk 0, the last, ends with
+    /// [`Self::stale_cleared`].)
+    async fn stale_chunk_emptied(
+        &self,
+        at: &Locator,
+        generation: u64,
+        stale_generation: u64,
+        seq: u64,
+    ) -> Result<Update, StoreError>;
+
+    /// Takes (or renews) the snapshot lease until `until_ms`: only if nobody holds
+    /// it, it ran out before `now_ms`, or `owner` holds it.
+    async fn take_lease(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError>;
+
+    /// Takes (or renews) the forwarding lease: one pass at a time writes a
+    /// backup's log objects, so racing passes (a stream delivery and the
+    /// catch-up) do not write the same commits twice. Lost while another owner
+    /// holds it and it has not run out.
+    async fn take_forwarding(
+        &self,
+        at: &Locator,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError>;
+
+    /// Gives the forwarding lease back (only its owner can).
+    async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError>;
+
+    /// Records that chunk `seq` of `generation` is in the bucket and where the
+    /// scan stands: only by the lease's owner, at that generation and chunk. Ends a
+    /// run of transient faults (a write landed).
+    async fn snapshot_step(
+        &self,
+        at: &Locator,
+        owner: &str,
+        generation: u64,
+        seq: u64,
+        scan: Scan<'_>,
+    ) -> Result<Update, StoreError>;
+
+    /// Moves the cursor from `from` to `to` after the log object up to `to` was
+    /// written (only if it is still at `from`); `last_versionstamp` (20 hex) is
+    /// what `GET` shows. Clears the last error and ends a run of transient faults.
+    async fn advance(
+        &self,
+        at: &Locator,
+        from: u64,
+        to: u64,
+        last_versionstamp: Option<&str>,
+        at_time: &str,
+    ) -> Result<Update, StoreError>;
+
+    /// `pending` → `active`, once the differential (versionstamp `differential`, 20
+    /// hex) is written: the bucket holds the database through it from then on.
+    /// Applies only to a `pending` backup still at snapshot `generation`; records
+    /// `generation` as the one whose differential is written (`activeGen`).
+    async fn activate(
+        &self,
+        at: &Locator,
+        generation: u64,
+        differential: &str,
+        at_time: &str,
+    ) -> Result<Update, StoreError>;
+
+    /// The store refused, or transient faults outlasted the budget. Nothing more
+    /// is attempted for this backup until the tenant asks for a retry (the API
+    /// sets it back to `pending` or `active`).
+    async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
+
+    /// A problem being dealt with (e.g. a re-snapshot), shown by `GET` until the
+    /// next success.
+    async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
+
+    /// A transient store fault, shown by `GET` until the next success, as
+    /// [`Self::note_error`]; the first one since a write landed starts a run of
+    /// faults at `now_ms` (`errorSince`).
+    async fn note_fault(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Update, StoreError>;
+}
