@@ -37,6 +37,9 @@ const STREAM_BUDGET: Duration = Duration::from_secs(20);
 const CATCH_UP_BUDGET: Duration = Duration::from_secs(45);
 /// Backups the catch-up syncs at once.
 const CATCH_UP_PARALLEL: usize = 16;
+/// Longest one backup's pass may take within the catch-up: a slow one (a big
+/// snapshot, a slow store) keeps one slot for this long, not the whole budget.
+const CATCH_UP_PER_BACKUP: Duration = Duration::from_secs(15);
 
 /// Builds the engine from the environment, once per cold start.
 pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
@@ -144,8 +147,31 @@ pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventRespon
 }
 
 /// The scheduled catch-up: every enabled backup. Returns how many were synced.
+///
+/// The walk starts at a random backup: when the budget runs out before the end,
+/// a different tail waits each time, never the same one every minute.
 pub async fn catch_up(engine: Arc<Engine>) -> Result<usize, lambda_runtime::Error> {
-    let backups = engine.progress().all().await?;
+    let start = Uuid::new_v4().as_u128() as usize;
+    catch_up_from(engine, start).await
+}
+
+/// `items` in a circle starting at `start` (modulo their number).
+fn rotated<T>(mut items: Vec<T>, start: usize) -> Vec<T> {
+    if !items.is_empty() {
+        let first = start % items.len();
+        items.rotate_left(first);
+    }
+    items
+}
+
+/// A backup's own deadline within a catch-up that ends at `deadline`.
+fn backup_deadline(deadline: Instant, now: Instant) -> Instant {
+    deadline.min(now + CATCH_UP_PER_BACKUP)
+}
+
+/// [`catch_up`] from the backup at `start` of the list.
+async fn catch_up_from(engine: Arc<Engine>, start: usize) -> Result<usize, lambda_runtime::Error> {
+    let backups = rotated(engine.progress().all().await?, start);
     let deadline = Instant::now() + CATCH_UP_BUDGET;
     let mut tasks = JoinSet::new();
     let mut synced = 0;
@@ -156,7 +182,8 @@ pub async fn catch_up(engine: Arc<Engine>) -> Result<usize, lambda_runtime::Erro
             }
         }
         let engine = engine.clone();
-        tasks.spawn(async move { (at, engine.sync(&at, deadline).await) });
+        let own = backup_deadline(deadline, Instant::now());
+        tasks.spawn(async move { (at, engine.sync(&at, own).await) });
     }
     while let Some(done) = tasks.join_next().await {
         synced += finish(done);
@@ -218,6 +245,76 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catch_up_walks_the_backups_in_a_circle_from_anywhere() {
+        let backups = vec!['a', 'b', 'c', 'd'];
+        assert_eq!(rotated(backups.clone(), 0), ['a', 'b', 'c', 'd']);
+        assert_eq!(rotated(backups.clone(), 2), ['c', 'd', 'a', 'b']);
+        assert_eq!(rotated(backups.clone(), 7), ['d', 'a', 'b', 'c']);
+        // Whatever the start, each backup once.
+        for start in 0..8 {
+            let mut walk = rotated(backups.clone(), start);
+            walk.sort();
+            assert_eq!(walk, backups);
+        }
+        assert!(rotated(Vec::<char>::new(), 3).is_empty());
+    }
+
+    #[test]
+    fn one_backup_gets_at_most_its_share_of_the_catch_up() {
+        let now = Instant::now();
+        let deadline = now + CATCH_UP_BUDGET;
+        assert_eq!(backup_deadline(deadline, now), now + CATCH_UP_PER_BACKUP);
+        // Near the end, the catch-up's own deadline wins.
+        let late = deadline - Duration::from_secs(1);
+        assert_eq!(backup_deadline(deadline, late), deadline);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_syncs_every_backup_whatever_its_start() {
+        use crate::engine::EngineConfig;
+        use crate::fakes::{FakeBucket, FakeKv, FakeProgress};
+        use subkv_core::control::records::{now_rfc3339, BackupRecord, BackupStatus};
+        let kv = Arc::new(FakeKv::default());
+        let progress = Arc::new(FakeProgress::default());
+        let bucket = FakeBucket::default();
+        let backups: Vec<Locator> = (0..5)
+            .map(|i| {
+                let db = Uuid::new_v4();
+                kv.commit(db, &[("k", Some("v"))]);
+                progress.add(BackupRecord {
+                    id: Uuid::new_v4(),
+                    organization_id: Uuid::new_v4(),
+                    database_id: db,
+                    kind: "s3".into(),
+                    endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
+                    bucket_name: format!("bucket-{i}"),
+                    bucket_region: "eu-west-1".into(),
+                    access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                    secret_access_key_ciphertext: vec![1],
+                    prefix: "backup/".into(),
+                    status: BackupStatus::Pending,
+                    created_at: now_rfc3339(),
+                    last_backed_up_at: None,
+                    last_versionstamp: None,
+                    last_error: None,
+                })
+            })
+            .collect();
+        let engine = Arc::new(Engine::new(
+            kv,
+            progress.clone(),
+            Arc::new(bucket),
+            EngineConfig::default(),
+        ));
+        let synced = catch_up_from(engine, 3).await.expect("catch-up");
+        assert_eq!(synced, 5);
+        for at in &backups {
+            let item = progress.item(at).expect("backup");
+            assert_eq!(item.record.status, BackupStatus::Active, "{at:?}");
+        }
+    }
 
     #[test]
     fn a_stream_batch_names_each_database_once_with_its_first_record() {
