@@ -207,6 +207,69 @@ fn sam_template_table_matches_the_store_schema() {
         .map(|k| (k.attribute_name().into(), k.key_type().as_str().into()))
         .collect();
     assert_eq!(keys_found, keys_want);
+    // The indexes: names, keys and what they project.
+    let index_of = |name: &str, keys: Vec<(String, String)>, projection: String| {
+        (name.to_string(), keys, projection)
+    };
+    let indexes_found: BTreeSet<_> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes")
+        .iter()
+        .map(|i| {
+            let keys = i["KeySchema"]
+                .as_sequence()
+                .expect("index KeySchema")
+                .iter()
+                .map(|k| {
+                    (
+                        k["AttributeName"].as_str().expect("name").to_string(),
+                        k["KeyType"].as_str().expect("type").to_string(),
+                    )
+                })
+                .collect();
+            let mut projection = i["Projection"]["ProjectionType"]
+                .as_str()
+                .expect("ProjectionType")
+                .to_string();
+            for attr in i["Projection"]["NonKeyAttributes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                projection += &format!(" {}", attr.as_str().expect("attribute"));
+            }
+            index_of(
+                i["IndexName"].as_str().expect("IndexName"),
+                keys,
+                projection,
+            )
+        })
+        .collect();
+    let indexes_want: BTreeSet<_> = subkv_core::control::control_table_indexes()
+        .iter()
+        .map(|i| {
+            let keys = i
+                .key_schema()
+                .iter()
+                .map(|k| {
+                    (
+                        k.attribute_name().to_string(),
+                        k.key_type().as_str().to_string(),
+                    )
+                })
+                .collect();
+            let projection = i.projection().expect("projection");
+            let mut text = projection
+                .projection_type()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            for attr in projection.non_key_attributes() {
+                text += &format!(" {attr}");
+            }
+            index_of(i.index_name(), keys, text)
+        })
+        .collect();
+    assert_eq!(indexes_found, indexes_want);
     assert_eq!(
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
         Some(true)
@@ -295,6 +358,7 @@ fn openapi_schemas_match_what_the_code_serializes() {
         last_backed_up_at: None,
         last_versionstamp: None,
         last_error: None,
+        snapshot_chunks: None,
     };
     let api_backup = serde_json::to_value(KvDatabaseBackup::from(&backup)).expect("json");
     assert_eq!(schema_fields(&doc, "KvDatabaseBackup"), fields(api_backup));

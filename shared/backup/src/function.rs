@@ -7,12 +7,16 @@
 //!   (DynamoDB, KMS) has its first record reported, so the event source mapping
 //!   retries from there. Tenant store problems are never reported (they would hold
 //!   the shard, and every tenant behind it): the catch-up retries them.
-//! - Anything else (the EventBridge schedule, the local scheduler): every enabled
-//!   backup is synced, a few at a time.
+//! - Anything else (the EventBridge schedule, the local scheduler): the catch-up,
+//!   over the backups due a visit and this minute's sweep slot (see
+//!   [`crate::engine`]), a few at a time.
 //!
-//! Metrics go to the log in CloudWatch Embedded Metric Format, one line per backup
-//! pass: `RecordsForwarded`, `ObjectsWritten`, `LagMs`, `Failures` (dimension
-//! `BackupId`), in namespace `subkv/backup`.
+//! Metrics go to the log in CloudWatch Embedded Metric Format, in namespace
+//! `subkv/backup` and without dimensions, so that their number and cost do not
+//! grow with the fleet: one line per backup pass that did something
+//! (`RecordsForwarded`, `ObjectsWritten`, `LagMs`, `Failures`; the backup and
+//! database ids ride along as plain properties, for Logs Insights), and one per
+//! catch-up (`Visited`, `Retrying`, `PendingOverdue`).
 
 use crate::bucket::Connector;
 use crate::engine::{DatabaseSync, Engine, EngineConfig, EngineError, Report};
@@ -25,7 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkv_core::config::{var, Env};
-use subkv_core::control::locator::Locator;
+use subkv_core::control::locator::{Locator, SWEEP_SLOTS};
 use subkv_core::runtime;
 use subkv_core::secrets::KmsOpener;
 use subkv_dynamo_kv::{now_ms, DynamoKv};
@@ -86,37 +90,65 @@ pub fn databases_of(event: &Event) -> BTreeMap<Uuid, String> {
     out
 }
 
-/// One pass's metrics, as a CloudWatch Embedded Metric Format log line (none for
-/// a pass that found nothing to do).
-fn emit(at: &Locator, report: &Report) {
-    if *report == Report::default() {
-        return; // an idle pass: nothing to count
-    }
-    let line = serde_json::json!({
-        "_aws": {
-            "Timestamp": now_ms(),
-            "CloudWatchMetrics": [{
-                "Namespace": "subkv/backup",
-                "Dimensions": [["BackupId"]],
-                "Metrics": [
-                    {"Name": "RecordsForwarded", "Unit": "Count"},
-                    {"Name": "ObjectsWritten", "Unit": "Count"},
-                    {"Name": "LagMs", "Unit": "Milliseconds"},
-                    {"Name": "Failures", "Unit": "Count"},
-                ],
-            }],
-        },
-        "BackupId": at.backup_id.to_string(),
-        "DatabaseId": at.database_id.to_string(),
-        "RecordsForwarded": report.records_forwarded,
-        "ObjectsWritten": report.objects_written,
-        "LagMs": report.lag_ms.unwrap_or(0),
-        "Failures": u64::from(report.problem.is_some()),
-        "SnapshotChunks": report.snapshot_chunks,
-        "Activated": report.activated,
+/// One Embedded Metric Format line: `metrics` (name, unit) in namespace
+/// `subkv/backup`, no dimension, with `properties` holding their values and
+/// anything else worth searching for.
+fn emf(metrics: &[(&str, &str)], mut properties: serde_json::Value) -> serde_json::Value {
+    let metrics: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, unit)| serde_json::json!({"Name": name, "Unit": unit}))
+        .collect();
+    properties["_aws"] = serde_json::json!({
+        "Timestamp": now_ms(),
+        "CloudWatchMetrics": [{
+            "Namespace": "subkv/backup",
+            "Dimensions": [[]],
+            "Metrics": metrics,
+        }],
     });
-    // Not through tracing: EMF wants the object as the whole log line.
+    properties
+}
+
+/// One pass's metrics line (None for a pass that found nothing to do).
+fn pass_metrics(at: &Locator, report: &Report) -> Option<serde_json::Value> {
+    let quiet = Report {
+        overdue: false,
+        retrying: false,
+        ..report.clone()
+    };
+    if quiet == Report::default() {
+        return None; // an idle pass: nothing to count
+    }
+    Some(emf(
+        &[
+            ("RecordsForwarded", "Count"),
+            ("ObjectsWritten", "Count"),
+            ("LagMs", "Milliseconds"),
+            ("Failures", "Count"),
+        ],
+        serde_json::json!({
+            "BackupId": at.backup_id.to_string(),
+            "DatabaseId": at.database_id.to_string(),
+            "RecordsForwarded": report.records_forwarded,
+            "ObjectsWritten": report.objects_written,
+            "LagMs": report.lag_ms.unwrap_or(0),
+            "Failures": u64::from(report.problem.is_some()),
+            "SnapshotChunks": report.snapshot_chunks,
+            "Activated": report.activated,
+        }),
+    ))
+}
+
+/// Writes a metrics line. Not through tracing: EMF wants the object as the
+/// whole log line.
+fn print(line: serde_json::Value) {
     println!("{line}");
+}
+
+fn emit(at: &Locator, report: &Report) {
+    if let Some(line) = pass_metrics(at, report) {
+        print(line);
+    }
 }
 
 /// Handles one stream batch; returns the partial batch response.
@@ -146,13 +178,65 @@ pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventRespon
     response
 }
 
-/// The scheduled catch-up: every enabled backup. Returns how many were synced.
+/// What one catch-up did (logged, and emitted as metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Backups visited (due, or in this minute's sweep slot).
+    pub visited: usize,
+    /// Of those, synced without an infrastructure error.
+    pub synced: usize,
+    /// Visited backups retrying a run of transient store faults.
+    pub retrying: usize,
+    /// Visited backups `pending` for longer than the engine's bound.
+    pub overdue: usize,
+}
+
+impl CatchUp {
+    fn metrics(&self) -> serde_json::Value {
+        emf(
+            &[
+                ("Visited", "Count"),
+                ("Retrying", "Count"),
+                ("PendingOverdue", "Count"),
+            ],
+            serde_json::json!({
+                "Visited": self.visited,
+                "Retrying": self.retrying,
+                "PendingOverdue": self.overdue,
+            }),
+        )
+    }
+}
+
+/// The scheduled catch-up: the backups due a visit, and this minute's sweep slot.
 ///
 /// The walk starts at a random backup: when the budget runs out before the end,
 /// a different tail waits each time, never the same one every minute.
-pub async fn catch_up(engine: Arc<Engine>) -> Result<usize, lambda_runtime::Error> {
+pub async fn catch_up(engine: Arc<Engine>) -> Result<CatchUp, lambda_runtime::Error> {
     let start = Uuid::new_v4().as_u128() as usize;
-    catch_up_from(engine, start).await
+    let slot = (now_ms() / 60_000).rem_euclid(i64::from(SWEEP_SLOTS)) as u32;
+    let done = catch_up_from(engine, slot, start).await?;
+    print(done.metrics());
+    Ok(done)
+}
+
+/// The backups one catch-up visits: those due, then those of sweep slot `slot`,
+/// each once.
+async fn to_visit(engine: &Engine, slot: u32) -> Result<Vec<Locator>, lambda_runtime::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for at in engine
+        .progress()
+        .due()
+        .await?
+        .into_iter()
+        .chain(engine.progress().sweep(slot).await?)
+    {
+        if seen.insert(at.backup_id) {
+            out.push(at);
+        }
+    }
+    Ok(out)
 }
 
 /// `items` in a circle starting at `start` (modulo their number).
@@ -169,43 +253,54 @@ fn backup_deadline(deadline: Instant, now: Instant) -> Instant {
     deadline.min(now + CATCH_UP_PER_BACKUP)
 }
 
-/// [`catch_up`] from the backup at `start` of the list.
-async fn catch_up_from(engine: Arc<Engine>, start: usize) -> Result<usize, lambda_runtime::Error> {
-    let backups = rotated(engine.progress().all().await?, start);
+/// [`catch_up`] over sweep slot `slot` (and the due backups), from the backup at
+/// `start` of the list.
+async fn catch_up_from(
+    engine: Arc<Engine>,
+    slot: u32,
+    start: usize,
+) -> Result<CatchUp, lambda_runtime::Error> {
+    let backups = rotated(to_visit(&engine, slot).await?, start);
     let deadline = Instant::now() + CATCH_UP_BUDGET;
     let mut tasks = JoinSet::new();
-    let mut synced = 0;
+    let mut done = CatchUp {
+        visited: backups.len(),
+        ..CatchUp::default()
+    };
     for at in backups {
         while tasks.len() >= CATCH_UP_PARALLEL {
-            if let Some(done) = tasks.join_next().await {
-                synced += finish(done);
+            if let Some(joined) = tasks.join_next().await {
+                finish(joined, &mut done);
             }
         }
         let engine = engine.clone();
         let own = backup_deadline(deadline, Instant::now());
         tasks.spawn(async move { (at, engine.sync(&at, own).await) });
     }
-    while let Some(done) = tasks.join_next().await {
-        synced += finish(done);
+    while let Some(joined) = tasks.join_next().await {
+        finish(joined, &mut done);
     }
-    Ok(synced)
+    Ok(done)
 }
 
 type Synced = (Locator, Result<Report, EngineError>);
 
-fn finish(done: Result<Synced, tokio::task::JoinError>) -> usize {
-    match done {
+fn finish(joined: Result<Synced, tokio::task::JoinError>, done: &mut CatchUp) {
+    match joined {
         Ok((at, Ok(report))) => {
             emit(&at, &report);
-            1
+            done.synced += 1;
+            done.retrying += usize::from(report.retrying);
+            done.overdue += usize::from(report.overdue);
+            if report.overdue {
+                tracing::warn!(backup = %at.backup_id, database = %at.database_id, "backup pending for longer than its bound");
+            }
         }
         Ok((at, Err(error))) => {
             tracing::error!(backup = %at.backup_id, error = %error, "catch-up failed for this backup");
-            0
         }
         Err(join) => {
             tracing::error!(error = %join, "catch-up task failed");
-            0
         }
     }
 }
@@ -229,13 +324,16 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
                 );
                 Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?)
             } else {
-                let synced = catch_up(engine).await?;
+                let done = catch_up(engine).await?;
                 tracing::info!(
-                    synced,
+                    visited = done.visited,
+                    synced = done.synced,
+                    retrying = done.retrying,
+                    overdue = done.overdue,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "catch-up"
                 );
-                Ok(serde_json::json!({ "synced": synced }))
+                Ok(serde_json::json!({ "visited": done.visited, "synced": done.synced }))
             }
         },
     )
@@ -299,6 +397,7 @@ mod tests {
                     last_backed_up_at: None,
                     last_versionstamp: None,
                     last_error: None,
+                    snapshot_chunks: None,
                 })
             })
             .collect();
@@ -306,14 +405,36 @@ mod tests {
             kv,
             progress.clone(),
             Arc::new(bucket),
-            EngineConfig::default(),
+            EngineConfig {
+                absent_ttl: Duration::ZERO,
+                ..EngineConfig::default()
+            },
         ));
-        let synced = catch_up_from(engine, 3).await.expect("catch-up");
-        assert_eq!(synced, 5);
+        // Pending, hence due: whatever the slot, the catch-up visits each of them.
+        let done = catch_up_from(engine.clone(), 17, 3)
+            .await
+            .expect("catch-up");
+        assert_eq!((done.visited, done.synced), (5, 5));
         for at in &backups {
             let item = progress.item(at).expect("backup");
             assert_eq!(item.record.status, BackupStatus::Active, "{at:?}");
+            assert!(!item.due, "caught up: off the due list");
         }
+        // Idle now: each catch-up visits only its sweep slot's backups, so each
+        // backup once over the 60 slots.
+        let mut visits = 0;
+        for slot in 0..SWEEP_SLOTS {
+            let done = catch_up_from(engine.clone(), slot, 0)
+                .await
+                .expect("catch-up");
+            let in_slot = backups
+                .iter()
+                .filter(|at| subkv_core::control::locator::sweep_slot(at.database_id) == slot)
+                .count();
+            assert_eq!(done.visited, in_slot, "slot {slot}");
+            visits += done.visited;
+        }
+        assert_eq!(visits, backups.len());
     }
 
     #[test]
@@ -340,6 +461,46 @@ mod tests {
         assert_eq!(dbs.len(), 2);
         assert_eq!(dbs[&Uuid::parse_str(a).unwrap()], "100");
         assert_eq!(dbs[&Uuid::parse_str(b).unwrap()], "101");
+    }
+
+    #[test]
+    fn metrics_have_no_per_backup_dimension_and_idle_passes_none() {
+        let at = Locator {
+            database_id: Uuid::new_v4(),
+            organization_id: Uuid::new_v4(),
+            backup_id: Uuid::new_v4(),
+        };
+        assert_eq!(pass_metrics(&at, &Report::default()), None);
+        let report = Report {
+            records_forwarded: 3,
+            objects_written: 1,
+            lag_ms: Some(120),
+            ..Report::default()
+        };
+        let line = pass_metrics(&at, &report).expect("a line");
+        let declared = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], "subkv/backup");
+        // One fleet-wide series per metric, whatever the number of backups.
+        assert_eq!(declared["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(line["RecordsForwarded"], 3);
+        assert_eq!(line["LagMs"], 120);
+        // The backup is still named, as a property for Logs Insights.
+        assert_eq!(line["BackupId"], at.backup_id.to_string());
+        let done = CatchUp {
+            visited: 4,
+            synced: 4,
+            retrying: 1,
+            overdue: 2,
+        };
+        let line = done.metrics();
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([[]])
+        );
+        assert_eq!(
+            (line["Retrying"].as_u64(), line["PendingOverdue"].as_u64()),
+            (Some(1), Some(2))
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub async fn enable(ctx: Ctx) -> ApiResult<Reply> {
         last_backed_up_at: None,
         last_versionstamp: None,
         last_error: None,
+        snapshot_chunks: None,
     };
     match control.enable_backup(&record).await? {
         EnableOutcome::Enabled => Reply::json(&Enabled { id }),

@@ -5,9 +5,14 @@
 //!   stream only says *which* databases changed; for each, the engine reads what to
 //!   write next from the change log after the backup's cursor (ordered, complete,
 //!   idempotent), so duplicate or out-of-order deliveries change nothing;
-//! - on a schedule (the catch-up): every enabled backup, so one that fell behind
-//!   (a tenant bucket that was down, a batch that timed out) catches up by itself,
-//!   and pending backups take their snapshot steps.
+//! - on a schedule (the catch-up): the backups *due* a visit (pending, retrying a
+//!   store fault, or left with work by their last pass), so that pending backups
+//!   take their snapshot steps and one that fell behind (a tenant bucket that was
+//!   down, a batch that timed out) catches up by itself; and one sixtieth of all
+//!   backups (the sweep), so that every backup is looked at once an hour whatever
+//!   happened to its stream deliveries. A pass that finds an `active` backup caught
+//!   up and without fault takes it off the due list ([`Progress::settle`]): an
+//!   idle backup costs one visit an hour.
 //!
 //! A backup's life: `pending` with no cursor → the first snapshot begins (cursor =
 //! the head then) → snapshot chunks, resumable, under a lease → once the scan is
@@ -35,7 +40,10 @@
 //! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
 //! | `snapshot.rs` | snapshot chunks, re-snapshots and emptying the earlier generation |
 //! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
+//! | `due_tests.rs` | the due list, the negative cache and stuck states (fleet scale) |
 
+#[cfg(test)]
+mod due_tests;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -45,7 +53,8 @@ use crate::progress::{BackupState, Progress, Update};
 use crate::sink::{ObjectSink, Opened, Sinks};
 use crate::source::ChangeSource;
 use prost::Message;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{now_rfc3339, BackupStatus};
@@ -115,6 +124,14 @@ pub struct EngineConfig {
     /// How long transient store faults may go on, with no write landing, before
     /// the backup is marked `failed` (the tenant can then ask for a retry).
     pub transient_budget: Duration,
+    /// How long a stream pass trusts that a database has no backup without
+    /// looking again (a per-instance negative cache: most databases have none).
+    /// A backup stays due for the catch-up at least this long after its snapshot
+    /// began, so the commits an instance skipped meanwhile are still forwarded.
+    pub absent_ttl: Duration,
+    /// A backup `pending` longer than this is reported as overdue (a metric and
+    /// an alarm: a snapshot of a million keys takes minutes).
+    pub pending_bound: Duration,
 }
 
 impl Default for EngineConfig {
@@ -128,6 +145,8 @@ impl Default for EngineConfig {
             lease_margin: Duration::from_secs(40),
             hot_pass: Duration::from_secs(2),
             transient_budget: TRANSIENT_BUDGET,
+            absent_ttl: Duration::from_secs(60),
+            pending_bound: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -146,6 +165,10 @@ pub struct Report {
     /// A transient store problem (retried later) or a refusal (now `failed`).
     pub problem: Option<String>,
     pub failed: bool,
+    /// The backup has been `pending` longer than [`EngineConfig::pending_bound`].
+    pub overdue: bool,
+    /// A run of transient store faults is under way (the backup is retrying).
+    pub retrying: bool,
 }
 
 /// What [`Engine::sync_database`] found.
@@ -164,6 +187,21 @@ pub struct Engine {
     config: EngineConfig,
     /// This instance's name as a lease holder.
     owner: String,
+    /// Databases found without a backup, and when (see [`EngineConfig::absent_ttl`]).
+    absent: Mutex<HashMap<Uuid, Instant>>,
+}
+
+/// Most databases the negative cache remembers (about 5 MB): past it, it starts
+/// again empty.
+const ABSENT_MAX: usize = 100_000;
+
+/// How a pass over a backup ended, with the state it last read.
+struct Ended {
+    state: Option<BackupState>,
+    /// Caught up: an `active` backup with nothing after its cursor.
+    idle: bool,
+    /// The deadline came while there was work left.
+    out_of_time: bool,
 }
 
 /// What one step of a pass came to.
@@ -172,6 +210,8 @@ enum Step {
     Again,
     /// Nothing more to do now.
     Done,
+    /// An `active` backup with nothing after its cursor: caught up.
+    Idle,
     /// The tenant's store failed a write: the pass ends (see [`Engine::fault`]).
     Fault(BucketFault),
 }
@@ -189,6 +229,7 @@ impl Engine {
             sinks,
             config,
             owner: Uuid::new_v4().to_string(),
+            absent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,11 +244,28 @@ impl Engine {
         database: Uuid,
         deadline: Instant,
     ) -> Result<DatabaseSync, EngineError> {
+        if self.known_absent(database) {
+            return Ok(DatabaseSync::NoBackup);
+        }
         let Some(at) = self.progress.locate(database).await? else {
+            let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            if absent.len() >= ABSENT_MAX {
+                absent.clear();
+            }
+            absent.insert(database, now());
             return Ok(DatabaseSync::NoBackup);
         };
         let report = self.sync(&at, deadline).await?;
         Ok(DatabaseSync::Synced(at, report))
+    }
+
+    /// Whether `database` was found without a backup less than
+    /// [`EngineConfig::absent_ttl`] ago.
+    fn known_absent(&self, database: Uuid) -> bool {
+        let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent
+            .get(&database)
+            .is_some_and(|seen| now().saturating_duration_since(*seen) < self.config.absent_ttl)
     }
 
     /// Brings one backup as far forward as it can go before `deadline`.
@@ -219,6 +277,11 @@ impl Engine {
     /// change log once more — the commits of a delivery that ended at once are
     /// there — and goes on while there are more, for at most
     /// [`EngineConfig::hot_pass`].
+    ///
+    /// A pass that leaves work behind (out of time, or a database still
+    /// committing when its hot pass ends) marks the backup due, so that the
+    /// catch-up goes on with it even if no delivery comes; one that finds it
+    /// caught up takes it off the due list.
     pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
         let started = now();
         let mut report = Report::default();
@@ -229,15 +292,54 @@ impl Engine {
                 // Lost only if it ran out meanwhile; either way it is not ours now.
                 let _: Update = self.progress.release_forwarding(at, &self.owner).await?;
             }
-            result?;
-            if !forwarding
-                || now().saturating_duration_since(started) >= self.config.hot_pass
-                || now() >= deadline
-                || !self.more_to_forward(at).await?
-            {
-                return Ok(report);
+            let mut ended = result?;
+            if forwarding {
+                let more = self.more_to_forward(at).await?;
+                let hot = now().saturating_duration_since(started) >= self.config.hot_pass;
+                if more && !hot && now() < deadline {
+                    continue;
+                }
+                ended.out_of_time |= more;
+            }
+            self.settle(at, &ended, &mut report).await?;
+            return Ok(report);
+        }
+    }
+
+    /// Keeps the due list right after a pass, and reports stuck states.
+    async fn settle(
+        &self,
+        at: &Locator,
+        ended: &Ended,
+        report: &mut Report,
+    ) -> Result<(), EngineError> {
+        let Some(state) = &ended.state else {
+            return Ok(());
+        };
+        let now_ms = now_ms();
+        let since = |ms: i64| Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64);
+        // This pass met a transient fault (the last state read may be older than
+        // a write that landed since, so it is not asked).
+        report.retrying = report.problem.is_some() && !report.failed;
+        report.overdue = state.record.status == BackupStatus::Pending
+            && state
+                .pending_since_ms
+                .is_some_and(|ms| since(ms) >= self.config.pending_bound);
+        if ended.out_of_time && !state.due {
+            let _: Update = self.progress.mark_due(at).await?;
+        } else if ended.idle
+            && state.due
+            && state.error_since_ms.is_none()
+            && state
+                .pending_since_ms
+                .is_none_or(|ms| since(ms) >= self.config.absent_ttl)
+        {
+            if let Some(cursor) = state.cursor {
+                // Lost: it moved or faulted meanwhile; the next visit looks again.
+                let _: Update = self.progress.settle(at, cursor).await?;
             }
         }
+        Ok(())
     }
 
     /// Steps until the backup is done for now, faulted, or out of time.
@@ -247,34 +349,50 @@ impl Engine {
         deadline: Instant,
         report: &mut Report,
         forwarding: &mut bool,
-    ) -> Result<(), EngineError> {
-        while now() < deadline {
+    ) -> Result<Ended, EngineError> {
+        let mut ended = Ended {
+            state: None,
+            idle: false,
+            out_of_time: false,
+        };
+        loop {
+            if now() >= deadline {
+                ended.out_of_time = true;
+                break;
+            }
             let Some(state) = self.progress.load(at).await? else {
+                ended.state = None;
                 break; // disabled: nothing more is written
             };
+            let state = ended.state.insert(state);
             if matches!(state.record.status, BackupStatus::Failed { .. }) {
+                ended.state = None; // left alone until the tenant asks for a retry
                 break;
             }
             let sink = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
-                    self.fault(at, &state, fault, report).await?;
+                    self.fault(at, state, fault, report).await?;
                     break;
                 }
             };
             match self
-                .step(at, &state, sink.as_ref(), deadline, report, forwarding)
+                .step(at, state, sink.as_ref(), deadline, report, forwarding)
                 .await?
             {
                 Step::Again => continue,
                 Step::Done => break,
+                Step::Idle => {
+                    ended.idle = true;
+                    break;
+                }
                 Step::Fault(fault) => {
-                    self.fault(at, &state, fault, report).await?;
+                    self.fault(at, state, fault, report).await?;
                     break;
                 }
             }
         }
-        Ok(())
+        Ok(ended)
     }
 
     /// Whether the change log holds commits after the backup's cursor.
@@ -407,6 +525,7 @@ impl Engine {
             (true, Some(end)) if cursor < end => {
                 self.restart_snapshot(at, state, cursor, report).await
             }
+            (false, _) if state.record.status == BackupStatus::Active => Ok(Step::Idle),
             _ => Ok(Step::Done),
         }
     }

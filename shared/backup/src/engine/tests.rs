@@ -12,16 +12,16 @@ const REFUSAL: &str = "PutObject refused by the store: AccessDenied: Access Deni
 const OUTAGE: &str = "PutObject failed at the store: SlowDown: Please reduce your request rate.";
 
 /// A database, its backup, and the engine over the fakes.
-struct World {
-    kv: Arc<FakeKv>,
-    progress: Arc<FakeProgress>,
-    bucket: FakeBucket,
-    engine: Engine,
-    db: Uuid,
-    at: Locator,
+pub(super) struct World {
+    pub(super) kv: Arc<FakeKv>,
+    pub(super) progress: Arc<FakeProgress>,
+    pub(super) bucket: FakeBucket,
+    pub(super) engine: Engine,
+    pub(super) db: Uuid,
+    pub(super) at: Locator,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     world_with(EngineConfig {
         snapshot_items_per_chunk: 2,
         hot_pass: Duration::from_millis(200),
@@ -29,7 +29,7 @@ fn world() -> World {
     })
 }
 
-fn world_with(config: EngineConfig) -> World {
+pub(super) fn world_with(config: EngineConfig) -> World {
     let db = Uuid::new_v4();
     let kv = Arc::new(FakeKv::default());
     let progress = Arc::new(FakeProgress::default());
@@ -50,6 +50,7 @@ fn world_with(config: EngineConfig) -> World {
         last_backed_up_at: None,
         last_versionstamp: None,
         last_error: None,
+        snapshot_chunks: None,
     });
     let engine = Engine::new(
         kv.clone(),
@@ -68,12 +69,12 @@ fn world_with(config: EngineConfig) -> World {
 }
 
 impl World {
-    fn commit(&self, ops: &[Op<'_>]) -> u64 {
+    pub(super) fn commit(&self, ops: &[Op<'_>]) -> u64 {
         self.kv.commit(self.db, ops)
     }
 
     /// One pass, with time enough for every step.
-    async fn pass(&self) -> Report {
+    pub(super) async fn pass(&self) -> Report {
         let deadline = Instant::now() + Duration::from_secs(30);
         match self.engine.sync(&self.at, deadline).await {
             Ok(report) => report,
@@ -85,15 +86,15 @@ impl World {
         format::root(PREFIX, self.db)
     }
 
-    fn item(&self) -> crate::fakes::Item {
+    pub(super) fn item(&self) -> crate::fakes::Item {
         self.progress.item(&self.at).expect("the backup exists")
     }
 
-    fn status(&self) -> BackupStatus {
+    pub(super) fn status(&self) -> BackupStatus {
         self.item().record.status
     }
 
-    fn cursor(&self) -> Option<u64> {
+    pub(super) fn cursor(&self) -> Option<u64> {
         self.item().cursor
     }
 
@@ -114,7 +115,7 @@ impl World {
     }
 
     /// A pending backup with `keys` in its database, brought to `active`.
-    async fn active(&self, keys: &[Op<'_>]) {
+    pub(super) async fn active(&self, keys: &[Op<'_>]) {
         if !keys.is_empty() {
             self.commit(keys);
         }
@@ -787,7 +788,7 @@ async fn sync_database_finds_the_backup_through_its_locator() {
         w.engine.sync_database(Uuid::new_v4(), deadline).await,
         Ok(DatabaseSync::NoBackup)
     ));
-    assert_eq!(w.engine.progress().all().await.ok(), Some(vec![w.at]));
+    assert_eq!(w.engine.progress().due().await.ok(), Some(vec![w.at]));
 }
 
 #[tokio::test]

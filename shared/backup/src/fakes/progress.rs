@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
-use subkv_core::control::locator::Locator;
+use subkv_core::control::locator::{sweep_slot, Locator, SWEEP_SLOTS};
 use subkv_core::control::records::{BackupRecord, BackupStatus};
 use subkv_core::error::StoreError;
 use uuid::Uuid;
@@ -30,6 +30,9 @@ pub struct Item {
     pub forwarding: Option<(i64, String)>,
     pub error_since: Option<i64>,
     pub active_gen: Option<u64>,
+    /// `dueIndex`: in the catch-up's `due` index.
+    pub due: bool,
+    pub pending_since: Option<i64>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,9 @@ impl FakeProgress {
                 forwarding: None,
                 error_since: None,
                 active_gen: None,
+                // The API enables a backup due.
+                due: true,
+                pending_since: None,
             },
         );
         at
@@ -113,6 +119,15 @@ impl FakeProgress {
     pub fn backdate_fault_run(&self, at: &Locator, ago: std::time::Duration) {
         if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
             if let Some(since) = item.error_since.as_mut() {
+                *since -= ago.as_millis() as i64;
+            }
+        }
+    }
+
+    /// The backup's snapshot generation began `ago` earlier than recorded.
+    pub fn backdate_pending(&self, at: &Locator, ago: std::time::Duration) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            if let Some(since) = item.pending_since.as_mut() {
                 *since -= ago.as_millis() as i64;
             }
         }
@@ -166,10 +181,57 @@ impl Progress for FakeProgress {
         Ok(self.called("locate").locators.get(&database).copied())
     }
 
-    async fn all(&self) -> Result<Vec<Locator>, StoreError> {
-        let mut all: Vec<Locator> = self.called("all").locators.values().copied().collect();
+    async fn due(&self) -> Result<Vec<Locator>, StoreError> {
+        let control = self.called("due");
+        let mut due: Vec<Locator> = control
+            .locators
+            .values()
+            .filter(|at| control.items.get(&at.backup_id).is_some_and(|i| i.due))
+            .copied()
+            .collect();
+        due.sort_by_key(|at| at.backup_id);
+        Ok(due)
+    }
+
+    async fn sweep(&self, slot: u32) -> Result<Vec<Locator>, StoreError> {
+        let mut all: Vec<Locator> = self
+            .called("sweep")
+            .locators
+            .values()
+            .filter(|at| sweep_slot(at.database_id) == slot % SWEEP_SLOTS)
+            .copied()
+            .collect();
         all.sort_by_key(|at| at.backup_id);
         Ok(all)
+    }
+
+    async fn mark_due(&self, at: &Locator) -> Result<Update, StoreError> {
+        self.update(
+            "mark_due",
+            at,
+            |_| true,
+            |item| {
+                item.due = true;
+                Ok(())
+            },
+        )
+    }
+
+    async fn settle(&self, at: &Locator, cursor: u64) -> Result<Update, StoreError> {
+        self.update(
+            "settle",
+            at,
+            |item| {
+                item.cursor == Some(cursor)
+                    && item.record.status == BackupStatus::Active
+                    && item.error_since.is_none()
+                    && item.stale.is_none()
+            },
+            |item| {
+                item.due = false;
+                Ok(())
+            },
+        )
     }
 
     async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError> {
@@ -191,6 +253,8 @@ impl Progress for FakeProgress {
                 lease_until_ms: item.lease.unwrap_or(0),
                 lease_owner: item.lease_owner.clone(),
                 error_since_ms: item.error_since,
+                due: item.due,
+                pending_since_ms: item.pending_since,
             }))
     }
 
@@ -238,6 +302,8 @@ impl Progress for FakeProgress {
                 item.record.status = BackupStatus::Pending;
                 item.snap_after = None;
                 item.snap_end = None;
+                item.due = true;
+                item.pending_since = Some(subkv_dynamo_kv::now_ms());
                 Ok(())
             },
         )
@@ -469,6 +535,7 @@ impl Progress for FakeProgress {
                 item.lease = None;
                 item.lease_owner = None;
                 item.error_since = None;
+                item.due = false;
                 Ok(())
             },
         )
@@ -481,6 +548,7 @@ impl Progress for FakeProgress {
             |_| true,
             |item| {
                 item.record.last_error = Some(message.to_string());
+                item.due = true;
                 Ok(())
             },
         )
@@ -499,6 +567,7 @@ impl Progress for FakeProgress {
             |item| {
                 item.record.last_error = Some(message.to_string());
                 item.error_since.get_or_insert(now_ms);
+                item.due = true;
                 Ok(())
             },
         )
@@ -529,6 +598,7 @@ mod tests {
             last_backed_up_at: None,
             last_versionstamp: None,
             last_error: None,
+            snapshot_chunks: None,
         });
         (progress, at)
     }

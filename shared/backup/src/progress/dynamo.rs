@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use subkv_core::control::locator::{
-    locator_of, Locator, BACKUPS_INDEX, BACKUPS_INDEX_PK, BACKUPS_INDEX_VALUE, LOCATOR_SK,
+    locator_of, sweep_slot_value, Locator, BACKUPS_INDEX, BACKUPS_INDEX_PK, DUE_INDEX,
+    DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK,
 };
 use subkv_core::control::records::{BackupRecord, BackupStatus};
 use subkv_core::dynamo::{b, get_n, get_s, is_condition_failure, n, s, store_error, Item};
@@ -35,6 +36,37 @@ impl DynamoProgress {
             ("pk".into(), s(format!("ORG#{org}"))),
             ("sk".into(), s(format!("BACKUP#{backup}"))),
         ])
+    }
+
+    /// Every item of one partition of a sparse index (eventually consistent, as
+    /// index reads are: an item just added shows up a moment later).
+    async fn query_index(
+        &self,
+        index: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#i = :v")
+                .expression_attribute_names("#i", key)
+                .expression_attribute_values(":v", s(value))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error("Query", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// One conditional update of the backup item.
@@ -88,35 +120,57 @@ impl Progress for DynamoProgress {
             .and_then(|item| locator_of(database, item)))
     }
 
-    async fn all(&self) -> Result<Vec<Locator>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BACKUPS_INDEX)
-                .key_condition_expression("#i = :v")
-                .expression_attribute_names("#i", BACKUPS_INDEX_PK)
-                .expression_attribute_values(":v", s(BACKUPS_INDEX_VALUE))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error("Query", e))?;
-            for item in page.items() {
-                let db = get_s(item, "pk")
-                    .and_then(|pk| pk.strip_prefix("DB#"))
-                    .and_then(|id| Uuid::parse_str(id).ok());
-                if let Some(locator) = db.and_then(|db| locator_of(db, item)) {
-                    out.push(locator);
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(out),
-            }
-        }
+    async fn due(&self) -> Result<Vec<Locator>, StoreError> {
+        let items = self
+            .query_index(DUE_INDEX, DUE_INDEX_PK, DUE_INDEX_VALUE)
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let org = get_s(item, "pk")?.strip_prefix("ORG#")?;
+                let backup = get_s(item, "sk")?.strip_prefix("BACKUP#")?;
+                Some(Locator {
+                    database_id: Uuid::parse_str(get_s(item, "databaseId")?).ok()?,
+                    organization_id: Uuid::parse_str(org).ok()?,
+                    backup_id: Uuid::parse_str(backup).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    async fn sweep(&self, slot: u32) -> Result<Vec<Locator>, StoreError> {
+        let value = sweep_slot_value(slot);
+        let items = self
+            .query_index(BACKUPS_INDEX, BACKUPS_INDEX_PK, &value)
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let db = get_s(item, "pk")?.strip_prefix("DB#")?;
+                locator_of(Uuid::parse_str(db).ok()?, item)
+            })
+            .collect())
+    }
+
+    async fn mark_due(&self, at: &Locator) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "SET dueIndex = :due",
+            "attribute_exists(pk)",
+            vec![(":due", s(DUE_INDEX_VALUE))],
+        )
+        .await
+    }
+
+    async fn settle(&self, at: &Locator, cursor: u64) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "REMOVE dueIndex",
+            "logCursor = :c AND #st.#code = :acode AND attribute_not_exists(errorSince) \
+             AND attribute_not_exists(staleGen)",
+            vec![(":c", n(cursor)), (":acode", s("active"))],
+        )
+        .await
     }
 
     async fn load(&self, at: &Locator) -> Result<Option<BackupState>, StoreError> {
@@ -162,6 +216,8 @@ impl Progress for DynamoProgress {
             lease_until_ms: get_n::<u64>(&item, "snapLease").map_or(0, |v| v as i64),
             lease_owner: get_s(&item, "snapLeaseOwner").map(str::to_owned),
             error_since_ms: get_n::<i64>(&item, "errorSince"),
+            due: item.contains_key(DUE_INDEX_PK),
+            pending_since_ms: get_n::<i64>(&item, "pendingSince"),
         }))
     }
 
@@ -178,9 +234,12 @@ impl Progress for DynamoProgress {
             (":zero", n(0)),
             (":pending", status_value(&BackupStatus::Pending)?),
             (":pcode", s("pending")),
+            (":due", s(DUE_INDEX_VALUE)),
+            (":now", n(subkv_dynamo_kv::now_ms())),
         ];
         let mut expression = String::from(
-            "SET logCursor = :h, snapStart = :h, snapGen = :g, snapSeq = :zero, #st = :pending",
+            "SET logCursor = :h, snapStart = :h, snapGen = :g, snapSeq = :zero, #st = :pending, \
+             dueIndex = :due, pendingSince = :now",
         );
         let condition = match expected {
             None => "attribute_not_exists(logCursor) AND #st.#code = :pcode",
@@ -406,7 +465,7 @@ impl Progress for DynamoProgress {
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET #st = :failed REMOVE snapLease, snapLeaseOwner, errorSince",
+            "SET #st = :failed REMOVE snapLease, snapLeaseOwner, errorSince, dueIndex",
             "attribute_exists(pk)",
             vec![(
                 ":failed",
@@ -421,9 +480,9 @@ impl Progress for DynamoProgress {
     async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET lastError = :m",
+            "SET lastError = :m, dueIndex = :due",
             "attribute_exists(pk)",
-            vec![(":m", s(message))],
+            vec![(":m", s(message)), (":due", s(DUE_INDEX_VALUE))],
         )
         .await
     }
@@ -436,9 +495,13 @@ impl Progress for DynamoProgress {
     ) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET lastError = :m, errorSince = if_not_exists(errorSince, :now)",
+            "SET lastError = :m, errorSince = if_not_exists(errorSince, :now), dueIndex = :due",
             "attribute_exists(pk)",
-            vec![(":m", s(message)), (":now", n(now_ms))],
+            vec![
+                (":m", s(message)),
+                (":now", n(now_ms)),
+                (":due", s(DUE_INDEX_VALUE)),
+            ],
         )
         .await
     }

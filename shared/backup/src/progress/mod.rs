@@ -16,6 +16,8 @@
 //! | `lastVersionstamp`, `lastBackedUpAt`, `lastError` (S) | what `GET` reports |
 //! | `errorSince` (N) | when the current run of transient faults began (ms): set by the first `lastError` after a write that landed, removed by the next one that lands (cursor moved, chunk recorded, activation) and on `failed`; the engine gives up once it is older than its budget |
 //! | `activeGen` (N) | the snapshot generation whose differential is written (set on activation): a retried `failed` backup resumes `active` if it equals `snapGen`, else `pending` |
+//! | `dueIndex` (S, `due`) | the backup is due a visit by every catch-up (index `due`): set by the API on enable and retry, by a re-snapshot, a fault, or a pass that left work; removed on `failed` and by a pass that finds the backup `active`, caught up and without fault ([`Progress::settle`]) |
+//! | `pendingSince` (N) | when the current snapshot generation began (ms): a backup `pending` much longer is reported as overdue |
 //! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty (its chunks `0..=staleSeq`, from the highest down: `staleSeq` goes down as they are emptied; its ledgered logs below `staleBelow`) |
 //!
 //! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
@@ -79,6 +81,10 @@ pub struct BackupState {
     /// When the current run of transient faults began (ms); None since the last
     /// write that landed.
     pub error_since_ms: Option<i64>,
+    /// Due a visit by every catch-up (`dueIndex`).
+    pub due: bool,
+    /// When the current snapshot generation began (ms), if recorded.
+    pub pending_since_ms: Option<i64>,
 }
 
 /// What a conditional update of a backup did.
@@ -113,8 +119,20 @@ pub trait Progress: Send + Sync {
     /// The backup of a database, if one is enabled.
     async fn locate(&self, database: Uuid) -> Result<Option<Locator>, StoreError>;
 
-    /// Every enabled backup (for the scheduled catch-up).
-    async fn all(&self) -> Result<Vec<Locator>, StoreError>;
+    /// The backups due a visit by every catch-up (`dueIndex`).
+    async fn due(&self) -> Result<Vec<Locator>, StoreError>;
+
+    /// The backups of sweep slot `slot` (0..[`subkv_core::control::locator::SWEEP_SLOTS`]):
+    /// each minute's catch-up visits one slot, so every backup once an hour.
+    async fn sweep(&self, slot: u32) -> Result<Vec<Locator>, StoreError>;
+
+    /// The backup is due a visit by every catch-up: a pass left it with work.
+    async fn mark_due(&self, at: &Locator) -> Result<Update, StoreError>;
+
+    /// The backup no longer needs the catch-up every minute: applies only if it is
+    /// `active`, still at cursor `cursor`, with no run of faults and nothing of an
+    /// earlier generation to empty.
+    async fn settle(&self, at: &Locator, cursor: u64) -> Result<Update, StoreError>;
 
     /// The backup's configuration and progress (strongly consistent); None once
     /// it is deleted.
@@ -126,7 +144,8 @@ pub trait Progress: Send + Sync {
     /// `pending` backup without a cursor (None), or to a `pending` or `active` one
     /// still at cursor `expected` with no stale generation left to empty; then
     /// the earlier generation becomes stale (its chunks, its logs below
-    /// `head + 1`) and the backup `pending`.
+    /// `head + 1`) and the backup `pending`. The backup is due (`dueIndex`) and
+    /// `pendingSince` is now.
     async fn begin_snapshot(
         &self,
         at: &Locator,
@@ -230,16 +249,16 @@ pub trait Progress: Send + Sync {
 
     /// The store refused, or transient faults outlasted the budget. Nothing more
     /// is attempted for this backup until the tenant asks for a retry (the API
-    /// sets it back to `pending` or `active`).
+    /// sets it back to `pending` or `active`). No longer due.
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
 
     /// A problem being dealt with (e.g. a re-snapshot), shown by `GET` until the
-    /// next success.
+    /// next success. The backup is due.
     async fn note_error(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
 
     /// A transient store fault, shown by `GET` until the next success, as
     /// [`Self::note_error`]; the first one since a write landed starts a run of
-    /// faults at `now_ms` (`errorSince`).
+    /// faults at `now_ms` (`errorSince`). The backup is due.
     async fn note_fault(
         &self,
         at: &Locator,

@@ -20,7 +20,7 @@
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
-use super::locator::{locator_item, LOCATOR_SK};
+use super::locator::{locator_item, DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK};
 use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::dynamo::{cancellation_codes, s, store_error, Item};
@@ -375,16 +375,16 @@ impl ControlTable for DynamoControl {
                 .expression_attribute_values(":b", s(backup.id.to_string()))
                 .build(),
         )?;
+        let mut item = to_item(
+            org_pk(backup.organization_id),
+            format!("BACKUP#{}", backup.id),
+            backup,
+        )?;
+        // Pending: due for the engine's catch-up until its snapshot is done.
+        item.insert(DUE_INDEX_PK.into(), s(DUE_INDEX_VALUE));
         let items = vec![
             TransactWriteItem::builder().update(claim).build(),
-            self.put(
-                to_item(
-                    org_pk(backup.organization_id),
-                    format!("BACKUP#{}", backup.id),
-                    backup,
-                )?,
-                "attribute_not_exists(pk)",
-            )?,
+            self.put(item, "attribute_not_exists(pk)")?,
             // The engine finds the backup from the database id alone.
             self.put(locator_item(backup), "attribute_not_exists(pk)")?,
         ];
@@ -501,12 +501,16 @@ impl ControlTable for DynamoControl {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(org_pk(organization_id), format!("BACKUP#{id}"))))
-                .update_expression("SET #st = :status REMOVE lastError, errorSince")
+                // Due for the engine's catch-up, which resumes it.
+                .update_expression(
+                    "SET #st = :status, dueIndex = :due REMOVE lastError, errorSince",
+                )
                 .condition_expression(condition)
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_names("#code", "code")
                 .expression_attribute_values(":status", status)
                 .expression_attribute_values(":failed", s("failed"))
+                .expression_attribute_values(":due", s(DUE_INDEX_VALUE))
                 .return_values(ReturnValue::AllNew)
                 .send()
                 .await;

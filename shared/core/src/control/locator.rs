@@ -1,7 +1,14 @@
 //! Where a database's backup lives: the locator item `DB#<db>` / `BACKUP`
 //! (organization and backup ids), written and removed by the same transactions
-//! that enable and delete the backup, and the sparse index [`BACKUPS_INDEX`] over
-//! locators, which lists every backup for the backup engine's catch-up.
+//! that enable and delete the backup, and the two sparse indexes the backup
+//! engine's catch-up reads:
+//! - [`BACKUPS_INDEX`] over locators, partitioned in [`SWEEP_SLOTS`] slots by
+//!   database: each minute's catch-up reads one slot, so every backup is looked
+//!   at once an hour whatever else happens (the sweep);
+//! - [`DUE_INDEX`] over backup items that carry [`DUE_INDEX_PK`]: the backups the
+//!   catch-up visits every minute (pending, retrying a fault, or left with work
+//!   by the last pass). An active backup that is caught up is not in it, so an
+//!   idle backup costs the catch-up one visit an hour.
 
 use super::records::BackupRecord;
 use crate::dynamo::{get_s, s, Item};
@@ -10,9 +17,28 @@ use uuid::Uuid;
 /// The sparse global secondary index of the control table holding one entry per
 /// enabled backup (its locator item): partition key [`BACKUPS_INDEX_PK`].
 pub const BACKUPS_INDEX: &str = "backups";
-/// The index's partition key attribute; every locator has the value [`BACKUPS_INDEX_VALUE`].
+/// The index's partition key attribute; a locator's value is its sweep slot
+/// ([`sweep_slot_value`]).
 pub const BACKUPS_INDEX_PK: &str = "backupIndex";
-pub const BACKUPS_INDEX_VALUE: &str = "backup";
+/// The sweep's slots: one a minute, so each backup once an hour.
+pub const SWEEP_SLOTS: u32 = 60;
+
+/// The sparse global secondary index over backup items (`ORG#<org>` /
+/// `BACKUP#<backup>`) that carry [`DUE_INDEX_PK`] (value [`DUE_INDEX_VALUE`]):
+/// sort key `sk`, projecting `databaseId`.
+pub const DUE_INDEX: &str = "due";
+pub const DUE_INDEX_PK: &str = "dueIndex";
+pub const DUE_INDEX_VALUE: &str = "due";
+
+/// The sweep slot of a database (stable: from its id).
+pub fn sweep_slot(database_id: Uuid) -> u32 {
+    (database_id.as_u128() % u128::from(SWEEP_SLOTS)) as u32
+}
+
+/// The [`BACKUPS_INDEX_PK`] value of the locators in `slot`.
+pub fn sweep_slot_value(slot: u32) -> String {
+    format!("slot#{:02}", slot % SWEEP_SLOTS)
+}
 /// Sort key of a database's backup locator (its partition key is `DB#<db>`).
 pub const LOCATOR_SK: &str = "BACKUP";
 
@@ -43,7 +69,10 @@ pub fn locator_item(backup: &BackupRecord) -> Item {
             s(backup.organization_id.to_string()),
         ),
         ("backupId".into(), s(backup.id.to_string())),
-        (BACKUPS_INDEX_PK.into(), s(BACKUPS_INDEX_VALUE)),
+        (
+            BACKUPS_INDEX_PK.into(),
+            s(sweep_slot_value(sweep_slot(backup.database_id))),
+        ),
     ])
 }
 
@@ -70,6 +99,7 @@ mod tests {
             last_backed_up_at: None,
             last_versionstamp: None,
             last_error: None,
+            snapshot_chunks: None,
         };
         let item = locator_item(&backup);
         assert_eq!(
@@ -77,7 +107,8 @@ mod tests {
             Some(format!("DB#{}", backup.database_id).as_str())
         );
         assert_eq!(get_s(&item, "sk"), Some(LOCATOR_SK));
-        assert_eq!(get_s(&item, BACKUPS_INDEX_PK), Some(BACKUPS_INDEX_VALUE));
+        let slot = sweep_slot_value(sweep_slot(backup.database_id));
+        assert_eq!(get_s(&item, BACKUPS_INDEX_PK), Some(slot.as_str()));
         // Only ids: the secret never reaches the locator.
         assert_eq!(item.len(), 5);
         assert_eq!(
@@ -91,5 +122,20 @@ mod tests {
         let mut broken = item.clone();
         broken.remove("backupId");
         assert_eq!(locator_of(backup.database_id, &broken), None);
+    }
+
+    #[test]
+    fn sweep_slots_spread_databases_and_are_stable() {
+        let mut seen = std::collections::BTreeMap::<u32, usize>::new();
+        for _ in 0..6000 {
+            let db = Uuid::new_v4();
+            assert_eq!(sweep_slot(db), sweep_slot(db));
+            *seen.entry(sweep_slot(db)).or_default() += 1;
+        }
+        assert_eq!(seen.len(), SWEEP_SLOTS as usize);
+        // About 100 per slot: none empty, none with several times its share.
+        assert!(seen.values().all(|n| (40..=200).contains(n)), "{seen:?}");
+        assert_eq!(sweep_slot_value(7), "slot#07");
+        assert_eq!(sweep_slot_value(67), "slot#07");
     }
 }

@@ -81,6 +81,10 @@ pub struct BackupRecord {
     pub last_versionstamp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The engine's snapshot chunks written in the current generation
+    /// (`snapSeq`): read for the status, never written from here.
+    #[serde(default, rename = "snapSeq", skip_serializing)]
+    pub snapshot_chunks: Option<u64>,
 }
 
 impl std::fmt::Debug for BackupRecord {
@@ -128,6 +132,10 @@ pub struct BackupStatusView {
     /// A transient problem the engine is retrying (not while `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// While `pending`: the snapshot chunks (up to 1,000 keys each) already in
+    /// the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_chunks: Option<u64>,
 }
 
 impl From<&BackupRecord> for KvDatabaseBackup {
@@ -149,6 +157,9 @@ impl From<&BackupRecord> for KvDatabaseBackup {
                     .last_error
                     .clone()
                     .filter(|_| !matches!(r.status, BackupStatus::Failed { .. })),
+                snapshot_chunks: r
+                    .snapshot_chunks
+                    .filter(|_| r.status == BackupStatus::Pending),
             },
             created_at: r.created_at.clone(),
         }
@@ -215,6 +226,7 @@ mod tests {
             last_backed_up_at: None,
             last_versionstamp: None,
             last_error: None,
+            snapshot_chunks: None,
         };
         assert!(!format!("{record:?}").contains("ciphertext"));
         let api = serde_json::to_string(&KvDatabaseBackup::from(&record)).unwrap();
@@ -222,6 +234,32 @@ mod tests {
         // The hosted API's shape until the engine has written something.
         let view: serde_json::Value = serde_json::from_str(&api).unwrap();
         assert_eq!(view["status"], serde_json::json!({"code": "pending"}));
+    }
+
+    #[test]
+    fn a_pending_status_shows_the_snapshot_chunks_written() {
+        let item = serde_json::json!({
+            "id": Uuid::nil(), "organizationId": Uuid::nil(), "databaseId": Uuid::nil(),
+            "kind": "s3", "endpoint": "https://e", "bucketName": "b", "bucketRegion": "r",
+            "accessKeyId": "a", "secretAccessKeyCiphertext": "AQ==", "prefix": "",
+            "status": {"code": "pending"}, "createdAt": "2026-01-01T00:00:00.000Z",
+            "snapSeq": 12
+        });
+        let mut record: BackupRecord = serde_json::from_value(item).unwrap();
+        assert_eq!(record.snapshot_chunks, Some(12));
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(
+            view["status"],
+            serde_json::json!({"code": "pending", "snapshotChunks": 12})
+        );
+        // The engine's attribute is never written back from the record.
+        assert!(serde_json::to_value(&record)
+            .unwrap()
+            .get("snapSeq")
+            .is_none());
+        record.status = BackupStatus::Active;
+        let view = serde_json::to_value(KvDatabaseBackup::from(&record)).unwrap();
+        assert_eq!(view["status"], serde_json::json!({"code": "active"}));
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The control table's schema: key attributes, the sparse `backups` index, and
+//! The control table's schema: key attributes, the sparse `backups` and `due` indexes, and
 //! creating it in the local stack's emulator (the SAM template creates it in AWS;
 //! a test keeps the two in agreement).
 
-use super::locator::{BACKUPS_INDEX, BACKUPS_INDEX_PK};
+use super::locator::{BACKUPS_INDEX, BACKUPS_INDEX_PK, DUE_INDEX, DUE_INDEX_PK};
 use crate::dynamo::store_error;
 use crate::error::StoreError;
 use aws_sdk_dynamodb::types::{
@@ -33,30 +33,32 @@ pub fn control_table_schema() -> (Vec<AttributeDefinition>, Vec<KeySchemaElement
             .expect("static key schema")
     };
     (
-        vec![attr(PK), attr(SK), attr(BACKUPS_INDEX_PK)],
+        vec![
+            attr(PK),
+            attr(SK),
+            attr(BACKUPS_INDEX_PK),
+            attr(DUE_INDEX_PK),
+        ],
         vec![key(PK, KeyType::Hash), key(SK, KeyType::Range)],
     )
 }
 
-/// The control table's global secondary index: the sparse list of backup locators
-/// the backup engine's catch-up reads.
+/// The control table's global secondary indexes, both sparse, both read by the
+/// backup engine's catch-up: `backups` (locators by sweep slot, every attribute)
+/// and `due` (backup items that need a visit; only `databaseId` besides the keys,
+/// so that the engine's updates of other attributes cost the index nothing).
 pub fn control_table_indexes() -> Vec<GlobalSecondaryIndex> {
-    let index = GlobalSecondaryIndex::builder()
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("static key schema")
+    };
+    let backups = GlobalSecondaryIndex::builder()
         .index_name(BACKUPS_INDEX)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(BACKUPS_INDEX_PK)
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("static key schema"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(PK)
-                .key_type(KeyType::Range)
-                .build()
-                .expect("static key schema"),
-        )
+        .key_schema(key(BACKUPS_INDEX_PK, KeyType::Hash))
+        .key_schema(key(PK, KeyType::Range))
         .projection(
             Projection::builder()
                 .projection_type(ProjectionType::All)
@@ -64,7 +66,19 @@ pub fn control_table_indexes() -> Vec<GlobalSecondaryIndex> {
         )
         .build()
         .expect("static index");
-    vec![index]
+    let due = GlobalSecondaryIndex::builder()
+        .index_name(DUE_INDEX)
+        .key_schema(key(DUE_INDEX_PK, KeyType::Hash))
+        .key_schema(key(SK, KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("databaseId")
+                .build(),
+        )
+        .build()
+        .expect("static index");
+    vec![backups, due]
 }
 
 /// Creates the control table if it does not exist (local stack and tests).
