@@ -39,6 +39,9 @@ export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
 sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
 # Small snapshot chunks, so the tests' databases are snapshotted in several steps.
 export SUBKV_BACKUP_SNAPSHOT_ITEMS=${SUBKV_BACKUP_SNAPSHOT_ITEMS:-8}
+# A backup leaves the catch-up's due list once caught up and older than this
+# (AWS: 60 s, how long an instance trusts that a database has no backup).
+export SUBKV_BACKUP_ABSENT_TTL_SECONDS=${SUBKV_BACKUP_ABSENT_TTL_SECONDS:-2}
 # How often it runs backup-forward's scheduled catch-up.
 backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.

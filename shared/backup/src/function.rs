@@ -57,13 +57,19 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
     let kv = DynamoKv::from_env(dynamo.clone(), &env)?;
     let progress = DynamoProgress::new(dynamo, env.control_table());
     let opener = Arc::new(KmsOpener::new(aws_sdk_kms::Client::new(&sdk), key_id));
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
         snapshot_items_per_chunk: env.number_in(
             var::BACKUP_SNAPSHOT_ITEMS,
             1..=1000,
-            EngineConfig::default().snapshot_items_per_chunk,
+            defaults.snapshot_items_per_chunk,
         )?,
-        ..EngineConfig::default()
+        absent_ttl: Duration::from_secs(env.number_in(
+            var::BACKUP_ABSENT_TTL_SECONDS,
+            0..=600,
+            defaults.absent_ttl.as_secs(),
+        )?),
+        ..defaults
     };
     let buckets = TenantBuckets::new(opener, Connector::from_env(&env)?);
     Ok(Engine::new(

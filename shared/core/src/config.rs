@@ -35,6 +35,9 @@ pub mod var {
 
     /// Data-table items per backup snapshot chunk (1 to 1000).
     pub const BACKUP_SNAPSHOT_ITEMS: &str = "SUBKV_BACKUP_SNAPSHOT_ITEMS";
+    /// How long the backup engine trusts that a database has no backup (0 to
+    /// 600 s; the local stack shortens it so its tests see backups settle).
+    pub const BACKUP_ABSENT_TTL_SECONDS: &str = "SUBKV_BACKUP_ABSENT_TTL_SECONDS";
 }
 
 pub const DEFAULT_CONTROL_TABLE: &str = "subkv-control";

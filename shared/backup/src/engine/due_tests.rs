@@ -153,3 +153,48 @@ async fn a_database_without_backup_is_looked_up_once_per_ttl() {
     }
     assert_eq!(locates(), 6);
 }
+
+#[tokio::test]
+async fn the_requests_of_a_pass_are_counted() {
+    // The figures of docs/performance.md ("Backup at fleet scale"): what one pass
+    // asks of the control table, the change log and the bucket.
+    let w = world_with(settling());
+    w.active(&[("a", Some("1"))]).await;
+    let (progress_before, kv_before, puts_before) = (
+        w.progress.calls().len(),
+        w.kv.calls().len(),
+        w.bucket.attempts(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+
+    // An idle backup's visit (the sweep).
+    w.engine.sync(&w.at, deadline).await.expect("pass");
+    let progress: Vec<_> = w.progress.calls()[progress_before..].to_vec();
+    let kv: Vec<_> = w.kv.calls()[kv_before..].to_vec();
+    assert_eq!(progress, ["load"]);
+    assert_eq!(kv, ["change_log", "head"]);
+    assert_eq!(w.bucket.attempts(), puts_before);
+
+    // A stream delivery of one commit.
+    w.commit(&[("b", Some("2"))]);
+    let (progress_before, kv_before) = (w.progress.calls().len(), w.kv.calls().len());
+    let sync = w.engine.sync_database(w.db, deadline).await.expect("pass");
+    assert!(matches!(sync, DatabaseSync::Synced(_, ref r) if r.commits_forwarded == 1));
+    let progress: Vec<_> = w.progress.calls()[progress_before..].to_vec();
+    let kv: Vec<_> = w.kv.calls()[kv_before..].to_vec();
+    assert_eq!(
+        progress,
+        [
+            "locate",
+            "load",
+            "take_forwarding",
+            "load",
+            "ledger_put",
+            "advance",
+            "release_forwarding",
+            "load"
+        ]
+    );
+    assert_eq!(kv, ["change_log", "change_log", "change_log"]);
+    assert_eq!(w.bucket.attempts(), puts_before + 1);
+}
