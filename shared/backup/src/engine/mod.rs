@@ -305,12 +305,7 @@ impl Engine {
         forwarding: &mut bool,
     ) -> Result<Step, EngineError> {
         let Some(cursor) = state.cursor else {
-            // The first snapshot begins: logs start after the head as it is now,
-            // before the scan reads anything, so they leave no gap.
-            let head = self.source.head(at.database_id).await?;
-            // Lost: another invocation began it; look again either way.
-            let _: Update = self.progress.begin_snapshot(at, None, head, 1).await?;
-            return Ok(Step::Again);
+            return self.begin(at, state).await;
         };
         // A pending backup's own work comes first, so that it makes progress however
         // fast commits arrive (they wait in the change log meanwhile): emptying an
