@@ -33,7 +33,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
-//! | `snapshot.rs` | snapshot chunks, re-snapshots and emptying the earlier generation |
+//! | `snapshot.rs` | the first snapshot's beginning (over what a deleted backup left in the same root, if anything), snapshot chunks, re-snapshots and emptying the earlier generation |
 //! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
 
 mod snapshot;

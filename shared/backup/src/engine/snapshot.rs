@@ -1,6 +1,8 @@
-//! Snapshots: the resumable chunks of a generation under the lease, a new
-//! generation when the change log no longer reaches back to the cursor, and the
-//! emptying of the earlier generation's objects.
+//! Snapshots: the first one's beginning (above a deleted backup's generations
+//! when one wrote to the same root), the resumable chunks of a generation under
+//! the lease, a new generation when the change log no longer reaches back to the
+//! cursor, and the emptying of the earlier generation's objects (or of what the
+//! deleted backup left).
 
 use super::{time_for_a_step, Engine, EngineError, Report, Step};
 use crate::progress::{BackupState, Scan, Stale, Update};
@@ -23,10 +25,12 @@ impl Engine {
         at: &Locator,
         state: &BackupState,
     ) -> Result<Step, EngineError> {
-        let head = self.source.head(at.database_id).await?;
         let root = retired::root_of(&state.record);
         let begun = match self.progress.retired(at.database_id, &root).await? {
-            None => self.progress.begin_snapshot(at, None, head, 1).await?,
+            None => {
+                let head = self.source.head(at.database_id).await?;
+                self.progress.begin_snapshot(at, None, head, 1).await?
+            }
             Some(retired) => {
                 let settled = retired.retired_at_ms + self.config.lease_margin.as_millis() as i64;
                 if now_ms() < settled {
@@ -38,6 +42,7 @@ impl Engine {
                 }
                 tracing::info!(backup = %at.backup_id, database = %at.database_id, retired = %retired.backup_id,
                     generation = retired.next_generation, "emptying what a deleted backup left in this root");
+                let head = self.source.head(at.database_id).await?;
                 self.progress.begin_over_retired(at, head, &retired).await?
             }
         };
