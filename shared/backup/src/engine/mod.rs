@@ -38,7 +38,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
-//! | `snapshot.rs` | snapshot chunks, re-snapshots and emptying the earlier generation |
+//! | `snapshot.rs` | the first snapshot's beginning (over what a deleted backup left in the same root, if anything), snapshot chunks, re-snapshots and emptying the earlier generation |
 //! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
 //! | `due_tests.rs` | the due list, the negative cache and stuck states (fleet scale) |
 
@@ -423,12 +423,7 @@ impl Engine {
         forwarding: &mut bool,
     ) -> Result<Step, EngineError> {
         let Some(cursor) = state.cursor else {
-            // The first snapshot begins: logs start after the head as it is now,
-            // before the scan reads anything, so they leave no gap.
-            let head = self.source.head(at.database_id).await?;
-            // Lost: another invocation began it; look again either way.
-            let _: Update = self.progress.begin_snapshot(at, None, head, 1).await?;
-            return Ok(Step::Again);
+            return self.begin(at, state).await;
         };
         // A pending backup's own work comes first, so that it makes progress however
         // fast commits arrive (they wait in the change log meanwhile): emptying an

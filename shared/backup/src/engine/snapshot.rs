@@ -1,16 +1,56 @@
-//! Snapshots: the resumable chunks of a generation under the lease, a new
-//! generation when the change log no longer reaches back to the cursor, and the
-//! emptying of the earlier generation's objects.
+//! Snapshots: the first one's beginning (above a deleted backup's generations
+//! when one wrote to the same root), the resumable chunks of a generation under
+//! the lease, a new generation when the change log no longer reaches back to the
+//! cursor, and the emptying of the earlier generation's objects (or of what the
+//! deleted backup left).
 
 use super::{time_for_a_step, Engine, EngineError, Report, Step};
 use crate::progress::{BackupState, Scan, Stale, Update};
 use crate::sink::ObjectSink;
 use std::time::Instant;
 use subkv_core::control::locator::Locator;
+use subkv_core::control::retired;
 use subkv_dynamo_kv::now_ms;
 use subkv_kv::backup_format as format;
 
 impl Engine {
+    /// The first snapshot begins: logs start after the head as it is now, before
+    /// the scan reads anything, so they leave no gap. If a deleted backup of the
+    /// database wrote to the same root, what it left is to be emptied first (the
+    /// reader would load its chunks and replay its logs): the snapshot begins at
+    /// a generation above that backup's, with its objects as the stale marker,
+    /// once any put it still had in flight has landed.
+    pub(super) async fn begin(
+        &self,
+        at: &Locator,
+        state: &BackupState,
+    ) -> Result<Step, EngineError> {
+        let root = retired::root_of(&state.record);
+        let begun = match self.progress.retired(at.database_id, &root).await? {
+            None => {
+                let head = self.source.head(at.database_id).await?;
+                self.progress.begin_snapshot(at, None, head, 1).await?
+            }
+            Some(retired) => {
+                let settled = retired.retired_at_ms + self.config.lease_margin.as_millis() as i64;
+                if now_ms() < settled {
+                    // A pass over the deleted backup may still be putting an
+                    // object; emptying it before that lands would not hold.
+                    tracing::info!(backup = %at.backup_id, database = %at.database_id, retired = %retired.backup_id,
+                        "waiting for the last writes of the deleted backup of this root");
+                    return Ok(Step::Done);
+                }
+                tracing::info!(backup = %at.backup_id, database = %at.database_id, retired = %retired.backup_id,
+                    generation = retired.next_generation, "emptying what a deleted backup left in this root");
+                let head = self.source.head(at.database_id).await?;
+                self.progress.begin_over_retired(at, head, &retired).await?
+            }
+        };
+        // Lost: another invocation began it; look again either way.
+        let _: Update = begun;
+        Ok(Step::Again)
+    }
+
     /// One resumable snapshot chunk, under the lease.
     pub(super) async fn snapshot_step(
         &self,
@@ -78,7 +118,9 @@ impl Engine {
     }
 
     /// After a re-snapshot: empties (overwrites with empty bodies) the earlier
-    /// generation's log objects, then its snapshot chunks. A fresh restore reads every
+    /// generation's log objects, then its snapshot chunks. Likewise, before a
+    /// backup's first snapshot, what a deleted backup left in the same root: its
+    /// ledger's log objects (all of them) and its chunks, then its retired root. A fresh restore reads every
     /// object under `snapshots/` and replays every log from the first: without this,
     /// entries from before the gap would be replayed over the new snapshot.
     ///
@@ -97,7 +139,8 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         let prefix = &state.record.prefix;
         let below = format::log_key_prefix(prefix, at.database_id, stale.below);
-        let objects = self.progress.ledger_before(at, &below, 100).await?;
+        let ledger = stale.ledger.unwrap_or(at.backup_id);
+        let objects = self.progress.ledger_before(ledger, &below, 100).await?;
         if !objects.is_empty() {
             for key in objects {
                 if !time_for_a_step(deadline) {
@@ -106,7 +149,7 @@ impl Engine {
                 if let Err(fault) = sink.put(&key, format::emptied_log_body()).await {
                     return Ok(Step::Fault(fault));
                 }
-                self.progress.ledger_delete(at, &key).await?;
+                self.progress.ledger_delete(ledger, &key).await?;
             }
             return Ok(Step::Again);
         }
@@ -121,6 +164,16 @@ impl Engine {
                 return Ok(Step::Fault(fault));
             }
             let recorded = if seq == 0 {
+                if let Some(deleted) = stale.ledger {
+                    // Its ledger is empty and its chunks emptied: its retired root
+                    // goes first, then the marker (a pass that ends in between
+                    // empties chunk 0 again and finds nothing else).
+                    let root = retired::root_of(&state.record);
+                    let _: Update = self
+                        .progress
+                        .retired_emptied(at.database_id, &root, deleted)
+                        .await?;
+                }
                 self.progress.stale_cleared(at, generation).await?
             } else {
                 self.progress

@@ -29,14 +29,11 @@ pub(super) fn world() -> World {
     })
 }
 
-pub(super) fn world_with(config: EngineConfig) -> World {
-    let db = Uuid::new_v4();
-    let kv = Arc::new(FakeKv::default());
-    let progress = Arc::new(FakeProgress::default());
-    let bucket = FakeBucket::default();
-    let at = progress.add(BackupRecord {
+/// A new backup of `db` into `prefix` of the tenant's bucket, as the API enables it.
+fn backup_record(db: Uuid, organization: Uuid, prefix: &str) -> BackupRecord {
+    BackupRecord {
         id: Uuid::new_v4(),
-        organization_id: Uuid::new_v4(),
+        organization_id: organization,
         database_id: db,
         kind: "s3".into(),
         endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
@@ -44,14 +41,22 @@ pub(super) fn world_with(config: EngineConfig) -> World {
         bucket_region: "eu-west-1".into(),
         access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
         secret_access_key_ciphertext: vec![1, 2, 3],
-        prefix: PREFIX.into(),
+        prefix: prefix.into(),
         status: BackupStatus::Pending,
         created_at: now_rfc3339(),
         last_backed_up_at: None,
         last_versionstamp: None,
         last_error: None,
         snapshot_chunks: None,
-    });
+    }
+}
+
+pub(super) fn world_with(config: EngineConfig) -> World {
+    let db = Uuid::new_v4();
+    let kv = Arc::new(FakeKv::default());
+    let progress = Arc::new(FakeProgress::default());
+    let bucket = FakeBucket::default();
+    let at = progress.add(backup_record(db, Uuid::new_v4(), PREFIX));
     let engine = Engine::new(
         kv.clone(),
         progress.clone(),
@@ -502,7 +507,8 @@ async fn a_hole_after_the_cursor_starts_a_new_generation_and_empties_the_earlier
         Some(crate::progress::Stale {
             generation: 1,
             chunks: 2,
-            below: 6
+            below: 6,
+            ledger: None
         })
     );
 
@@ -1070,4 +1076,356 @@ async fn a_commit_missing_a_part_of_its_change_record_is_a_hole_and_re_snapshots
         .collect();
     assert_eq!(restore(&w), live);
     assert_eq!(live.get("c").map(String::as_str), Some("3"));
+}
+
+// ---------------------------------------------------------------------------------
+// Issue 11, item 3: a backup deleted, then enabled again into the same root (what
+// the announcement tells tenants to do once they fixed their credentials).
+
+impl World {
+    /// The API enables a new backup of the database into `prefix` (the same
+    /// bucket and endpoint).
+    fn enable_again(&self, prefix: &str) -> Locator {
+        self.progress
+            .add(backup_record(self.db, self.at.organization_id, prefix))
+    }
+
+    /// A pass over another backup of the database, with time enough.
+    async fn pass_over(&self, at: &Locator) -> Report {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        match self.engine.sync(at, deadline).await {
+            Ok(report) => report,
+            Err(e) => panic!("the pass failed: {e}"),
+        }
+    }
+
+    /// Puts made since `since` puts, as full keys.
+    fn written_since(&self, since: usize) -> Vec<String> {
+        self.bucket.keys()[since..].to_vec()
+    }
+
+    /// The database's live keys and values.
+    async fn live(&self) -> BTreeMap<String, String> {
+        let page = self.kv.live_entries_page(self.db, None, 1000).await;
+        page.expect("live entries")
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    String::from_utf8_lossy(&e.value).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// What the backup at `at` has under the root, as full keys: its ledgered
+    /// log objects and its snapshot chunks `0..=snapSeq` of its generation (the
+    /// next index too: a step may have been putting it).
+    fn objects_of(&self, at: &Locator) -> (Vec<String>, Vec<String>) {
+        let item = self.progress.item(at).expect("the backup exists");
+        let generation = item.snap_gen.expect("a generation");
+        let chunks = (0..=item.snap_seq.expect("a chunk index"))
+            .map(|seq| format!("{}{}", self.root(), snapshot_key(generation, seq)))
+            .collect();
+        (self.progress.ledger(at), chunks)
+    }
+}
+
+/// The settling time a re-enabled backup waits after the delete, as passed.
+fn settled(w: &World) {
+    w.progress
+        .backdate_retired(w.db, EngineConfig::default().lease_margin);
+}
+
+/// Checks that `written` begins with every one of `old` emptied, each once, and
+/// holds nothing else of them; then chunks of `generation` only, and the
+/// differential last.
+fn check_emptied_first(w: &World, written: &[String], old: &[String], generation: u64) {
+    let objects = w.bucket.objects();
+    let (emptied, rest) = written.split_at(old.len().min(written.len()));
+    let mut emptied = emptied.to_vec();
+    emptied.sort();
+    let mut expected = old.to_vec();
+    expected.sort();
+    assert_eq!(emptied, expected, "the old objects first: {written:?}");
+    for key in old {
+        if is_log(key) {
+            assert!(decode_log(&objects[key]).entries.is_empty(), "{key}");
+        } else {
+            assert!(decode_snapshot(&objects[key]).is_empty(), "{key}");
+        }
+        assert!(
+            !rest.contains(key),
+            "{key} written again after the emptying"
+        );
+    }
+    let chunks = format!("{}snapshots/", w.root());
+    let new_chunks = format!("{chunks}0001_{generation:016x}_");
+    for key in rest.iter().filter(|k| k.starts_with(&chunks)) {
+        assert!(
+            key.starts_with(&new_chunks),
+            "{key}: not generation {generation}"
+        );
+    }
+    assert_eq!(rest.last(), Some(&format!("{}differential", w.root())));
+}
+
+#[tokio::test]
+async fn a_backup_enabled_again_into_the_same_root_empties_the_deleted_ones_objects_first() {
+    let w = world();
+    w.active(&[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))])
+        .await;
+    w.commit(&[("a", Some("2"))]);
+    w.commit(&[("d", Some("2"))]);
+    w.pass().await;
+    let (logs, chunks) = w.objects_of(&w.at);
+    assert_eq!(logs.len(), 2, "the activation's marker and one object");
+    assert_eq!(chunks.len(), 3, "chunks [a b] and [c], and the next index");
+    let old: Vec<String> = logs.iter().chain(&chunks).cloned().collect();
+
+    w.progress.delete(&w.at);
+    // The delete keeps the ledger and records what the backup left.
+    let retired = w.progress.retired_roots(w.db);
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    let (_, root) = retired[0];
+    assert_eq!(root.backup_id, w.at.backup_id);
+    assert_eq!(
+        (root.generation, root.chunks, root.next_generation),
+        (1, 2, 2)
+    );
+    assert_eq!(w.progress.ledger_of(w.at.backup_id), logs);
+
+    // While no backup runs: a is deleted, b changed.
+    w.commit(&[("a", None)]);
+    w.commit(&[("b", Some("3"))]);
+    let again = w.enable_again(PREFIX);
+    settled(&w);
+    let since = w.bucket.keys().len();
+    let report = w.pass_over(&again).await;
+
+    assert!(report.activated, "{report:?}");
+    // A fresh restore (every chunk, every log from the first) is the database:
+    // without the emptying the old log would bring a back.
+    let live = w.live().await;
+    assert_eq!(restore(&w), live);
+    assert!(!live.contains_key("a"));
+    check_emptied_first(&w, &w.written_since(since), &old, 2);
+    // The retired root and the deleted backup's ledger are gone; the new
+    // backup's ledger holds its own marker only.
+    assert!(w.progress.retired_roots(w.db).is_empty());
+    assert!(w.progress.ledger_of(w.at.backup_id).is_empty());
+    let item = w.progress.item(&again).expect("the new backup");
+    assert_eq!((item.snap_gen, item.stale), (Some(2), None));
+    assert_eq!(item.record.status, BackupStatus::Active);
+    assert_eq!(w.progress.ledger(&again).len(), 1);
+}
+
+#[tokio::test]
+async fn a_backup_enabled_into_another_root_leaves_the_retired_one_for_later() {
+    let w = world();
+    w.active(&[("a", Some("1")), ("b", Some("1"))]).await;
+    w.commit(&[("a", Some("2"))]);
+    w.pass().await;
+    let (logs, chunks) = w.objects_of(&w.at);
+    let old: Vec<String> = logs.iter().chain(&chunks).cloned().collect();
+    w.progress.delete(&w.at);
+    w.commit(&[("a", None)]);
+
+    // Into another prefix: nothing under the first root is touched.
+    let moved = w.enable_again("moved/");
+    settled(&w);
+    let since = w.bucket.keys().len();
+    let report = w.pass_over(&moved).await;
+    assert!(report.activated, "{report:?}");
+    let moved_root = format::root("moved/", w.db);
+    for key in w.written_since(since) {
+        assert!(key.starts_with(&moved_root), "{key} outside {moved_root}");
+    }
+    let item = w.progress.item(&moved).expect("the moved backup");
+    assert_eq!((item.snap_gen, item.stale), (Some(1), None));
+    let retired = w.progress.retired_roots(w.db);
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(retired[0].1.backup_id, w.at.backup_id);
+    assert_eq!(w.progress.ledger_of(w.at.backup_id), logs);
+
+    // Deleted in turn: two retired roots. Back into the first: its objects are
+    // emptied then, and its restore is exact.
+    w.progress.delete(&moved);
+    assert_eq!(w.progress.retired_roots(w.db).len(), 2);
+    w.commit(&[("b", Some("3"))]);
+    let back = w.enable_again(PREFIX);
+    settled(&w);
+    let since = w.bucket.keys().len();
+    assert!(w.pass_over(&back).await.activated);
+    check_emptied_first(&w, &w.written_since(since), &old, 2);
+    assert_eq!(restore(&w), w.live().await);
+    let retired = w.progress.retired_roots(w.db);
+    assert_eq!(retired.len(), 1, "the moved root's stays: {retired:?}");
+    assert_eq!(retired[0].1.backup_id, moved.backup_id);
+}
+
+#[tokio::test]
+async fn a_backup_enabled_again_waits_for_the_deleted_ones_last_puts() {
+    let w = world();
+    w.active(&[("a", Some("1"))]).await;
+    w.progress.delete(&w.at);
+    let again = w.enable_again(PREFIX);
+    let since = w.bucket.attempts();
+
+    // Just deleted: a pass over it may still be putting an object.
+    let report = w.pass_over(&again).await;
+    assert_eq!(report, Report::default());
+    assert_eq!(w.bucket.attempts(), since);
+    let item = w.progress.item(&again).expect("the new backup");
+    assert_eq!((item.cursor, item.stale), (None, None));
+
+    settled(&w);
+    assert!(w.pass_over(&again).await.activated);
+    assert!(w.progress.retired_roots(w.db).is_empty());
+}
+
+#[tokio::test]
+async fn a_backup_deleted_while_emptying_leaves_the_rest_to_the_next_one() {
+    let w = world();
+    w.active(&[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))])
+        .await;
+    w.commit(&[("a", Some("2"))]);
+    w.pass().await;
+    let (logs, chunks) = w.objects_of(&w.at);
+    let old: Vec<String> = logs.iter().chain(&chunks).cloned().collect();
+    w.progress.delete(&w.at);
+    w.commit(&[("a", None)]);
+
+    // The second backup empties the logs, then its store refuses the chunks for a
+    // while: it is deleted before it wrote anything of its own.
+    let second = w.enable_again(PREFIX);
+    settled(&w);
+    let retired = w.progress.retired_roots(w.db);
+    w.bucket.fail_puts(
+        |k| k.contains("/snapshots/"),
+        BucketFault::Transient(OUTAGE.into()),
+    );
+    let since = w.bucket.keys().len();
+    w.pass_over(&second).await;
+    let item = w.progress.item(&second).expect("the second backup");
+    let stale = item.stale.expect("still emptying");
+    assert_eq!(stale.ledger, Some(w.at.backup_id));
+    assert_eq!(w.written_since(since).len(), logs.len());
+    w.progress.delete(&second);
+    assert_eq!(
+        w.progress.retired_roots(w.db),
+        retired,
+        "the first backup's retired root stays; the second left nothing"
+    );
+
+    // A third empties what is left (the chunks), and restores exactly.
+    w.bucket.heal();
+    w.commit(&[("b", Some("3"))]);
+    let third = w.enable_again(PREFIX);
+    let since = w.bucket.keys().len();
+    assert!(w.pass_over(&third).await.activated);
+    check_emptied_first(&w, &w.written_since(since), &chunks, 2);
+    assert_eq!(restore(&w), w.live().await);
+    assert!(w.progress.retired_roots(w.db).is_empty());
+    let every = w.bucket.objects();
+    for key in &old {
+        let empty = if is_log(key) {
+            decode_log(&every[key]).entries.is_empty()
+        } else {
+            decode_snapshot(&every[key]).is_empty()
+        };
+        assert!(empty, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_backup_deleted_during_its_own_re_snapshot_retires_the_generation_left_to_empty() {
+    let w = fell_behind().await;
+    w.kv.expire_through(w.db, 3);
+    w.bucket.fail_puts(
+        |k| k.contains("/snapshots/"),
+        BucketFault::Transient(OUTAGE.into()),
+    );
+    w.pass().await; // generation 2 begins
+    w.pass().await; // generation 1's logs are emptied, its chunks cannot be
+    let item = w.item();
+    let stale = item.stale.expect("generation 1 left to empty");
+    assert_eq!((stale.generation, stale.chunks, stale.ledger), (1, 2, None));
+    assert_eq!(item.snap_gen, Some(2));
+    let chunks: Vec<String> = (0..=2)
+        .map(|seq| format!("{}{}", w.root(), snapshot_key(1, seq)))
+        .collect();
+    w.progress.delete(&w.at);
+    let retired = w.progress.retired_roots(w.db);
+    assert_eq!(retired.len(), 1);
+    let (_, root) = retired[0];
+    assert_eq!(
+        (root.generation, root.chunks, root.next_generation),
+        (1, 2, 3)
+    );
+
+    w.bucket.heal();
+    w.commit(&[("c", None)]);
+    let again = w.enable_again(PREFIX);
+    settled(&w);
+    let since = w.bucket.keys().len();
+    assert!(w.pass_over(&again).await.activated);
+    check_emptied_first(&w, &w.written_since(since), &chunks, 3);
+    assert_eq!(restore(&w), w.live().await);
+    assert!(w.progress.retired_roots(w.db).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn emptying_a_deleted_backups_objects_is_resumed_over_passes_within_their_deadline() {
+    // As `a_large_earlier_generation_is_emptied_...`: each put takes `PUT` of
+    // virtual time, and a pass can start 4 puts.
+    const PUT: Duration = Duration::from_secs(1);
+    let w = world_with(EngineConfig {
+        snapshot_items_per_chunk: 1,
+        max_commits_per_object: 1,
+        ..EngineConfig::default()
+    });
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i:02}")).collect();
+    let ops: Vec<Op<'_>> = keys.iter().map(|k| (k.as_str(), Some("1"))).collect();
+    w.active(&ops).await;
+    for (i, key) in keys.iter().take(15).enumerate() {
+        let value = i.to_string();
+        w.commit(&[(key.as_str(), Some(value.as_str()))]);
+    }
+    w.pass().await;
+    let (logs, chunks) = w.objects_of(&w.at);
+    assert_eq!((logs.len(), chunks.len()), (16, 32));
+    let old: Vec<String> = logs.iter().chain(&chunks).cloned().collect();
+    w.progress.delete(&w.at);
+    w.commit(&[("k00", None)]);
+    w.commit(&[("k01", Some("changed"))]);
+    let again = w.enable_again(PREFIX);
+    settled(&w);
+    let since = w.bucket.keys().len();
+
+    w.bucket.slow_puts(PUT);
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes <= 100, "not active after 100 passes");
+        let before = w.bucket.keys().len();
+        let deadline = tokio::time::Instant::now().into_std() + MIN_STEP_TIME + 3 * PUT;
+        if let Err(e) = w.engine.sync(&again, deadline).await {
+            panic!("pass {passes} failed: {e}");
+        }
+        let written = w.written_since(before);
+        assert!(!written.is_empty(), "pass {passes} made no progress");
+        let emptied = written.iter().filter(|k| old.contains(k)).count();
+        assert!(emptied <= 4, "pass {passes} emptied {emptied} objects");
+        let item = w.progress.item(&again).expect("the new backup");
+        if item.record.status == BackupStatus::Active {
+            break;
+        }
+    }
+    assert!(passes > 12, "48 objects at most 4 a pass: {passes} passes");
+    check_emptied_first(&w, &w.written_since(since), &old, 2);
+    assert_eq!(restore(&w), w.live().await);
+    assert!(w.progress.retired_roots(w.db).is_empty());
+    assert!(w.progress.ledger_of(w.at.backup_id).is_empty());
 }

@@ -4,11 +4,14 @@
 use super::lock;
 use crate::progress::{BackupState, Progress, Scan, SnapshotProgress, Stale, Update};
 use async_trait::async_trait;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use subkv_core::control::locator::{sweep_slot, Locator, SWEEP_SLOTS};
 use subkv_core::control::records::{BackupRecord, BackupStatus};
+use subkv_core::control::retired::{
+    now_ms, retirement, root_of, RetiredRoot, StaleMark, WrittenSoFar,
+};
 use subkv_core::error::StoreError;
 use uuid::Uuid;
 
@@ -40,6 +43,8 @@ struct Control {
     items: HashMap<Uuid, Item>,
     locators: HashMap<Uuid, Locator>,
     ledger: HashMap<Uuid, BTreeSet<String>>,
+    /// Retired roots by database and sort key.
+    retired: BTreeMap<(Uuid, String), RetiredRoot>,
     calls: Vec<&'static str>,
 }
 
@@ -89,11 +94,59 @@ impl FakeProgress {
         at
     }
 
-    /// The API deletes the backup (its item and its locator).
+    /// The API deletes the backup (its item and its locator), as
+    /// `DynamoControl::delete_backup` does: its ledger stays, and what it may have
+    /// written is recorded as its root's retired item. Panics where that call
+    /// refuses (another backup's retired item at the root).
     pub fn delete(&self, at: &Locator) {
         let mut control = lock(&self.control);
-        control.items.remove(&at.backup_id);
+        let Some(item) = control.items.remove(&at.backup_id) else {
+            return;
+        };
         control.locators.remove(&at.database_id);
+        let written = WrittenSoFar {
+            began: item.cursor.is_some(),
+            generation: item.snap_gen,
+            seq: item.snap_seq,
+            stale: item.stale.map(|s| StaleMark {
+                generation: s.generation,
+                chunks: s.chunks,
+                ledger: s.ledger,
+            }),
+        };
+        let retired = match retirement(at.backup_id, &written, now_ms()) {
+            Ok(retired) => retired,
+            Err(e) => panic!("{e}"),
+        };
+        if let Some(retired) = retired {
+            let key = (at.database_id, root_of(&item.record));
+            if let Some(there) = control.retired.get(&key) {
+                assert_eq!(
+                    there.backup_id, at.backup_id,
+                    "another backup's retired root"
+                );
+            }
+            control.retired.insert(key, retired);
+        }
+    }
+
+    /// The retired roots of `database`, by sort key.
+    pub fn retired_roots(&self, database: Uuid) -> Vec<(String, RetiredRoot)> {
+        lock(&self.control)
+            .retired
+            .iter()
+            .filter(|((db, _), _)| *db == database)
+            .map(|((_, root), retired)| (root.clone(), *retired))
+            .collect()
+    }
+
+    /// The retired roots of `database` were retired `ago` earlier than recorded.
+    pub fn backdate_retired(&self, database: Uuid, ago: std::time::Duration) {
+        for ((db, _), retired) in lock(&self.control).retired.iter_mut() {
+            if *db == database {
+                retired.retired_at_ms -= ago.as_millis() as i64;
+            }
+        }
     }
 
     pub fn item(&self, at: &Locator) -> Option<Item> {
@@ -134,9 +187,14 @@ impl FakeProgress {
     }
 
     pub fn ledger(&self, at: &Locator) -> Vec<String> {
+        self.ledger_of(at.backup_id)
+    }
+
+    /// The ledger of a backup, deleted or not.
+    pub fn ledger_of(&self, backup: Uuid) -> Vec<String> {
         lock(&self.control)
             .ledger
-            .get(&at.backup_id)
+            .get(&backup)
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default()
     }
@@ -292,6 +350,7 @@ impl Progress for FakeProgress {
                         generation,
                         chunks,
                         below: head + 1,
+                        ledger: None,
                     });
                     item.record.last_versionstamp = None;
                 }
@@ -309,6 +368,57 @@ impl Progress for FakeProgress {
         )
     }
 
+    async fn retired(&self, database: Uuid, root: &str) -> Result<Option<RetiredRoot>, StoreError> {
+        Ok(self
+            .called("retired")
+            .retired
+            .get(&(database, root.to_string()))
+            .copied())
+    }
+
+    async fn begin_over_retired(
+        &self,
+        at: &Locator,
+        head: u64,
+        retired: &RetiredRoot,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "begin_over_retired",
+            at,
+            |item| item.cursor.is_none() && is_pending(&item.record),
+            |item| {
+                item.cursor = Some(head);
+                item.snap_start = Some(head);
+                item.snap_gen = Some(retired.next_generation);
+                item.snap_seq = Some(0);
+                item.record.status = BackupStatus::Pending;
+                item.stale = Some(Stale::retired(retired));
+                item.snap_after = None;
+                item.snap_end = None;
+                item.due = true;
+                item.pending_since = Some(subkv_dynamo_kv::now_ms());
+                Ok(())
+            },
+        )
+    }
+
+    async fn retired_emptied(
+        &self,
+        database: Uuid,
+        root: &str,
+        backup: Uuid,
+    ) -> Result<Update, StoreError> {
+        let mut control = self.called("retired_emptied");
+        let key = (database, root.to_string());
+        match control.retired.get(&key) {
+            Some(retired) if retired.backup_id == backup => {
+                control.retired.remove(&key);
+                Ok(Update::Applied)
+            }
+            _ => Ok(Update::Lost),
+        }
+    }
+
     async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
         self.called("ledger_put")
             .ledger
@@ -320,12 +430,12 @@ impl Progress for FakeProgress {
 
     async fn ledger_before(
         &self,
-        at: &Locator,
+        ledger: Uuid,
         below: &str,
         limit: i32,
     ) -> Result<Vec<String>, StoreError> {
         let control = self.called("ledger_before");
-        let Some(ledger) = control.ledger.get(&at.backup_id) else {
+        let Some(ledger) = control.ledger.get(&ledger) else {
             return Ok(Vec::new());
         };
         Ok(ledger
@@ -335,8 +445,8 @@ impl Progress for FakeProgress {
             .collect())
     }
 
-    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
-        if let Some(ledger) = self.called("ledger_delete").ledger.get_mut(&at.backup_id) {
+    async fn ledger_delete(&self, ledger: Uuid, object_key: &str) -> Result<(), StoreError> {
+        if let Some(ledger) = self.called("ledger_delete").ledger.get_mut(&ledger) {
             ledger.remove(object_key);
         }
         Ok(())
@@ -575,152 +685,5 @@ impl Progress for FakeProgress {
 }
 
 /// The fake's conditions, one by one (they are what the engine's tests rely on).
-mod tests {
-    use super::*;
-    use subkv_core::control::records::now_rfc3339;
-
-    fn fake() -> (FakeProgress, Locator) {
-        let progress = FakeProgress::default();
-        let db = Uuid::new_v4();
-        let at = progress.add(BackupRecord {
-            id: Uuid::new_v4(),
-            organization_id: Uuid::new_v4(),
-            database_id: db,
-            kind: "s3".into(),
-            endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
-            bucket_name: "b".into(),
-            bucket_region: "eu-west-1".into(),
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret_access_key_ciphertext: vec![],
-            prefix: String::new(),
-            status: BackupStatus::Pending,
-            created_at: now_rfc3339(),
-            last_backed_up_at: None,
-            last_versionstamp: None,
-            last_error: None,
-            snapshot_chunks: None,
-        });
-        (progress, at)
-    }
-
-    fn ok(update: Result<Update, StoreError>) -> Update {
-        match update {
-            Ok(update) => update,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    use Update::{Applied, Lost};
-
-    #[tokio::test]
-    async fn the_first_snapshot_begins_once_and_the_cursor_moves_only_from_where_it_is() {
-        let (p, at) = fake();
-        assert_eq!(ok(p.begin_snapshot(&at, None, 7, 1).await), Applied);
-        assert_eq!(ok(p.begin_snapshot(&at, None, 9, 1).await), Lost);
-        assert_eq!(ok(p.advance(&at, 6, 8, None, "t").await), Lost);
-        assert_eq!(ok(p.advance(&at, 7, 8, Some("vs"), "t").await), Applied);
-        assert_eq!(ok(p.advance(&at, 7, 9, None, "t").await), Lost);
-        let item = p.item(&at).expect("item");
-        assert_eq!(item.cursor, Some(8));
-        assert_eq!(item.record.last_versionstamp.as_deref(), Some("vs"));
-    }
-
-    #[tokio::test]
-    async fn the_lease_is_its_owners_until_it_runs_out() {
-        let (p, at) = fake();
-        let _ = ok(p.begin_snapshot(&at, None, 0, 1).await);
-        assert_eq!(ok(p.take_lease(&at, "a", 100, 200).await), Applied);
-        assert_eq!(ok(p.take_lease(&at, "b", 150, 250).await), Lost);
-        assert_eq!(ok(p.take_lease(&at, "a", 150, 250).await), Applied);
-        assert_eq!(ok(p.take_lease(&at, "b", 251, 300).await), Applied);
-        // Only the owner records a chunk, at its generation and index.
-        let step = |owner: &'static str, generation, seq| {
-            let (p, at) = (&p, at);
-            async move {
-                ok(
-                    p.snapshot_step(&at, owner, generation, seq, Scan::After(b"k"))
-                        .await,
-                )
-            }
-        };
-        assert_eq!(step("a", 1, 0).await, Lost);
-        assert_eq!(step("b", 2, 0).await, Lost);
-        assert_eq!(step("b", 1, 1).await, Lost);
-        assert_eq!(step("b", 1, 0).await, Applied);
-        assert_eq!(step("b", 1, 0).await, Lost, "chunk 0 is recorded");
-        assert_eq!(p.item(&at).and_then(|i| i.snap_seq), Some(1));
-    }
-
-    #[tokio::test]
-    async fn a_re_snapshot_marks_the_earlier_generation_stale_until_cleared() {
-        let (p, at) = fake();
-        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
-        let _ = ok(p.take_lease(&at, "a", 0, i64::MAX).await);
-        let _ = ok(p
-            .snapshot_step(&at, "a", 1, 0, Scan::Complete { end: 3 })
-            .await);
-        assert_eq!(ok(p.activate(&at, 2, "vs", "t").await), Lost);
-        assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
-        let item = p.item(&at).expect("item");
-        assert_eq!(
-            item.active_gen, item.snap_gen,
-            "its differential is written"
-        );
-        assert_eq!(ok(p.begin_snapshot(&at, Some(2), 9, 2).await), Lost);
-        assert_eq!(ok(p.begin_snapshot(&at, Some(3), 9, 2).await), Applied);
-        let item = p.item(&at).expect("item");
-        assert_eq!((item.active_gen, item.snap_gen), (Some(1), Some(2)));
-        assert_eq!(
-            item.stale,
-            Some(Stale {
-                generation: 1,
-                chunks: 1,
-                below: 10
-            })
-        );
-        assert_eq!(item.record.status, BackupStatus::Pending);
-        assert_eq!((item.snap_end, item.record.last_versionstamp), (None, None));
-        // No third generation while the second's predecessor is not emptied.
-        assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Lost);
-        // Its chunks are emptied from the highest down, one recorded step each.
-        assert_eq!(ok(p.stale_chunk_emptied(&at, 1, 1, 1).await), Lost);
-        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 2, 1).await), Lost);
-        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 0).await), Lost);
-        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 1).await), Applied);
-        assert_eq!(ok(p.stale_chunk_emptied(&at, 2, 1, 1).await), Lost, "done");
-        let stale = p.item(&at).and_then(|i| i.stale);
-        assert_eq!(stale.map(|s| (s.generation, s.chunks)), Some((1, 0)));
-        assert_eq!(ok(p.stale_cleared(&at, 1).await), Lost);
-        assert_eq!(ok(p.stale_cleared(&at, 2).await), Applied);
-        assert_eq!(ok(p.begin_snapshot(&at, Some(9), 12, 3).await), Applied);
-    }
-
-    #[tokio::test]
-    async fn failed_is_final_and_a_deleted_backup_is_never_recreated() {
-        let (p, at) = fake();
-        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
-        assert_eq!(ok(p.fail(&at, "refused").await), Applied);
-        assert_eq!(ok(p.begin_snapshot(&at, Some(3), 4, 2).await), Lost);
-        assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Lost);
-        p.delete(&at);
-        assert_eq!(ok(p.note_error(&at, "m").await), Lost);
-        assert_eq!(ok(p.note_fault(&at, "m", 0).await), Lost);
-        assert_eq!(ok(p.fail(&at, "m").await), Lost);
-        assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Lost);
-        assert!(p.item(&at).is_none());
-        assert!(matches!(p.load(&at).await, Ok(None)));
-        assert!(matches!(p.locate(at.database_id).await, Ok(None)));
-    }
-
-    #[tokio::test]
-    async fn the_ledger_lists_keys_below_a_bound_in_order() {
-        let (p, at) = fake();
-        for key in ["logs/3", "logs/1", "logs/2", "logs/9"] {
-            let _ = p.ledger_put(&at, key).await;
-        }
-        let below = p.ledger_before(&at, "logs/9", 2).await.ok();
-        assert_eq!(below, Some(vec!["logs/1".into(), "logs/2".into()]));
-        let _ = p.ledger_delete(&at, "logs/1").await;
-        assert_eq!(p.ledger(&at), ["logs/2", "logs/3", "logs/9"]);
-    }
-}
+#[path = "progress_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@ use subkv_core::control::locator::{
     DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK,
 };
 use subkv_core::control::records::{BackupRecord, BackupStatus};
+use subkv_core::control::retired::{retired_of, RetiredRoot};
 use subkv_core::dynamo::{b, get_n, get_s, is_condition_failure, n, s, store_error, Item};
 use subkv_core::error::StoreError;
 use uuid::Uuid;
@@ -17,6 +18,11 @@ use uuid::Uuid;
 pub struct DynamoProgress {
     client: Client,
     table: String,
+}
+
+/// The partition of a backup's ledger.
+fn ledger_pk(backup: Uuid) -> String {
+    format!("BKLOG#{backup}")
 }
 
 fn status_value(status: &BackupStatus) -> Result<AttributeValue, StoreError> {
@@ -210,6 +216,7 @@ impl Progress for DynamoProgress {
                     generation,
                     chunks,
                     below,
+                    ledger: get_s(&item, "staleLedger").and_then(|id| Uuid::parse_str(id).ok()),
                 }),
                 _ => None,
             },
@@ -264,11 +271,85 @@ impl Progress for DynamoProgress {
         self.update(at, &expression, condition, values).await
     }
 
+    async fn retired(&self, database: Uuid, root: &str) -> Result<Option<RetiredRoot>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DB#{database}")))
+            .key("sk", s(root))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => retired_of(&item).map(Some).ok_or_else(|| {
+                StoreError::Malformed(format!("retired root {root} of database {database}"))
+            }),
+        }
+    }
+
+    async fn begin_over_retired(
+        &self,
+        at: &Locator,
+        head: u64,
+        retired: &RetiredRoot,
+    ) -> Result<Update, StoreError> {
+        let stale = Stale::retired(retired);
+        let ledger = stale.ledger.unwrap_or(retired.backup_id);
+        self.update(
+            at,
+            "SET logCursor = :h, snapStart = :h, snapGen = :g, snapSeq = :zero, #st = :pending, \
+             staleGen = :sg, staleSeq = :ss, staleBelow = :below, staleLedger = :l, \
+             dueIndex = :due, pendingSince = :now \
+             REMOVE snapAfter, snapEnd",
+            "attribute_not_exists(logCursor) AND #st.#code = :pcode",
+            vec![
+                (":h", n(head)),
+                (":g", n(retired.next_generation)),
+                (":zero", n(0)),
+                (":pending", status_value(&BackupStatus::Pending)?),
+                (":pcode", s("pending")),
+                (":sg", n(stale.generation)),
+                (":ss", n(stale.chunks)),
+                (":below", n(stale.below)),
+                (":l", s(ledger.to_string())),
+                (":due", s(DUE_INDEX_VALUE)),
+                (":now", n(subkv_dynamo_kv::now_ms())),
+            ],
+        )
+        .await
+    }
+
+    async fn retired_emptied(
+        &self,
+        database: Uuid,
+        root: &str,
+        backup: Uuid,
+    ) -> Result<Update, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DB#{database}")))
+            .key("sk", s(root))
+            .condition_expression("backupId = :b")
+            .expression_attribute_values(":b", s(backup.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Update::Applied),
+            Err(err) if is_condition_failure(&err) => Ok(Update::Lost),
+            Err(err) => Err(store_error("DeleteItem", err)),
+        }
+    }
+
     async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("BKLOG#{}", at.backup_id)))
+            .item("pk", s(ledger_pk(at.backup_id)))
             .item("sk", s(object_key))
             .send()
             .await
@@ -278,7 +359,7 @@ impl Progress for DynamoProgress {
 
     async fn ledger_before(
         &self,
-        at: &Locator,
+        ledger: Uuid,
         below: &str,
         limit: i32,
     ) -> Result<Vec<String>, StoreError> {
@@ -287,7 +368,7 @@ impl Progress for DynamoProgress {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk < :below")
-            .expression_attribute_values(":pk", s(format!("BKLOG#{}", at.backup_id)))
+            .expression_attribute_values(":pk", s(ledger_pk(ledger)))
             .expression_attribute_values(":below", s(below))
             .consistent_read(true)
             .limit(limit)
@@ -301,11 +382,11 @@ impl Progress for DynamoProgress {
             .collect())
     }
 
-    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError> {
+    async fn ledger_delete(&self, ledger: Uuid, object_key: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(format!("BKLOG#{}", at.backup_id)))
+            .key("pk", s(ledger_pk(ledger)))
             .key("sk", s(object_key))
             .send()
             .await
@@ -316,7 +397,7 @@ impl Progress for DynamoProgress {
     async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError> {
         self.update(
             at,
-            "REMOVE staleGen, staleSeq, staleBelow",
+            "REMOVE staleGen, staleSeq, staleBelow, staleLedger",
             "snapGen = :g",
             vec![(":g", n(generation))],
         )

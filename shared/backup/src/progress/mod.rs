@@ -19,10 +19,15 @@
 //! | `dueIndex` (S, `due`) | the backup is due a visit by every catch-up (index `due`): set by the API on enable and retry, by a re-snapshot, a fault, or a pass that left work; removed on `failed` and by a pass that finds the backup `active`, caught up and without fault ([`Progress::settle`]) |
 //! | `pendingSince` (N) | when the current snapshot generation began (ms): a backup `pending` much longer is reported as overdue |
 //! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty (its chunks `0..=staleSeq`, from the highest down: `staleSeq` goes down as they are emptied; its ledgered logs below `staleBelow`) |
+//! | `staleLedger` (S) | with the above, when a new backup empties what a deleted one left in the same root: the deleted backup's id, whose ledger names the logs (all of them: `staleBelow` is `u64::MAX`); absent: the backup's own ledger |
 //!
 //! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
 //! so that a re-snapshot can empty the earlier generation's (PutObject only: the
-//! engine never lists or deletes in the tenant's bucket).
+//! engine never lists or deletes in the tenant's bucket). They outlive their
+//! backup: deleting it records a retired root (`DB#<db>` /
+//! `RETIRED#<root hash>`, [`subkv_core::control::retired`]) naming its ledger and
+//! chunks, and the next backup of the database into the same root begins by
+//! emptying them, then deletes them and the retired root.
 //!
 //! Every change is a conditional `UpdateItem`, so concurrent invocations (stream
 //! batches, the scheduled catch-up, a retried delivery) cannot move a cursor
@@ -40,6 +45,7 @@ pub use dynamo::DynamoProgress;
 use async_trait::async_trait;
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::BackupRecord;
+use subkv_core::control::retired::RetiredRoot;
 use subkv_core::error::StoreError;
 use uuid::Uuid;
 
@@ -60,11 +66,29 @@ pub struct SnapshotProgress {
 /// below `below` (the first commit the new generation's logs hold). `chunks`
 /// goes down as the chunks are emptied, from the highest
 /// ([`Progress::stale_chunk_emptied`]).
+///
+/// Also what a deleted backup left in the root a new backup begins in
+/// ([`Progress::begin_over_retired`]): then `ledger` is the deleted backup,
+/// whose ledger names the log objects, and `below` is `u64::MAX` (all of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stale {
     pub generation: u64,
     pub chunks: u64,
     pub below: u64,
+    /// Whose ledger names the log objects; None: this backup's own.
+    pub ledger: Option<Uuid>,
+}
+
+impl Stale {
+    /// What `retired` left, for the backup that begins in its root.
+    pub fn retired(retired: &RetiredRoot) -> Self {
+        Self {
+            generation: retired.generation,
+            chunks: retired.chunks,
+            below: u64::MAX,
+            ledger: Some(retired.backup_id),
+        }
+    }
 }
 
 /// A backup as the engine sees it.
@@ -154,23 +178,47 @@ pub trait Progress: Send + Sync {
         generation: u64,
     ) -> Result<Update, StoreError>;
 
+    /// What a deleted backup of `database` left in the root whose retired-root
+    /// sort key is `root` ([`subkv_core::control::retired::root_of`]), if anything.
+    async fn retired(&self, database: Uuid, root: &str) -> Result<Option<RetiredRoot>, StoreError>;
+
+    /// Starts the first snapshot of a backup whose root holds what a deleted
+    /// backup left: as [`Self::begin_snapshot`] with `expected` None (a `pending`
+    /// backup without a cursor), at generation `retired.next_generation`, with
+    /// [`Stale::retired`] as the stale marker, so that it is emptied first.
+    async fn begin_over_retired(
+        &self,
+        at: &Locator,
+        head: u64,
+        retired: &RetiredRoot,
+    ) -> Result<Update, StoreError>;
+
+    /// Everything the retired root of `backup` (a deleted backup) named is
+    /// emptied: removes it (only if it is still that backup's).
+    async fn retired_emptied(
+        &self,
+        database: Uuid,
+        root: &str,
+        backup: Uuid,
+    ) -> Result<Update, StoreError>;
+
     /// Records, before it is written, that a log object is in the bucket: a
     /// re-snapshot empties every such object of the earlier generation.
     async fn ledger_put(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
 
-    /// Up to `limit` ledgered log objects whose key sorts before `below`, in key
-    /// order.
+    /// Up to `limit` log objects in the ledger of backup `ledger` whose key sorts
+    /// before `below`, in key order.
     async fn ledger_before(
         &self,
-        at: &Locator,
+        ledger: Uuid,
         below: &str,
         limit: i32,
     ) -> Result<Vec<String>, StoreError>;
 
-    async fn ledger_delete(&self, at: &Locator, object_key: &str) -> Result<(), StoreError>;
+    async fn ledger_delete(&self, ledger: Uuid, object_key: &str) -> Result<(), StoreError>;
 
     /// The earlier generation's objects are all emptied (applies if the backup is
-    /// still at snapshot `generation`).
+    /// still at snapshot `generation`): the stale marker goes.
     async fn stale_cleared(&self, at: &Locator, generation: u64) -> Result<Update, StoreError>;
 
     /// Chunk `seq` (at least 1) of the stale generation `stale_generation` is

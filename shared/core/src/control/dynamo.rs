@@ -9,6 +9,8 @@
 //! | database owner (immutable) | `DB#<db>` | `DB` |
 //! | backup | `ORG#<org>` | `BACKUP#<backup>` (and the engine's progress: `subkv_backup::progress`) |
 //! | backup locator (while enabled) | `DB#<db>` | `BACKUP` (in the sparse index `backups`) |
+//! | retired root (what a deleted backup left in its bucket) | `DB#<db>` | `RETIRED#<root hash>` (`super::retired`) |
+//! | backup ledger (the engine's) | `BKLOG#<backup>` | `<object key>` (kept when the backup is deleted) |
 //!
 //! A retry (`retry_backup`) is one conditional `UpdateItem` of the backup item
 //! per status it may resume with: `active` on condition that it is `failed` and
@@ -16,12 +18,17 @@
 //! snapshot generation is written), else `pending` on condition that it is
 //! `failed`; then a read tells a missing backup from one that is not `failed`.
 //!
+//! Deleting a backup reads it, then in one transaction deletes it (on condition
+//! that the engine's progress is still what was read, else it reads again),
+//! frees its database, removes its locator and puts its root's retired item.
+//!
 //! Everything an organization owns lives in its partition, so a foreign id is a
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
 use super::locator::{locator_item, DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK};
 use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use super::retired::{now_ms, retired_item, retirement, WrittenSoFar};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::dynamo::{cancellation_codes, s, store_error, Item};
 use crate::error::StoreError;
@@ -146,6 +153,100 @@ impl DynamoControl {
             .await?
             .map(from_item)
             .transpose()
+    }
+}
+
+/// Reads of a backup before its delete gives up with a conflict (the engine
+/// moved its progress in between each time).
+const DELETE_ATTEMPTS: usize = 5;
+
+/// What one attempt at deleting a backup came to.
+enum Retire {
+    Deleted,
+    /// Its database no longer names it (a concurrent call won).
+    NotDeleted,
+    /// It is gone or its progress moved since it was read: read it again.
+    Moved,
+}
+
+impl DynamoControl {
+    /// One transaction: deletes the backup `item` (on condition that the engine's
+    /// progress is still what it says), frees its database, removes its locator,
+    /// and records what it may have written as its root's retired item (kept
+    /// with its ledger for the next backup into that root to empty).
+    async fn retire_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        item: Item,
+    ) -> Result<Retire, StoreError> {
+        let written = WrittenSoFar::of(&item);
+        let (unchanged, values) = WrittenSoFar::unchanged(&item);
+        let backup: BackupRecord = from_item(item)?;
+        let retired = retirement(id, &written, now_ms()).map_err(StoreError::Malformed)?;
+        let mut remove = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(organization_id), format!("BACKUP#{id}"))))
+            .condition_expression(format!("attribute_exists(pk) AND {unchanged}"));
+        for (name, value) in values {
+            remove = remove.expression_attribute_values(name, value);
+        }
+        let remove = build(remove.build())?;
+        let release = build(
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    org_pk(organization_id),
+                    format!("DB#{}", backup.database_id),
+                )))
+                .update_expression("REMOVE backupId")
+                .condition_expression("backupId = :b")
+                .expression_attribute_values(":b", s(id.to_string()))
+                .build(),
+        )?;
+        // The locator goes with it: from then on the engine writes nothing more.
+        let unlocate = build(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    format!("DB#{}", backup.database_id),
+                    LOCATOR_SK.into(),
+                )))
+                .build(),
+        )?;
+        let mut items = vec![
+            TransactWriteItem::builder().delete(remove).build(),
+            TransactWriteItem::builder().update(release).build(),
+            TransactWriteItem::builder().delete(unlocate).build(),
+        ];
+        if let Some(retired) = &retired {
+            // One retired item per root: another backup's there would mean two
+            // backups wrote to the root without the later emptying the earlier.
+            let put = build(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(retired_item(&backup, retired)))
+                    .condition_expression("attribute_not_exists(pk) OR backupId = :b")
+                    .expression_attribute_values(":b", s(id.to_string()))
+                    .build(),
+            )?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(Retire::Deleted),
+            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
+            Err(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
+                Ok(Retire::Moved)
+            }
+            Err(codes) if codes.get(3).is_some_and(|c| c == "ConditionalCheckFailed") => {
+                Err(StoreError::Malformed(format!(
+                    "backup {id}: its root already has another deleted backup's retired item \
+                     that was never emptied; see docs/operations.md"
+                )))
+            }
+            // Deleted meanwhile by a concurrent call.
+            Err(_) => Ok(Retire::NotDeleted),
+        }
     }
 }
 
@@ -429,49 +530,22 @@ impl ControlTable for DynamoControl {
     }
 
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
-        let Some(backup) = self.get_backup(organization_id, id).await? else {
-            return Ok(false);
-        };
-        let remove = build(
-            Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(org_pk(organization_id), format!("BACKUP#{id}"))))
-                .condition_expression("attribute_exists(pk)")
-                .build(),
-        )?;
-        let release = build(
-            Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(
-                    org_pk(organization_id),
-                    format!("DB#{}", backup.database_id),
-                )))
-                .update_expression("REMOVE backupId")
-                .condition_expression("backupId = :b")
-                .expression_attribute_values(":b", s(id.to_string()))
-                .build(),
-        )?;
-        // The locator goes with it: from then on the engine writes nothing more.
-        let unlocate = build(
-            Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(
-                    format!("DB#{}", backup.database_id),
-                    LOCATOR_SK.into(),
-                )))
-                .build(),
-        )?;
-        let items = vec![
-            TransactWriteItem::builder().delete(remove).build(),
-            TransactWriteItem::builder().update(release).build(),
-            TransactWriteItem::builder().delete(unlocate).build(),
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(true),
-            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
-            // Deleted meanwhile by a concurrent call.
-            Err(_) => Ok(false),
+        // The engine moves the backup's progress between our read and the
+        // transaction now and then (a snapshot chunk recorded): read again.
+        for _ in 0..DELETE_ATTEMPTS {
+            let Some(item) = self
+                .get(org_pk(organization_id), format!("BACKUP#{id}"))
+                .await?
+            else {
+                return Ok(false);
+            };
+            match self.retire_backup(organization_id, id, item).await? {
+                Retire::Deleted => return Ok(true),
+                Retire::NotDeleted => return Ok(false),
+                Retire::Moved => continue,
+            }
         }
+        Err(StoreError::Conflict)
     }
 
     async fn retry_backup(

@@ -1,5 +1,8 @@
 //! An in-memory [`ControlTable`] for unit tests and benchmarks. It keeps the same
-//! invariants as the DynamoDB store (one backup per database, atomically).
+//! invariants as the DynamoDB store (one backup per database, atomically). It
+//! holds none of the backup engine's progress, so deleting a backup retires no
+//! root here (the engine's fake, `subkv_backup::fakes`, does, as the DynamoDB
+//! store does).
 
 use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
 use super::{ControlTable, EnableOutcome, RetryOutcome};

@@ -5,11 +5,14 @@
 //!   one (the item layout is documented there), [`MemoryControl`] a fake for unit
 //!   tests and benchmarks.
 //! - [`locator`]: how the backup engine finds a database's backup.
+//! - [`retired`]: what a deleted backup left in its bucket, for the next backup
+//!   into the same root to empty.
 
 mod dynamo;
 pub mod locator;
 mod memory;
 pub mod records;
+pub mod retired;
 mod table;
 
 pub use dynamo::DynamoControl;
@@ -91,6 +94,9 @@ pub trait ControlTable: Send + Sync {
         database_id: Uuid,
     ) -> Result<Option<Option<BackupRecord>>, StoreError>;
     /// Deletes a backup and frees its database for a new one; false if not found.
+    /// Its ledger stays, and what it may have written to its bucket is recorded
+    /// as a retired root ([`retired`]) in the same transaction, for a later backup
+    /// of the database into the same root to empty.
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError>;
     /// A `failed` backup resumes: `active` if the differential of its current
     /// snapshot generation is written (the engine's `activeGen` equals `snapGen`),
