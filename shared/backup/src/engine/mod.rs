@@ -32,13 +32,17 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
+//! | `mod.rs` | [`Engine`], a pass over a backup, log objects |
 //! | `snapshot.rs` | snapshot chunks, re-snapshots and emptying the earlier generation |
+//! | `faults.rs` | a store's faults, and what keeps one backup's trouble from the others: the circuit breaker, the stream's limit per put, parking errors no retry fixes |
 //! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
 
+mod faults;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_isolation;
 
 use crate::bucket::BucketFault;
 use crate::progress::{BackupState, Progress, Update};
@@ -49,7 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{now_rfc3339, BackupStatus};
-use subkv_core::error::StoreError;
+use subkv_core::error::{Recovery, StoreError};
 use subkv_dynamo_kv::{now_ms, LoggedCommit};
 use subkv_kv::backup_format::{self as format, FormatError};
 use subkv_kv::error::KvError;
@@ -60,15 +64,23 @@ use uuid::Uuid;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("KV store: {0}")]
-    Kv(String),
+    #[error("KV store: {}", .0.detail())]
+    Kv(#[from] KvError),
     #[error(transparent)]
     Format(#[from] FormatError),
 }
 
-impl From<KvError> for EngineError {
-    fn from(e: KvError) -> Self {
-        Self::Kv(e.detail())
+impl EngineError {
+    /// Whether the pass can succeed if run again: only then is it an error of
+    /// the pass (a stream batch item failure); anything else is parked on the
+    /// backup ([`Engine::pass`]).
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Self::Store(e) => e.recovery(),
+            Self::Kv(KvError::Unavailable(_)) => Recovery::Retry,
+            Self::Kv(KvError::Malformed(_)) | Self::Format(_) => Recovery::Never,
+            Self::Kv(_) => Recovery::Operator,
+        }
     }
 }
 
@@ -115,6 +127,16 @@ pub struct EngineConfig {
     /// How long transient store faults may go on, with no write landing, before
     /// the backup is marked `failed` (the tenant can then ask for a retry).
     pub transient_budget: Duration,
+    /// The longest a stream delivery waits for one put: this, plus
+    /// [`Self::stream_put_per_mib`] per MiB of the body. Beyond it the put counts
+    /// as a timeout (the other databases of the batch wait for the slowest).
+    pub stream_put_base: Duration,
+    pub stream_put_per_mib: Duration,
+    /// How long the catch-up leaves a backup alone after its store timed out:
+    /// this after the first timeout, doubling with each timeout in a row, at
+    /// most [`Self::breaker_max`]. Stream deliveries skip it until a write lands.
+    pub breaker_base: Duration,
+    pub breaker_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -128,6 +150,10 @@ impl Default for EngineConfig {
             lease_margin: Duration::from_secs(40),
             hot_pass: Duration::from_secs(2),
             transient_budget: TRANSIENT_BUDGET,
+            stream_put_base: Duration::from_secs(2),
+            stream_put_per_mib: Duration::from_secs(1),
+            breaker_base: Duration::from_secs(30),
+            breaker_max: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -146,6 +172,20 @@ pub struct Report {
     /// A transient store problem (retried later) or a refusal (now `failed`).
     pub problem: Option<String>,
     pub failed: bool,
+    /// An error no retry fixes, parked on the backup (what it was told).
+    pub parked: Option<String>,
+}
+
+/// What runs a pass: it sets the limits ([`Engine::pass`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A change-log stream delivery: the other databases of its batch wait for
+    /// this one, so each put is limited ([`EngineConfig::stream_put_base`]) and a
+    /// backup whose breaker is open is skipped.
+    Stream,
+    /// The scheduled catch-up: puts have the S3 client's own timeouts, and a
+    /// backup whose breaker is open is tried once its backoff has passed.
+    CatchUp,
 }
 
 /// What [`Engine::sync_database`] found.
@@ -197,7 +237,8 @@ impl Engine {
         self.progress.as_ref()
     }
 
-    /// Brings the backup of `database` (if it has one) up to date, until `deadline`.
+    /// A stream delivery's pass ([`Trigger::Stream`]) over the backup of
+    /// `database`, if it has one, until `deadline`.
     pub async fn sync_database(
         &self,
         database: Uuid,
@@ -206,8 +247,13 @@ impl Engine {
         let Some(at) = self.progress.locate(database).await? else {
             return Ok(DatabaseSync::NoBackup);
         };
-        let report = self.sync(&at, deadline).await?;
+        let report = self.pass(&at, deadline, Trigger::Stream).await?;
         Ok(DatabaseSync::Synced(at, report))
+    }
+
+    /// The catch-up's pass ([`Trigger::CatchUp`]) over one backup.
+    pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
+        self.pass(at, deadline, Trigger::CatchUp).await
     }
 
     /// Brings one backup as far forward as it can go before `deadline`.
@@ -219,12 +265,36 @@ impl Engine {
     /// change log once more — the commits of a delivery that ended at once are
     /// there — and goes on while there are more, for at most
     /// [`EngineConfig::hot_pass`].
-    pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
-        let started = now();
+    ///
+    /// `Err` only for what running the pass again may fix (DynamoDB or KMS busy
+    /// or not answering: [`Recovery::Retry`]); an error no retry fixes is parked
+    /// on the backup and the pass ends `Ok` (`report.parked`).
+    pub async fn pass(
+        &self,
+        at: &Locator,
+        deadline: Instant,
+        trigger: Trigger,
+    ) -> Result<Report, EngineError> {
         let mut report = Report::default();
+        if let Err(error) = self.passes(at, deadline, trigger, &mut report).await {
+            self.park(at, error, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn passes(
+        &self,
+        at: &Locator,
+        deadline: Instant,
+        trigger: Trigger,
+        report: &mut Report,
+    ) -> Result<(), EngineError> {
+        let started = now();
         loop {
             let mut forwarding = false;
-            let result = self.run(at, deadline, &mut report, &mut forwarding).await;
+            let result = self
+                .run(at, deadline, trigger, report, &mut forwarding)
+                .await;
             if forwarding {
                 // Lost only if it ran out meanwhile; either way it is not ours now.
                 let _: Update = self.progress.release_forwarding(at, &self.owner).await?;
@@ -235,7 +305,7 @@ impl Engine {
                 || now() >= deadline
                 || !self.more_to_forward(at).await?
             {
-                return Ok(report);
+                return Ok(());
             }
         }
     }
@@ -245,6 +315,7 @@ impl Engine {
         &self,
         at: &Locator,
         deadline: Instant,
+        trigger: Trigger,
         report: &mut Report,
         forwarding: &mut bool,
     ) -> Result<(), EngineError> {
@@ -252,18 +323,25 @@ impl Engine {
             let Some(state) = self.progress.load(at).await? else {
                 break; // disabled: nothing more is written
             };
-            if matches!(state.record.status, BackupStatus::Failed { .. }) {
+            if matches!(state.record.status, BackupStatus::Failed { .. })
+                || self.breaker_skips(at, &state, trigger)
+            {
                 break;
             }
-            let sink = match self.sinks.open(&state.record).await? {
+            let opened = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
                     self.fault(at, &state, fault, report).await?;
                     break;
                 }
             };
+            let limited = faults::StreamPut::new(opened.as_ref(), &self.config);
+            let sink: &dyn ObjectSink = match trigger {
+                Trigger::Stream => &limited,
+                Trigger::CatchUp => opened.as_ref(),
+            };
             match self
-                .step(at, &state, sink.as_ref(), deadline, report, forwarding)
+                .step(at, &state, sink, deadline, report, forwarding)
                 .await?
             {
                 Step::Again => continue,
@@ -507,55 +585,5 @@ impl Engine {
             report.lag_ms = Some((now_ms() as u64).saturating_sub(newest_ms));
         }
         Ok(Step::Again)
-    }
-
-    /// A refusal marks the backup `failed`; a transient fault is noted (and begins
-    /// a run of faults, unless one is under way), or marks it `failed` too once the
-    /// run has outlasted [`EngineConfig::transient_budget`].
-    async fn fault(
-        &self,
-        at: &Locator,
-        state: &BackupState,
-        fault: BucketFault,
-        report: &mut Report,
-    ) -> Result<(), EngineError> {
-        let now = now_ms();
-        let budget = self.config.transient_budget;
-        let fault = match (fault, state.error_since_ms) {
-            (BucketFault::Transient(last), Some(since))
-                if now.saturating_sub(since) >= budget.as_millis() as i64 =>
-            {
-                BucketFault::Refused(format!(
-                    "gave up after {} of transient store errors with no write landing; the last: {last}",
-                    budget_text(budget)
-                ))
-            }
-            (fault, _) => fault,
-        };
-        match fault {
-            BucketFault::Refused(message) => {
-                tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup failed");
-                // Lost: the backup is gone, nothing to mark.
-                let _: Update = self.progress.fail(at, &message).await?;
-                report.failed = true;
-                report.problem = Some(message);
-            }
-            BucketFault::Transient(message) => {
-                tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup will retry");
-                let _: Update = self.progress.note_fault(at, &message, now).await?;
-                report.problem = Some(message);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// "24 h", "90 s": the budget as the tenant reads it.
-fn budget_text(budget: Duration) -> String {
-    let secs = budget.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
-        format!("{} h", secs / 3600)
-    } else {
-        format!("{secs} s")
     }
 }

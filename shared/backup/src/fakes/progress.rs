@@ -2,7 +2,7 @@
 //! conditions.
 
 use super::lock;
-use crate::progress::{BackupState, Progress, Scan, SnapshotProgress, Stale, Update};
+use crate::progress::{BackupState, Breaker, Progress, Scan, SnapshotProgress, Stale, Update};
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
@@ -30,6 +30,11 @@ pub struct Item {
     pub forwarding: Option<(i64, String)>,
     pub error_since: Option<i64>,
     pub active_gen: Option<u64>,
+    /// `breakerFaults` / `breakerUntil` (closed: the default).
+    pub breaker: Breaker,
+    /// `parked` (errors parked so far) and `parkedReason`.
+    pub parked: u64,
+    pub parked_reason: Option<String>,
 }
 
 #[derive(Default)]
@@ -78,9 +83,19 @@ impl FakeProgress {
                 forwarding: None,
                 error_since: None,
                 active_gen: None,
+                breaker: Breaker::default(),
+                parked: 0,
+                parked_reason: None,
             },
         );
         at
+    }
+
+    /// The backup's breaker, as another instance would have left it.
+    pub fn set_breaker(&self, at: &Locator, breaker: Breaker) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            item.breaker = breaker;
+        }
     }
 
     /// The API deletes the backup (its item and its locator).
@@ -191,6 +206,7 @@ impl Progress for FakeProgress {
                 lease_until_ms: item.lease.unwrap_or(0),
                 lease_owner: item.lease_owner.clone(),
                 error_since_ms: item.error_since,
+                breaker: item.breaker,
             }))
     }
 
@@ -391,6 +407,7 @@ impl Progress for FakeProgress {
             |item| {
                 item.snap_seq = Some(seq + 1);
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 match scan {
                     Scan::After(after) => item.snap_after = Some(after.to_vec()),
                     Scan::Complete { end } => {
@@ -425,6 +442,7 @@ impl Progress for FakeProgress {
                 }
                 item.record.last_error = None;
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 Ok(())
             },
         )
@@ -451,6 +469,7 @@ impl Progress for FakeProgress {
                 item.lease_owner = None;
                 item.record.last_error = None;
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 item.active_gen = Some(generation);
                 Ok(())
             },
@@ -469,6 +488,7 @@ impl Progress for FakeProgress {
                 item.lease = None;
                 item.lease_owner = None;
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 Ok(())
             },
         )
@@ -499,6 +519,50 @@ impl Progress for FakeProgress {
             |item| {
                 item.record.last_error = Some(message.to_string());
                 item.error_since.get_or_insert(now_ms);
+                Ok(())
+            },
+        )
+    }
+
+    async fn open_breaker(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+        breaker: Breaker,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "open_breaker",
+            at,
+            |_| true,
+            |item| {
+                item.record.last_error = Some(message.to_string());
+                item.error_since.get_or_insert(now_ms);
+                item.breaker = breaker;
+                Ok(())
+            },
+        )
+    }
+
+    async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError> {
+        self.update(
+            "park",
+            at,
+            |_| true,
+            |item| {
+                item.parked += 1;
+                item.parked_reason = Some(message.to_string());
+                if fail {
+                    item.record.status = BackupStatus::Failed {
+                        message: message.to_string(),
+                    };
+                    item.lease = None;
+                    item.lease_owner = None;
+                    item.error_since = None;
+                    item.breaker = Breaker::default();
+                } else {
+                    item.record.last_error = Some(message.to_string());
+                }
                 Ok(())
             },
         )
@@ -640,6 +704,73 @@ mod tests {
         assert!(p.item(&at).is_none());
         assert!(matches!(p.load(&at).await, Ok(None)));
         assert!(matches!(p.locate(at.database_id).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_with_a_timeout_and_closes_with_a_write_that_lands() {
+        let open = Breaker {
+            faults: 2,
+            until_ms: 500,
+        };
+        let (p, at) = fake();
+        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+        assert_eq!(
+            ok(p.open_breaker(&at, "timed out", 100, open).await),
+            Applied
+        );
+        let item = p.item(&at).expect("item");
+        assert_eq!(item.breaker, open);
+        assert_eq!(item.record.last_error.as_deref(), Some("timed out"));
+        assert_eq!(item.error_since, Some(100));
+        // The cursor moving closes it (DynamoProgress: REMOVE breakerFaults, breakerUntil).
+        assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Applied);
+        assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+        // So do a snapshot chunk recorded, the activation, and failed.
+        let _ = ok(p.take_lease(&at, "a", 0, i64::MAX).await);
+        let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+        let _ = ok(p
+            .snapshot_step(&at, "a", 1, 0, Scan::Complete { end: 4 })
+            .await);
+        assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+        let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+        assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
+        assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+        let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+        assert_eq!(ok(p.fail(&at, "refused").await), Applied);
+        assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+        // A note of another fault leaves it as it is.
+        let (p, at) = fake();
+        let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+        let _ = ok(p.note_fault(&at, "SlowDown", 200).await);
+        assert_eq!(p.item(&at).map(|i| i.breaker), Some(open));
+        p.delete(&at);
+        assert_eq!(ok(p.open_breaker(&at, "m", 0, open).await), Lost);
+    }
+
+    #[tokio::test]
+    async fn a_parked_error_is_counted_and_fails_the_backup_only_when_asked() {
+        let (p, at) = fake();
+        let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+        assert_eq!(ok(p.park(&at, "ours", false).await), Applied);
+        let item = p.item(&at).expect("item");
+        assert_eq!(
+            (item.parked, item.record.status),
+            (1, BackupStatus::Pending)
+        );
+        assert_eq!(item.record.last_error.as_deref(), Some("ours"));
+        assert_eq!(item.parked_reason.as_deref(), Some("ours"));
+        assert_eq!(ok(p.park(&at, "malformed", true).await), Applied);
+        let item = p.item(&at).expect("item");
+        assert_eq!(item.parked, 2);
+        assert_eq!(
+            item.record.status,
+            BackupStatus::Failed {
+                message: "malformed".into()
+            }
+        );
+        assert_eq!(item.parked_reason.as_deref(), Some("malformed"));
+        p.delete(&at);
+        assert_eq!(ok(p.park(&at, "m", true).await), Lost);
     }
 
     #[tokio::test]
