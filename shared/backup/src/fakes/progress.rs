@@ -548,7 +548,7 @@ impl Progress for FakeProgress {
         self.update(
             "park",
             at,
-            |_| true,
+            |item| !(fail && matches!(item.record.status, BackupStatus::Failed { .. })),
             |item| {
                 item.parked += 1;
                 item.parked_reason = Some(message.to_string());
@@ -769,6 +769,9 @@ mod tests {
             }
         );
         assert_eq!(item.parked_reason.as_deref(), Some("malformed"));
+        // A racing pass that met the same error: parked once.
+        assert_eq!(ok(p.park(&at, "malformed", true).await), Lost);
+        assert_eq!(p.item(&at).map(|i| i.parked), Some(2));
         p.delete(&at);
         assert_eq!(ok(p.park(&at, "m", true).await), Lost);
     }

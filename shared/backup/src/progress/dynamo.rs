@@ -473,19 +473,26 @@ impl Progress for DynamoProgress {
 
     async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError> {
         let mut values = vec![(":m", s(message)), (":one", n(1))];
-        let expression = if fail {
+        let (expression, condition) = if fail {
             values.push((
                 ":failed",
                 status_value(&BackupStatus::Failed {
                     message: message.to_owned(),
                 })?,
             ));
-            "SET #st = :failed, parkedReason = :m ADD parked :one \
-             REMOVE snapLease, snapLeaseOwner, errorSince, breakerFaults, breakerUntil"
+            values.push((":fcode", s("failed")));
+            (
+                "SET #st = :failed, parkedReason = :m ADD parked :one \
+                 REMOVE snapLease, snapLeaseOwner, errorSince, breakerFaults, breakerUntil",
+                // Racing passes that met the same error park it once.
+                "attribute_exists(pk) AND #st.#code <> :fcode",
+            )
         } else {
-            "SET lastError = :m, parkedReason = :m ADD parked :one"
+            (
+                "SET lastError = :m, parkedReason = :m ADD parked :one",
+                "attribute_exists(pk)",
+            )
         };
-        self.update(at, expression, "attribute_exists(pk)", values)
-            .await
+        self.update(at, expression, condition, values).await
     }
 }

@@ -283,6 +283,7 @@ pub trait Progress: Send + Sync {
     /// An error no retry fixes, parked on the backup instead of failing a stream
     /// batch: `parked` counts one more, `parkedReason` is `message`. With `fail`
     /// the backup becomes `failed` with `message` (it cannot go on without a
-    /// change); else `message` is its `lastError`.
+    /// change), only if it is not `failed` already (racing passes that met the
+    /// same error park it once); else `message` is its `lastError`.
     async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError>;
 }
