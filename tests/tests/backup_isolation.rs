@@ -13,6 +13,10 @@
 //!   per put): B is not held either, and A is still backed up (the catch-up has
 //!   no such limit).
 //!
+//! - A change record that does not parse: its backup is parked `failed` with a
+//!   message naming where it stopped, counted (`parked`, the `Parked` metric),
+//!   and no stream batch fails for it; the other tenant goes on.
+//!
 //! The local catch-up runs every 2 s (every minute in AWS) and writes B too: the
 //! batch times (the stream pump's log) show what the stream alone would cost.
 
@@ -24,7 +28,7 @@ use subkv_e2e::backup::{
     wait_backed_up, KvDatabase, Restore, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
-use subkv_e2e::{post, stream_pump_log_path};
+use subkv_e2e::{api_log_path, post, stream_pump_log_path};
 
 const PREFIX: &str = "isolation/";
 /// The most a commit of the healthy tenant may take to reach its bucket.
@@ -75,6 +79,11 @@ async fn lag(db: &KvDatabase, backup: &str, versionstamp: &str) -> Duration {
 
 /// `breakerFaults` of a backup item in the control table (0: closed).
 async fn breaker_faults(db: &KvDatabase, backup: &str) -> u64 {
+    backup_number(db, backup, "breakerFaults").await
+}
+
+/// A number attribute of a backup item in the control table (0 if absent).
+async fn backup_number(db: &KvDatabase, backup: &str, attribute: &str) -> u64 {
     use aws_sdk_dynamodb::types::AttributeValue;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
@@ -89,7 +98,7 @@ async fn breaker_faults(db: &KvDatabase, backup: &str) -> u64 {
         .expect("read the backup item")
         .item
         .expect("the backup item");
-    item.get("breakerFaults")
+    item.get(attribute)
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
@@ -281,4 +290,91 @@ async fn a_slow_store_does_not_hold_another_tenants_backup_and_is_still_written(
         started.elapsed()
     );
     assert_eq!(status(&a, &id_a).await["code"], "active");
+}
+
+/// Writes a change record for commit `version` of `db` that does not parse (no
+/// body), as a bug or a manual edit could leave one.
+async fn malformed_change_record(db: &KvDatabase, version: u64) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let table = std::env::var("SUBKV_KV_LOG_TABLE")
+        .unwrap_or_else(|_| subkv_dynamo_kv::DEFAULT_LOG_TABLE.into());
+    let mut sk = version.to_be_bytes().to_vec();
+    sk.extend_from_slice(&[0, 0]);
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .put_item()
+        .table_name(table)
+        .item("pk", AttributeValue::S(db.id.clone()))
+        .item("sk", AttributeValue::B(sk.into()))
+        .item("parts", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("write the malformed change record");
+}
+
+#[tokio::test]
+async fn a_malformed_change_record_parks_its_backup_and_fails_no_batch() {
+    let proxy = FaultProxy::start(emulator_url().trim_start_matches("http://").to_string()).await;
+    let store = kv().await;
+    let (a, id_a, _bucket_a, b, id_b) =
+        two_tenants(&proxy, &store, "parked", "parked-key", "other-key").await;
+    let last_a = status(&a, &id_a).await["lastVersionstamp"]
+        .as_str()
+        .expect("lastVersionstamp")
+        .to_string();
+    let head = u64::from_str_radix(&last_a[..16], 16).expect("a versionstamp");
+
+    let window = pump_log().len();
+    malformed_change_record(&a, head + 1).await;
+    let failed = poll(
+        "A parked and failed",
+        DEADLINE,
+        Duration::from_millis(300),
+        || async {
+            let s = status(&a, &id_a).await;
+            match s["code"].as_str() {
+                Some("failed") => Ok(s),
+                _ => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("after commit {head}")),
+        "{failed}"
+    );
+    assert!(message.contains("malformed data item"), "{failed}");
+    assert!(message.contains("rather than skip it"), "{failed}");
+    assert_eq!(
+        failed["lastVersionstamp"],
+        last_a.as_str(),
+        "nothing skipped"
+    );
+    assert_eq!(backup_number(&a, &id_a, "parked").await, 1);
+
+    // The other tenant goes on; no stream batch failed meanwhile.
+    let last_b = commit(&store, &b, "after", Some(b"b")).await;
+    wait_backed_up(&b.org.token, &id_b, &last_b, DEADLINE).await;
+    let log = pump_log();
+    let window: Vec<&str> = log
+        .get(window..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("record(s)"))
+        .collect();
+    assert!(!window.is_empty(), "no stream batch in the pump's log");
+    assert!(
+        window.iter().all(|l| l.contains(": ok (")),
+        "a stream batch failed: {window:?}"
+    );
+    // The fleet-wide metric: no dimension, the backup a property of the line.
+    let api_log = std::fs::read_to_string(api_log_path()).unwrap_or_default();
+    let parked: Vec<&str> = api_log
+        .lines()
+        .filter(|l| l.contains("\"Parked\":1") && l.contains(&id_a))
+        .collect();
+    assert_eq!(parked.len(), 1, "one Parked metric line: {parked:?}");
+    assert!(parked[0].contains("\"Dimensions\":[[]]"), "{}", parked[0]);
+    assert!(parked[0].contains("malformed-record"), "{}", parked[0]);
 }
