@@ -1,9 +1,10 @@
 //! A fault-injecting stand-in for one tenant's S3 endpoint, in front of the
 //! emulator's S3: per access key id (read from the SigV4 `Authorization` header),
 //! requests are passed through, refused (403 `InvalidAccessKeyId`, as a store
-//! does for bad credentials) or failed (503 `SlowDown`, as a throttling or broken
-//! store does), all of them or only those naming a given object. It counts the requests it saw per key, so a test can tell that
-//! nothing was attempted.
+//! does for bad credentials), failed (503 `SlowDown`, as a throttling or broken
+//! store does), all of them or only those naming a given object, left without an
+//! answer (a hanging store) or answered late (a slow one). It counts the
+//! requests it saw per key, so a test can tell that nothing was attempted.
 //!
 //! HTTP/1.1 only, as much as the AWS SDK speaks to S3: a request head, then a
 //! `Content-Length` body. A passed-through request is sent upstream with
@@ -26,6 +27,13 @@ pub enum Fault {
     /// (e.g. one object's name); the others, and empty bodies (an object being
     /// emptied), passed through.
     FailWhere(&'static str),
+    /// The connection is accepted and the request read, then nothing: no answer
+    /// ever, until the client gives up and closes it (a hanging store). Requests
+    /// that arrive once the mode is changed are served by the new mode; one
+    /// already hanging goes on hanging.
+    Hang,
+    /// Passed through, the answer only after this long (a slow store).
+    Slow(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -146,6 +154,17 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
             other => other,
         };
         match fault {
+            Fault::Hang => {
+                // Never answer; read (and drop) whatever else comes until the
+                // client closes the connection.
+                let mut drain = [0u8; 8192];
+                while socket.read(&mut drain).await? > 0 {}
+                return Ok(());
+            }
+            Fault::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                return pass_through(socket, upstream, &head, &body).await;
+            }
             Fault::Refuse => {
                 socket
                     .write_all(&canned(
@@ -165,23 +184,33 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
                     .await?
             }
             Fault::Pass | Fault::FailWhere(_) => {
-                let mut up = TcpStream::connect(upstream).await?;
-                let mut request: String = head
-                    .trim_end_matches("\r\n")
-                    .lines()
-                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                    .map(|l| format!("{l}\r\n"))
-                    .collect();
-                request.push_str("connection: close\r\n\r\n");
-                up.write_all(request.as_bytes()).await?;
-                up.write_all(&body).await?;
-                let mut answer = Vec::new();
-                up.read_to_end(&mut answer).await?;
-                socket.write_all(&answer).await?;
-                // The answer may be delimited by the close: end this connection too.
-                return socket.shutdown().await;
+                return pass_through(socket, upstream, &head, &body).await;
             }
         }
     }
     Ok(())
+}
+
+/// Sends the request upstream with `Connection: close`, relays the answer, and
+/// ends the connection (the answer may be delimited by the close).
+async fn pass_through(
+    mut socket: TcpStream,
+    upstream: &str,
+    head: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut up = TcpStream::connect(upstream).await?;
+    let mut request: String = head
+        .trim_end_matches("\r\n")
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    request.push_str("connection: close\r\n\r\n");
+    up.write_all(request.as_bytes()).await?;
+    up.write_all(body).await?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer).await?;
+    socket.write_all(&answer).await?;
+    socket.shutdown().await
 }

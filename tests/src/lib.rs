@@ -29,6 +29,12 @@ pub fn api_log_path() -> String {
     required_env("SUBKV_STACK_LOG_DIR") + "/api.log"
 }
 
+/// Where the stack's stream pump writes one line per delivered batch
+/// (`<shard>: <n> record(s) <first>..<last>: ok (<ms> ms)`).
+pub fn stream_pump_log_path() -> String {
+    required_env("SUBKV_STACK_LOG_DIR") + "/stream-pump.log"
+}
+
 /// A client per request: every `#[tokio::test]` has its own runtime, and a
 /// pooled connection must not outlive the runtime that opened it.
 fn client() -> reqwest::Client {

@@ -2,11 +2,15 @@
 //! catch-up, both driving [`Engine`].
 //!
 //! - A DynamoDB stream event (`{"Records": [...]}`): the distinct databases in the
-//!   batch are synced concurrently, each within its own time budget. The reply is a
-//!   partial batch response: only a database whose sync hit an infrastructure error
-//!   (DynamoDB, KMS) has its first record reported, so the event source mapping
-//!   retries from there. Tenant store problems are never reported (they would hold
-//!   the shard, and every tenant behind it): the catch-up retries them.
+//!   batch are synced concurrently, each within its own time budget and the
+//!   stream's limits (a limit per put, backups whose breaker is open skipped:
+//!   `engine::Trigger::Stream`). The reply is a partial batch response: only a
+//!   database whose sync hit an infrastructure error that may succeed if retried
+//!   (DynamoDB, KMS busy or not answering) has its first record reported, so the
+//!   event source mapping retries from there. Tenant store problems are never
+//!   reported (they would hold the shard, and every tenant behind it): the
+//!   catch-up retries them; nor are errors no retry fixes (the engine parks them
+//!   on the backup).
 //! - Anything else (the EventBridge schedule, the local scheduler): the catch-up,
 //!   over the backups due a visit and this minute's sweep slot (see
 //!   [`crate::engine`]), a few at a time.

@@ -2,13 +2,14 @@
 //! reading of a failed call (what it says, whether it is worth retrying, which
 //! items cancelled a transaction).
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
-use crate::error::StoreError;
+use crate::error::{Recovery, StoreError};
 
 /// One DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -47,15 +48,25 @@ where
     DisplayErrorContext(err).to_string()
 }
 
-/// A failed call as the storage layer's error.
-pub fn store_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+/// A failed call as the storage layer's error: [`Recovery::Retry`] if
+/// [`is_transient`], else [`Recovery::Operator`] (a DynamoDB call that fails
+/// otherwise is refused for our configuration or our request, not for the data).
+pub fn store_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
+    let server_error = err
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
+    let recovery = if is_transient(&err, server_error) {
+        Recovery::Retry
+    } else {
+        Recovery::Operator
+    };
     StoreError::Dynamo {
         operation,
         source: describe(&err).into(),
+        recovery,
     }
 }
 
@@ -124,5 +135,41 @@ mod tests {
         assert_eq!(get_s(&item, "n"), None);
         assert_eq!(get_n::<u64>(&item, "s"), None);
         assert_eq!(get_b(&item, "missing"), None);
+    }
+
+    /// A `GetItem` answered with `status` and error `code`.
+    fn get_failed(status: u16, code: &str) -> StoreError {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        let error = GetItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let raw = HttpResponse::new(status.try_into().expect("a status"), "".into());
+        store_error("GetItem", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn failed_calls_say_whether_a_retry_can_fix_them() {
+        for (status, code) in [
+            (400, "ProvisionedThroughputExceededException"),
+            (400, "ThrottlingException"),
+            (500, "InternalServerError"),
+            (503, "ServiceUnavailable"),
+        ] {
+            assert_eq!(
+                get_failed(status, code).recovery(),
+                Recovery::Retry,
+                "{code}"
+            );
+        }
+        for code in [
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "ValidationException",
+        ] {
+            assert_eq!(
+                get_failed(400, code).recovery(),
+                Recovery::Operator,
+                "{code}"
+            );
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Tenant secrets: a string type that never prints, and envelope encryption of
 //! backup credentials with a KMS key that only the backup engine may decrypt.
 
-use crate::error::StoreError;
+use crate::dynamo::is_transient;
+use crate::error::{Recovery, StoreError};
 use async_trait::async_trait;
-use aws_sdk_kms::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kms::config::http::HttpResponse;
+use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
@@ -98,15 +100,36 @@ fn context_map(context: &[(&'static str, String)]) -> Option<HashMap<String, Str
     })
 }
 
-/// A failed KMS call; the SDK's error text never holds the plaintext.
-fn kms_failure<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+/// KMS error codes that mean this ciphertext will never decrypt under this
+/// encryption context: corrupted, or sealed for another backup (the context
+/// names the backup and its database). `IncorrectKeyException` is not one: the
+/// ciphertext names its key, so that is the configured key id being wrong, an
+/// operator's fix.
+const UNDECRYPTABLE: [&str; 1] = ["InvalidCiphertextException"];
+
+/// A failed KMS call; the SDK's error text never holds the plaintext. Throttling,
+/// a 5xx or no answer can succeed later ([`Recovery::Retry`]), a ciphertext KMS
+/// rejects never will ([`Recovery::Never`]); anything else (access denied, a
+/// disabled or missing key, the wrong key) waits for an operator.
+fn kms_failure<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
+    let server_error = err
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
+    let code = err.as_service_error().and_then(|e| e.code());
+    let recovery = if code.is_some_and(|c| UNDECRYPTABLE.contains(&c)) {
+        Recovery::Never
+    } else if is_transient(&err, server_error) {
+        Recovery::Retry
+    } else {
+        Recovery::Operator
+    };
     StoreError::Kms {
         operation,
         source: DisplayErrorContext(err).to_string().into(),
+        recovery,
     }
 }
 
@@ -205,8 +228,10 @@ impl SecretOpener for FakeSealer {
             .flat_map(|(_, v)| v.as_bytes().iter().copied())
             .collect();
         let reversed = ciphertext.strip_suffix(suffix.as_slice()).ok_or_else(|| {
+            // What KMS answers (InvalidCiphertextException): never with this context.
             StoreError::kms(
                 "Decrypt",
+                Recovery::Never,
                 std::io::Error::other("encryption context differs"),
             )
         })?;
@@ -247,5 +272,53 @@ mod tests {
             "{err:?}"
         );
         assert!(!err.to_string().contains("wJalr"));
+        assert_eq!(
+            err.recovery(),
+            Recovery::Never,
+            "as KMS: InvalidCiphertextException"
+        );
+    }
+
+    /// A KMS `Decrypt` answered with `status` and error `code`.
+    fn decrypt_failed(status: u16, code: &str) -> StoreError {
+        use aws_sdk_kms::error::ErrorMetadata;
+        use aws_sdk_kms::operation::decrypt::DecryptError;
+        let error = DecryptError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let raw = HttpResponse::new(status.try_into().expect("a status"), "".into());
+        kms_failure("Decrypt", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn kms_failures_say_whether_a_retry_can_fix_them() {
+        // This ciphertext never opens under this context: the backup's own problem.
+        assert_eq!(
+            decrypt_failed(400, "InvalidCiphertextException").recovery(),
+            Recovery::Never
+        );
+        // Busy or down: later.
+        for (status, code) in [
+            (400, "ThrottlingException"),
+            (500, "KMSInternalException"),
+            (503, "DependencyTimeoutException"),
+        ] {
+            assert_eq!(
+                decrypt_failed(status, code).recovery(),
+                Recovery::Retry,
+                "{code}"
+            );
+        }
+        // Our configuration: the wrong key configured, no permission, a disabled key.
+        for code in [
+            "IncorrectKeyException",
+            "AccessDeniedException",
+            "DisabledException",
+            "KMSInvalidStateException",
+        ] {
+            assert_eq!(
+                decrypt_failed(400, code).recovery(),
+                Recovery::Operator,
+                "{code}"
+            );
+        }
     }
 }

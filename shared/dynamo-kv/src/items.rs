@@ -59,8 +59,9 @@ where
     KvError::Internal(format!("{operation}: {}", describe(&err)))
 }
 
+/// An item this engine wrote that does not parse: reading it again gives the same.
 pub(crate) fn malformed(what: &str) -> KvError {
-    KvError::Internal(format!("malformed data item: {what}"))
+    KvError::Malformed(format!("malformed data item: {what}"))
 }
 
 impl DynamoKv {

@@ -23,6 +23,11 @@ pub enum KvError {
     /// A bug or an unexpected storage answer; the detail goes to the log only.
     #[error("internal error")]
     Internal(String),
+    /// A stored item that does not parse (a data item, a change record): reading
+    /// it again gives the same. A 500 like [`Self::Internal`]; the detail goes to
+    /// the log only (the backup engine parks the backup rather than retry it).
+    #[error("internal error")]
+    Malformed(String),
 }
 
 pub type KvResult<T> = Result<T, KvError>;
@@ -40,14 +45,14 @@ impl KvError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// What the log gets: the internal detail too.
     pub fn detail(&self) -> String {
         match self {
-            Self::Internal(detail) => format!("internal error: {detail}"),
+            Self::Internal(detail) | Self::Malformed(detail) => format!("internal error: {detail}"),
             other => other.to_string(),
         }
     }
@@ -98,9 +103,13 @@ mod tests {
         let err = KvError::bad("too many checks");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert_eq!(err.body_text(), "too many checks\n");
-        let internal = KvError::Internal("secret detail".into());
-        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!internal.body_text().contains("secret"));
-        assert!(internal.detail().contains("secret detail"));
+        for internal in [
+            KvError::Internal("secret detail".into()),
+            KvError::Malformed("secret detail".into()),
+        ] {
+            assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(!internal.body_text().contains("secret"));
+            assert!(internal.detail().contains("secret detail"));
+        }
     }
 }

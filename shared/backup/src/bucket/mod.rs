@@ -10,7 +10,8 @@
 //!   headers (several S3-compatible stores reject them), short timeouts and three
 //!   attempts so one slow endpoint cannot hold the others.
 //! - Every failure is a [`BucketFault`]: `Refused` (retrying will not help; the text
-//!   is for the tenant) or `Transient`.
+//!   is for the tenant), `Transient`, or `Timeout` (transient, but it held the
+//!   caller: the engine's circuit breaker opens on it).
 //!
 //! | file | what |
 //! |---|---|
@@ -77,21 +78,26 @@ pub enum BucketFault {
     /// allowed): retrying will not help.
     #[error("{0}")]
     Refused(String),
-    /// Worth retrying later (5xx, throttling, timeouts, connection errors, and any
-    /// 4xx whose code is not a refusal).
+    /// Worth retrying later (5xx, throttling, connection errors, and any 4xx
+    /// whose code is not a refusal).
     #[error("{0}")]
     Transient(String),
+    /// The store did not answer in time (connect, attempt or operation timeout,
+    /// or the engine's own limit on a stream delivery's put): transient too, but
+    /// costly to whoever waits, so the engine opens the backup's circuit breaker.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl BucketFault {
     pub fn message(&self) -> &str {
         match self {
-            BucketFault::Refused(m) | BucketFault::Transient(m) => m,
+            BucketFault::Refused(m) | BucketFault::Transient(m) | BucketFault::Timeout(m) => m,
         }
     }
 
     pub fn is_transient(&self) -> bool {
-        matches!(self, BucketFault::Transient(_))
+        !matches!(self, BucketFault::Refused(_))
     }
 }
 
@@ -240,7 +246,7 @@ impl Bucket {
                 if let Some(refused) = connector.and_then(|c| find_non_public(c)) {
                     BucketFault::Refused(refused.to_string())
                 } else if failure.is_timeout() {
-                    BucketFault::Transient(format!(
+                    BucketFault::Timeout(format!(
                         "PutObject timed out connecting to the store at {}",
                         self.host
                     ))
@@ -255,7 +261,7 @@ impl Bucket {
                     ))
                 }
             }
-            SdkError::TimeoutError(_) => BucketFault::Transient(format!(
+            SdkError::TimeoutError(_) => BucketFault::Timeout(format!(
                 "PutObject timed out: the store at {} did not answer in time",
                 self.host
             )),
@@ -337,6 +343,7 @@ fn tenant_fault(fault: BucketFault, secret: &SecretString) -> BucketFault {
     match fault {
         BucketFault::Refused(m) => BucketFault::Refused(clean(&m)),
         BucketFault::Transient(m) => BucketFault::Transient(clean(&m)),
+        BucketFault::Timeout(m) => BucketFault::Timeout(clean(&m)),
     }
 }
 

@@ -216,6 +216,69 @@ async fn a_closed_port_is_transient() {
     assert!(err.message().chars().count() <= MAX_FAULT_CHARS);
 }
 
+/// A store that accepts the connection and reads the request, then never answers.
+async fn hanging_store() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let mut counted = false;
+                // Read until the client gives up; answer nothing.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if !counted {
+                        counted = true;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+#[tokio::test]
+async fn a_store_that_never_answers_is_a_timeout() {
+    let (addr, requests) = hanging_store().await;
+    let limits = Limits {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_millis(200),
+        operation: Duration::from_millis(700),
+        attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+    };
+    let b = Bucket::with_limits(
+        &Connector::new(true),
+        &target(&format!("http://{addr}")),
+        limits,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = b.put("k", vec![1]).await.unwrap_err();
+    assert!(matches!(err, BucketFault::Timeout(_)), "{err:?}");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.message().contains("timed out"), "{err}");
+    assert!(err.message().contains("127.0.0.1"), "{err}");
+    // Bounded by the operation timeout, and the attempts were made.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        requests.load(Ordering::SeqCst) >= 2,
+        "attempts were retried"
+    );
+}
+
 #[tokio::test]
 async fn a_private_ip_endpoint_is_refused_before_anything_is_sent() {
     let server = serve(200, "").await;

@@ -198,3 +198,32 @@ async fn the_requests_of_a_pass_are_counted() {
     assert_eq!(kv, ["change_log", "change_log", "change_log"]);
     assert_eq!(w.bucket.attempts(), puts_before + 1);
 }
+
+#[tokio::test]
+async fn an_open_breaker_and_a_parked_error_keep_the_backup_on_the_due_list() {
+    // The catch-up is what probes an open breaker and retries a parked error the
+    // operator may fix: it only visits backups that are due (or in their hour's
+    // sweep slot).
+    let w = world_with(settling());
+    w.active(&[("a", Some("1"))]).await;
+    assert!(!w.item().due);
+    let open = crate::progress::Breaker {
+        faults: 1,
+        until_ms: 0,
+    };
+    let _ = w
+        .progress
+        .open_breaker(&w.at, "PutObject timed out", 0, open)
+        .await;
+    assert!(w.item().due);
+    let w = world_with(settling());
+    w.active(&[("a", Some("1"))]).await;
+    assert!(!w.item().due);
+    let _ = w.progress.park(&w.at, "KMS AccessDenied", false).await;
+    assert!(
+        w.item().due,
+        "parked but not failed: retried by the catch-up"
+    );
+    let _ = w.progress.park(&w.at, "malformed record", true).await;
+    assert!(!w.item().due, "failed: left alone until a retry");
+}

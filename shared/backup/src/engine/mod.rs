@@ -37,16 +37,20 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | [`Engine`], a pass over a backup, log objects, store faults |
+//! | `mod.rs` | [`Engine`], a pass over a backup, log objects |
 //! | `snapshot.rs` | the first snapshot's beginning (over what a deleted backup left in the same root, if anything), snapshot chunks, re-snapshots and emptying the earlier generation |
+//! | `faults.rs` | a store's faults, and what keeps one backup's trouble from the others: the circuit breaker, the stream's limit per put, parking errors no retry fixes |
 //! | `tests.rs` | the rules, against the fakes of `crate::fakes` |
 //! | `due_tests.rs` | the due list, the negative cache and stuck states (fleet scale) |
 
 #[cfg(test)]
 mod due_tests;
+mod faults;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_isolation;
 
 use crate::bucket::BucketFault;
 use crate::progress::{BackupState, Progress, Update};
@@ -58,7 +62,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{now_rfc3339, BackupStatus};
-use subkv_core::error::StoreError;
+use subkv_core::error::{Recovery, StoreError};
 use subkv_dynamo_kv::{now_ms, LoggedCommit};
 use subkv_kv::backup_format::{self as format, FormatError};
 use subkv_kv::error::KvError;
@@ -69,15 +73,23 @@ use uuid::Uuid;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("KV store: {0}")]
-    Kv(String),
+    #[error("KV store: {}", .0.detail())]
+    Kv(#[from] KvError),
     #[error(transparent)]
     Format(#[from] FormatError),
 }
 
-impl From<KvError> for EngineError {
-    fn from(e: KvError) -> Self {
-        Self::Kv(e.detail())
+impl EngineError {
+    /// Whether the pass can succeed if run again: only then is it an error of
+    /// the pass (a stream batch item failure); anything else is parked on the
+    /// backup ([`Engine::pass`]).
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Self::Store(e) => e.recovery(),
+            Self::Kv(KvError::Unavailable(_)) => Recovery::Retry,
+            Self::Kv(KvError::Malformed(_)) | Self::Format(_) => Recovery::Never,
+            Self::Kv(_) => Recovery::Operator,
+        }
     }
 }
 
@@ -132,6 +144,16 @@ pub struct EngineConfig {
     /// A backup `pending` longer than this is reported as overdue (a metric and
     /// an alarm: a snapshot of a million keys takes minutes).
     pub pending_bound: Duration,
+    /// The longest a stream delivery waits for one put: this, plus
+    /// [`Self::stream_put_per_mib`] per MiB of the body. Beyond it the put counts
+    /// as a timeout (the other databases of the batch wait for the slowest).
+    pub stream_put_base: Duration,
+    pub stream_put_per_mib: Duration,
+    /// How long the catch-up leaves a backup alone after its store timed out:
+    /// this after the first timeout, doubling with each timeout in a row, at
+    /// most [`Self::breaker_max`]. Stream deliveries skip it until a write lands.
+    pub breaker_base: Duration,
+    pub breaker_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -147,6 +169,10 @@ impl Default for EngineConfig {
             transient_budget: TRANSIENT_BUDGET,
             absent_ttl: Duration::from_secs(60),
             pending_bound: Duration::from_secs(60 * 60),
+            stream_put_base: Duration::from_secs(2),
+            stream_put_per_mib: Duration::from_secs(1),
+            breaker_base: Duration::from_secs(30),
+            breaker_max: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -169,6 +195,20 @@ pub struct Report {
     pub overdue: bool,
     /// A run of transient store faults is under way (the backup is retrying).
     pub retrying: bool,
+    /// An error no retry fixes, parked on the backup (what it was told).
+    pub parked: Option<String>,
+}
+
+/// What runs a pass: it sets the limits ([`Engine::pass`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A change-log stream delivery: the other databases of its batch wait for
+    /// this one, so each put is limited ([`EngineConfig::stream_put_base`]) and a
+    /// backup whose breaker is open is skipped.
+    Stream,
+    /// The scheduled catch-up: puts have the S3 client's own timeouts, and a
+    /// backup whose breaker is open is tried once its backoff has passed.
+    CatchUp,
 }
 
 /// What [`Engine::sync_database`] found.
@@ -238,7 +278,8 @@ impl Engine {
         self.progress.as_ref()
     }
 
-    /// Brings the backup of `database` (if it has one) up to date, until `deadline`.
+    /// A stream delivery's pass ([`Trigger::Stream`]) over the backup of
+    /// `database`, if it has one, until `deadline`.
     pub async fn sync_database(
         &self,
         database: Uuid,
@@ -255,7 +296,7 @@ impl Engine {
             absent.insert(database, now());
             return Ok(DatabaseSync::NoBackup);
         };
-        let report = self.sync(&at, deadline).await?;
+        let report = self.pass(&at, deadline, Trigger::Stream).await?;
         Ok(DatabaseSync::Synced(at, report))
     }
 
@@ -266,6 +307,11 @@ impl Engine {
         absent
             .get(&database)
             .is_some_and(|seen| now().saturating_duration_since(*seen) < self.config.absent_ttl)
+    }
+
+    /// The catch-up's pass ([`Trigger::CatchUp`]) over one backup.
+    pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
+        self.pass(at, deadline, Trigger::CatchUp).await
     }
 
     /// Brings one backup as far forward as it can go before `deadline`.
@@ -282,12 +328,36 @@ impl Engine {
     /// committing when its hot pass ends) marks the backup due, so that the
     /// catch-up goes on with it even if no delivery comes; one that finds it
     /// caught up takes it off the due list.
-    pub async fn sync(&self, at: &Locator, deadline: Instant) -> Result<Report, EngineError> {
-        let started = now();
+    ///
+    /// `Err` only for what running the pass again may fix (DynamoDB or KMS busy
+    /// or not answering: [`Recovery::Retry`]); an error no retry fixes is parked
+    /// on the backup and the pass ends `Ok` (`report.parked`).
+    pub async fn pass(
+        &self,
+        at: &Locator,
+        deadline: Instant,
+        trigger: Trigger,
+    ) -> Result<Report, EngineError> {
         let mut report = Report::default();
+        if let Err(error) = self.passes(at, deadline, trigger, &mut report).await {
+            self.park(at, error, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn passes(
+        &self,
+        at: &Locator,
+        deadline: Instant,
+        trigger: Trigger,
+        report: &mut Report,
+    ) -> Result<(), EngineError> {
+        let started = now();
         loop {
             let mut forwarding = false;
-            let result = self.run(at, deadline, &mut report, &mut forwarding).await;
+            let result = self
+                .run(at, deadline, trigger, report, &mut forwarding)
+                .await;
             if forwarding {
                 // Lost only if it ran out meanwhile; either way it is not ours now.
                 let _: Update = self.progress.release_forwarding(at, &self.owner).await?;
@@ -301,8 +371,7 @@ impl Engine {
                 }
                 ended.out_of_time |= more;
             }
-            self.settle(at, &ended, &mut report).await?;
-            return Ok(report);
+            return self.settle(at, &ended, report).await;
         }
     }
 
@@ -347,6 +416,7 @@ impl Engine {
         &self,
         at: &Locator,
         deadline: Instant,
+        trigger: Trigger,
         report: &mut Report,
         forwarding: &mut bool,
     ) -> Result<Ended, EngineError> {
@@ -364,20 +434,29 @@ impl Engine {
                 ended.state = None;
                 break; // disabled: nothing more is written
             };
-            let state = ended.state.insert(state);
-            if matches!(state.record.status, BackupStatus::Failed { .. }) {
-                ended.state = None; // left alone until the tenant asks for a retry
+            if matches!(state.record.status, BackupStatus::Failed { .. })
+                || self.breaker_skips(at, &state, trigger)
+            {
+                // Left alone: until the tenant asks for a retry, or until the
+                // breaker's backoff has passed (the catch-up then tries it).
+                ended.state = None;
                 break;
             }
-            let sink = match self.sinks.open(&state.record).await? {
+            let state = ended.state.insert(state);
+            let opened = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
                     self.fault(at, state, fault, report).await?;
                     break;
                 }
             };
+            let limited = faults::StreamPut::new(opened.as_ref(), &self.config);
+            let sink: &dyn ObjectSink = match trigger {
+                Trigger::Stream => &limited,
+                Trigger::CatchUp => opened.as_ref(),
+            };
             match self
-                .step(at, state, sink.as_ref(), deadline, report, forwarding)
+                .step(at, state, sink, deadline, report, forwarding)
                 .await?
             {
                 Step::Again => continue,
@@ -621,55 +700,5 @@ impl Engine {
             report.lag_ms = Some((now_ms() as u64).saturating_sub(newest_ms));
         }
         Ok(Step::Again)
-    }
-
-    /// A refusal marks the backup `failed`; a transient fault is noted (and begins
-    /// a run of faults, unless one is under way), or marks it `failed` too once the
-    /// run has outlasted [`EngineConfig::transient_budget`].
-    async fn fault(
-        &self,
-        at: &Locator,
-        state: &BackupState,
-        fault: BucketFault,
-        report: &mut Report,
-    ) -> Result<(), EngineError> {
-        let now = now_ms();
-        let budget = self.config.transient_budget;
-        let fault = match (fault, state.error_since_ms) {
-            (BucketFault::Transient(last), Some(since))
-                if now.saturating_sub(since) >= budget.as_millis() as i64 =>
-            {
-                BucketFault::Refused(format!(
-                    "gave up after {} of transient store errors with no write landing; the last: {last}",
-                    budget_text(budget)
-                ))
-            }
-            (fault, _) => fault,
-        };
-        match fault {
-            BucketFault::Refused(message) => {
-                tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup failed");
-                // Lost: the backup is gone, nothing to mark.
-                let _: Update = self.progress.fail(at, &message).await?;
-                report.failed = true;
-                report.problem = Some(message);
-            }
-            BucketFault::Transient(message) => {
-                tracing::warn!(backup = %at.backup_id, database = %at.database_id, %message, "backup will retry");
-                let _: Update = self.progress.note_fault(at, &message, now).await?;
-                report.problem = Some(message);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// "24 h", "90 s": the budget as the tenant reads it.
-fn budget_text(budget: Duration) -> String {
-    let secs = budget.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
-        format!("{} h", secs / 3600)
-    } else {
-        format!("{secs} s")
     }
 }

@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subkv_core::control::records::BackupRecord;
-use subkv_core::error::StoreError;
+use subkv_core::error::{Recovery, StoreError};
 
+/// Which puts a rule applies to, by key.
+type KeyRule = Box<dyn Fn(&str) -> bool + Send>;
 /// Which puts fail, and how.
-type FaultRule = (Box<dyn Fn(&str) -> bool + Send>, BucketFault);
+type FaultRule = (KeyRule, BucketFault);
 
 #[derive(Default)]
 struct Store {
@@ -23,6 +25,11 @@ struct Store {
     open_fault: Option<BucketFault>,
     /// How long each put takes (on tokio's clock: virtual under a paused clock).
     put_time: Option<Duration>,
+    /// Which puts hang, then fail with a timeout after how long (as the S3
+    /// client's operation timeout ends a put to a store that never answers).
+    hang: Option<(KeyRule, Duration)>,
+    /// Opening the sink fails as KMS would (the secret cannot be decrypted).
+    open_error: Option<(Recovery, String)>,
 }
 
 /// A tenant bucket that records every put; clones share it. It is its own
@@ -54,9 +61,25 @@ impl FakeBucket {
         lock(&self.store).put_time = Some(time);
     }
 
-    /// Puts succeed again.
+    /// Puts of keys for which `which` holds hang from now on: no answer, until
+    /// the client's own timeout ends them after `timeout` with
+    /// [`BucketFault::Timeout`] (tokio's clock: virtual under a paused clock).
+    pub fn hang_puts(&self, which: impl Fn(&str) -> bool + Send + 'static, timeout: Duration) {
+        lock(&self.store).hang = Some((Box::new(which), timeout));
+    }
+
+    /// Opening the sink fails from now on with a KMS error that `recovery`
+    /// classifies (`Never`: a ciphertext KMS cannot decrypt).
+    pub fn fail_open(&self, recovery: Recovery, message: &str) {
+        lock(&self.store).open_error = Some((recovery, message.to_string()));
+    }
+
+    /// Puts succeed again (and answer at once: no hang), and opening works.
     pub fn heal(&self) {
-        lock(&self.store).fault = None;
+        let mut store = lock(&self.store);
+        store.fault = None;
+        store.hang = None;
+        store.open_error = None;
     }
 
     pub fn puts(&self) -> Vec<(String, Vec<u8>)> {
@@ -85,7 +108,7 @@ impl FakeBucket {
 #[async_trait]
 impl ObjectSink for FakeBucket {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketFault> {
-        let put_time = {
+        let (put_time, hang) = {
             let mut store = lock(&self.store);
             store.attempts += 1;
             if let Some((which, fault)) = &store.fault {
@@ -93,8 +116,18 @@ impl ObjectSink for FakeBucket {
                     return Err(fault.clone());
                 }
             }
-            store.put_time
+            let hang = match &store.hang {
+                Some((which, timeout)) if which(key) => Some(*timeout),
+                _ => None,
+            };
+            (store.put_time, hang)
         };
+        if let Some(timeout) = hang {
+            tokio::time::sleep(timeout).await;
+            return Err(BucketFault::Timeout(
+                "PutObject timed out: the store at fake did not answer in time".into(),
+            ));
+        }
         if let Some(time) = put_time {
             tokio::time::sleep(time).await;
         }
@@ -108,6 +141,13 @@ impl Sinks for FakeBucket {
     async fn open(&self, _record: &BackupRecord) -> Result<Opened, StoreError> {
         let mut store = lock(&self.store);
         store.opens += 1;
+        if let Some((recovery, message)) = &store.open_error {
+            return Err(StoreError::kms(
+                "Decrypt",
+                *recovery,
+                std::io::Error::other(message.clone()),
+            ));
+        }
         Ok(match &store.open_fault {
             Some(fault) => Opened::Fault(fault.clone()),
             None => Opened::Sink(Arc::new(self.clone())),

@@ -9,7 +9,7 @@ use std::ops::Bound;
 use std::sync::Mutex;
 use subkv_dynamo_kv::{now_ms, whole_commits, LogPart, LoggedCommit};
 use subkv_kv::backup_format::{versionstamp12, COMMIT_END};
-use subkv_kv::error::KvResult;
+use subkv_kv::error::{KvError, KvResult};
 use subkv_kv::model::Entry;
 use uuid::Uuid;
 
@@ -34,6 +34,10 @@ struct Db {
     on_read: BTreeMap<u64, Vec<(String, Option<String>)>>,
     /// Parts of change records that expired on their own (commit, part).
     lost_parts: BTreeSet<(u64, u16)>,
+    /// Commits whose change record does not parse: a read that reaches one fails.
+    malformed: BTreeSet<u64>,
+    /// Reads of the change log that fail as a busy store does, still to come.
+    unavailable: u32,
 }
 
 impl Db {
@@ -187,6 +191,33 @@ impl FakeKv {
             .insert(read, owned(ops));
     }
 
+    /// The change record of commit `version` does not parse from now on (as
+    /// `DynamoKv` reads it: a [`KvError::Malformed`] for any read that reaches it).
+    pub fn malform(&self, database: Uuid, version: u64) {
+        if let Some(db) = lock(&self.dbs).get_mut(&database) {
+            db.malformed.insert(version);
+        }
+    }
+
+    /// The entries of commit `version` get another commit's versionstamps: the
+    /// engine cannot build a log object holding it (a format error).
+    pub fn corrupt(&self, database: Uuid, version: u64) {
+        if let Some(commit) = lock(&self.dbs)
+            .get_mut(&database)
+            .and_then(|db| db.log.get_mut(&version))
+        {
+            for entry in &mut commit.entries {
+                entry.versionstamp = versionstamp12(version + 1000, COMMIT_END).to_vec();
+            }
+        }
+    }
+
+    /// The next `reads` reads of the change log fail as a throttled store does
+    /// ([`KvError::Unavailable`]).
+    pub fn throttle_reads(&self, database: Uuid, reads: u32) {
+        lock(&self.dbs).entry(database).or_default().unavailable = reads;
+    }
+
     /// Stops the busy writer.
     pub fn stop_busy(&self, database: Uuid) {
         if let Some(db) = lock(&self.dbs).get_mut(&database) {
@@ -226,6 +257,17 @@ impl ChangeSource for FakeKv {
         let Some(db) = dbs.get_mut(&database) else {
             return Ok(Vec::new());
         };
+        if db.unavailable > 0 {
+            db.unavailable -= 1;
+            return Err(KvError::Unavailable(
+                "storage is busy (Query); retry".into(),
+            ));
+        }
+        if let Some(v) = db.malformed.range(after.saturating_add(1)..).next() {
+            return Err(KvError::Malformed(format!(
+                "malformed data item: log body (commit {v})"
+            )));
+        }
         db.reads += 1;
         if let Some(ops) = db.on_read.remove(&db.reads) {
             db.commit(&ops);

@@ -2,7 +2,7 @@
 //! conditions.
 
 use super::lock;
-use crate::progress::{BackupState, Progress, Scan, SnapshotProgress, Stale, Update};
+use crate::progress::{BackupState, Breaker, Progress, Scan, SnapshotProgress, Stale, Update};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -36,6 +36,11 @@ pub struct Item {
     /// `dueIndex`: in the catch-up's `due` index.
     pub due: bool,
     pub pending_since: Option<i64>,
+    /// `breakerFaults` / `breakerUntil` (closed: the default).
+    pub breaker: Breaker,
+    /// `parked` (errors parked so far) and `parkedReason`.
+    pub parked: u64,
+    pub parked_reason: Option<String>,
 }
 
 #[derive(Default)]
@@ -89,9 +94,19 @@ impl FakeProgress {
                 // The API enables a backup due.
                 due: true,
                 pending_since: None,
+                breaker: Breaker::default(),
+                parked: 0,
+                parked_reason: None,
             },
         );
         at
+    }
+
+    /// The backup's breaker, as another instance would have left it.
+    pub fn set_breaker(&self, at: &Locator, breaker: Breaker) {
+        if let Some(item) = lock(&self.control).items.get_mut(&at.backup_id) {
+            item.breaker = breaker;
+        }
     }
 
     /// The API deletes the backup (its item and its locator), as
@@ -313,6 +328,7 @@ impl Progress for FakeProgress {
                 error_since_ms: item.error_since,
                 due: item.due,
                 pending_since_ms: item.pending_since,
+                breaker: item.breaker,
             }))
     }
 
@@ -567,6 +583,7 @@ impl Progress for FakeProgress {
             |item| {
                 item.snap_seq = Some(seq + 1);
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 match scan {
                     Scan::After(after) => item.snap_after = Some(after.to_vec()),
                     Scan::Complete { end } => {
@@ -601,6 +618,7 @@ impl Progress for FakeProgress {
                 }
                 item.record.last_error = None;
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 Ok(())
             },
         )
@@ -627,6 +645,7 @@ impl Progress for FakeProgress {
                 item.lease_owner = None;
                 item.record.last_error = None;
                 item.error_since = None;
+                item.breaker = Breaker::default();
                 item.active_gen = Some(generation);
                 Ok(())
             },
@@ -646,6 +665,7 @@ impl Progress for FakeProgress {
                 item.lease_owner = None;
                 item.error_since = None;
                 item.due = false;
+                item.breaker = Breaker::default();
                 Ok(())
             },
         )
@@ -678,6 +698,53 @@ impl Progress for FakeProgress {
                 item.record.last_error = Some(message.to_string());
                 item.error_since.get_or_insert(now_ms);
                 item.due = true;
+                Ok(())
+            },
+        )
+    }
+
+    async fn open_breaker(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+        breaker: Breaker,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            "open_breaker",
+            at,
+            |_| true,
+            |item| {
+                item.record.last_error = Some(message.to_string());
+                item.error_since.get_or_insert(now_ms);
+                item.breaker = breaker;
+                item.due = true;
+                Ok(())
+            },
+        )
+    }
+
+    async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError> {
+        self.update(
+            "park",
+            at,
+            |item| !(fail && matches!(item.record.status, BackupStatus::Failed { .. })),
+            |item| {
+                item.parked += 1;
+                item.parked_reason = Some(message.to_string());
+                if fail {
+                    item.record.status = BackupStatus::Failed {
+                        message: message.to_string(),
+                    };
+                    item.lease = None;
+                    item.lease_owner = None;
+                    item.error_since = None;
+                    item.breaker = Breaker::default();
+                    item.due = false;
+                } else {
+                    item.record.last_error = Some(message.to_string());
+                    item.due = true;
+                }
                 Ok(())
             },
         )

@@ -203,3 +203,73 @@ async fn a_retired_root_is_adopted_by_a_fresh_backup_and_removed_only_for_its_ba
     p.delete(&at);
     assert!(p.retired_roots(at.database_id).is_empty());
 }
+
+#[tokio::test]
+async fn the_breaker_opens_with_a_timeout_and_closes_with_a_write_that_lands() {
+    let open = Breaker {
+        faults: 2,
+        until_ms: 500,
+    };
+    let (p, at) = fake();
+    let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+    assert_eq!(
+        ok(p.open_breaker(&at, "timed out", 100, open).await),
+        Applied
+    );
+    let item = p.item(&at).expect("item");
+    assert_eq!(item.breaker, open);
+    assert_eq!(item.record.last_error.as_deref(), Some("timed out"));
+    assert_eq!(item.error_since, Some(100));
+    // The cursor moving closes it (DynamoProgress: REMOVE breakerFaults, breakerUntil).
+    assert_eq!(ok(p.advance(&at, 3, 4, None, "t").await), Applied);
+    assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+    // So do a snapshot chunk recorded, the activation, and failed.
+    let _ = ok(p.take_lease(&at, "a", 0, i64::MAX).await);
+    let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+    let _ = ok(p
+        .snapshot_step(&at, "a", 1, 0, Scan::Complete { end: 4 })
+        .await);
+    assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+    let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+    assert_eq!(ok(p.activate(&at, 1, "vs", "t").await), Applied);
+    assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+    let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+    assert_eq!(ok(p.fail(&at, "refused").await), Applied);
+    assert_eq!(p.item(&at).map(|i| i.breaker), Some(Breaker::default()));
+    // A note of another fault leaves it as it is.
+    let (p, at) = fake();
+    let _ = ok(p.open_breaker(&at, "timed out", 100, open).await);
+    let _ = ok(p.note_fault(&at, "SlowDown", 200).await);
+    assert_eq!(p.item(&at).map(|i| i.breaker), Some(open));
+    p.delete(&at);
+    assert_eq!(ok(p.open_breaker(&at, "m", 0, open).await), Lost);
+}
+
+#[tokio::test]
+async fn a_parked_error_is_counted_and_fails_the_backup_only_when_asked() {
+    let (p, at) = fake();
+    let _ = ok(p.begin_snapshot(&at, None, 3, 1).await);
+    assert_eq!(ok(p.park(&at, "ours", false).await), Applied);
+    let item = p.item(&at).expect("item");
+    assert_eq!(
+        (item.parked, item.record.status),
+        (1, BackupStatus::Pending)
+    );
+    assert_eq!(item.record.last_error.as_deref(), Some("ours"));
+    assert_eq!(item.parked_reason.as_deref(), Some("ours"));
+    assert_eq!(ok(p.park(&at, "malformed", true).await), Applied);
+    let item = p.item(&at).expect("item");
+    assert_eq!(item.parked, 2);
+    assert_eq!(
+        item.record.status,
+        BackupStatus::Failed {
+            message: "malformed".into()
+        }
+    );
+    assert_eq!(item.parked_reason.as_deref(), Some("malformed"));
+    // A racing pass that met the same error: parked once.
+    assert_eq!(ok(p.park(&at, "malformed", true).await), Lost);
+    assert_eq!(p.item(&at).map(|i| i.parked), Some(2));
+    p.delete(&at);
+    assert_eq!(ok(p.park(&at, "m", true).await), Lost);
+}

@@ -1,7 +1,7 @@
 //! [`DynamoProgress`]: the [`Progress`] of backups in the control table, every
 //! change a conditional `UpdateItem` (the attributes are listed in `super`).
 
-use super::{BackupState, Progress, Scan, SnapshotProgress, Stale, Update};
+use super::{BackupState, Breaker, Progress, Scan, SnapshotProgress, Stale, Update};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -225,6 +225,10 @@ impl Progress for DynamoProgress {
             error_since_ms: get_n::<i64>(&item, "errorSince"),
             due: item.contains_key(DUE_INDEX_PK),
             pending_since_ms: get_n::<i64>(&item, "pendingSince"),
+            breaker: Breaker {
+                faults: get_n(&item, "breakerFaults").unwrap_or(0),
+                until_ms: get_n(&item, "breakerUntil").unwrap_or(0),
+            },
         }))
     }
 
@@ -484,11 +488,12 @@ impl Progress for DynamoProgress {
         let expression = match scan {
             Scan::After(sk) => {
                 values.push((":a", b(sk.to_vec())));
-                "SET snapSeq = :next, snapAfter = :a REMOVE errorSince"
+                "SET snapSeq = :next, snapAfter = :a REMOVE errorSince, breakerFaults, breakerUntil"
             }
             Scan::Complete { end } => {
                 values.push((":e", n(end)));
-                "SET snapSeq = :next, snapEnd = :e REMOVE snapAfter, errorSince"
+                "SET snapSeq = :next, snapEnd = :e \
+                 REMOVE snapAfter, errorSince, breakerFaults, breakerUntil"
             }
         };
         self.update(
@@ -514,7 +519,7 @@ impl Progress for DynamoProgress {
             expression.push_str(", lastVersionstamp = :vs");
             values.push((":vs", s(vs)));
         }
-        expression.push_str(" REMOVE lastError, errorSince");
+        expression.push_str(" REMOVE lastError, errorSince, breakerFaults, breakerUntil");
         self.update(at, &expression, "logCursor = :from", values)
             .await
     }
@@ -530,7 +535,7 @@ impl Progress for DynamoProgress {
             at,
             "SET #st = :active, lastBackedUpAt = :t, activeGen = :g, \
              lastVersionstamp = if_not_exists(lastVersionstamp, :vs) \
-             REMOVE snapLease, snapLeaseOwner, lastError, errorSince",
+             REMOVE snapLease, snapLeaseOwner, lastError, errorSince, breakerFaults, breakerUntil",
             "#st.#code = :pcode AND snapGen = :g",
             vec![
                 (":active", status_value(&BackupStatus::Active)?),
@@ -546,7 +551,8 @@ impl Progress for DynamoProgress {
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError> {
         self.update(
             at,
-            "SET #st = :failed REMOVE snapLease, snapLeaseOwner, errorSince, dueIndex",
+            "SET #st = :failed \
+             REMOVE snapLease, snapLeaseOwner, errorSince, breakerFaults, breakerUntil, dueIndex",
             "attribute_exists(pk)",
             vec![(
                 ":failed",
@@ -585,5 +591,56 @@ impl Progress for DynamoProgress {
             ],
         )
         .await
+    }
+
+    async fn open_breaker(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+        breaker: Breaker,
+    ) -> Result<Update, StoreError> {
+        self.update(
+            at,
+            "SET lastError = :m, errorSince = if_not_exists(errorSince, :now), \
+             breakerFaults = :f, breakerUntil = :u, dueIndex = :due",
+            "attribute_exists(pk)",
+            vec![
+                (":m", s(message)),
+                (":now", n(now_ms)),
+                (":f", n(breaker.faults)),
+                (":u", n(breaker.until_ms)),
+                (":due", s(DUE_INDEX_VALUE)),
+            ],
+        )
+        .await
+    }
+
+    async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError> {
+        let mut values = vec![(":m", s(message)), (":one", n(1))];
+        let (expression, condition) = if fail {
+            values.push((
+                ":failed",
+                status_value(&BackupStatus::Failed {
+                    message: message.to_owned(),
+                })?,
+            ));
+            values.push((":fcode", s("failed")));
+            (
+                "SET #st = :failed, parkedReason = :m ADD parked :one \
+                 REMOVE snapLease, snapLeaseOwner, errorSince, breakerFaults, breakerUntil, \
+                 dueIndex",
+                // Racing passes that met the same error park it once.
+                "attribute_exists(pk) AND #st.#code <> :fcode",
+            )
+        } else {
+            values.push((":due", s(DUE_INDEX_VALUE)));
+            (
+                // Due: the catch-up retries it (the operator may fix the cause).
+                "SET lastError = :m, parkedReason = :m, dueIndex = :due ADD parked :one",
+                "attribute_exists(pk)",
+            )
+        };
+        self.update(at, expression, condition, values).await
     }
 }

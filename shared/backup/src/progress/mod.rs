@@ -20,6 +20,8 @@
 //! | `pendingSince` (N) | when the current snapshot generation began (ms): a backup `pending` much longer is reported as overdue |
 //! | `staleGen`, `staleSeq`, `staleBelow` (N) | after a re-snapshot: the earlier generation's objects still to empty (its chunks `0..=staleSeq`, from the highest down: `staleSeq` goes down as they are emptied; its ledgered logs below `staleBelow`) |
 //! | `staleLedger` (S) | with the above, when a new backup empties what a deleted one left in the same root: the deleted backup's id, whose ledger names the logs (all of them: `staleBelow` is `u64::MAX`); absent: the backup's own ledger |
+//! | `breakerFaults`, `breakerUntil` (N) | the store's circuit breaker: timeouts in a row, and until when (ms) the catch-up leaves the backup alone; stream deliveries skip it while `breakerFaults` is there. Set with `lastError` on a timeout, removed by the next write that lands (as `errorSince`) and on `failed` |
+//! | `parked` (N), `parkedReason` (S) | errors that no retry fixes (a malformed record, an object that cannot be built, a secret KMS cannot decrypt), counted and the last one kept, instead of failing stream batches |
 //!
 //! Ledger items `BKLOG#<backup>` / `<object key>` name every log object written,
 //! so that a re-snapshot can empty the earlier generation's (PutObject only: the
@@ -109,6 +111,25 @@ pub struct BackupState {
     pub due: bool,
     /// When the current snapshot generation began (ms), if recorded.
     pub pending_since_ms: Option<i64>,
+    /// The store's circuit breaker (closed: the default).
+    pub breaker: Breaker,
+}
+
+/// A backup's circuit breaker: open after its store timed out, until a write
+/// lands. Stream deliveries skip a backup whose breaker is open; the scheduled
+/// catch-up tries it again once `until_ms` has passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breaker {
+    /// Timeouts in a row (0: closed).
+    pub faults: u32,
+    /// Until when (ms) the catch-up leaves the backup alone.
+    pub until_ms: i64,
+}
+
+impl Breaker {
+    pub fn is_open(&self) -> bool {
+        self.faults > 0
+    }
 }
 
 /// What a conditional update of a backup did.
@@ -261,7 +282,7 @@ pub trait Progress: Send + Sync {
 
     /// Records that chunk `seq` of `generation` is in the bucket and where the
     /// scan stands: only by the lease's owner, at that generation and chunk. Ends a
-    /// run of transient faults (a write landed).
+    /// run of transient faults and closes the breaker (a write landed).
     async fn snapshot_step(
         &self,
         at: &Locator,
@@ -273,7 +294,8 @@ pub trait Progress: Send + Sync {
 
     /// Moves the cursor from `from` to `to` after the log object up to `to` was
     /// written (only if it is still at `from`); `last_versionstamp` (20 hex) is
-    /// what `GET` shows. Clears the last error and ends a run of transient faults.
+    /// what `GET` shows. Clears the last error, ends a run of transient faults and
+    /// closes the breaker.
     async fn advance(
         &self,
         at: &Locator,
@@ -287,6 +309,7 @@ pub trait Progress: Send + Sync {
     /// hex) is written: the bucket holds the database through it from then on.
     /// Applies only to a `pending` backup still at snapshot `generation`; records
     /// `generation` as the one whose differential is written (`activeGen`).
+    /// Closes the breaker.
     async fn activate(
         &self,
         at: &Locator,
@@ -297,7 +320,7 @@ pub trait Progress: Send + Sync {
 
     /// The store refused, or transient faults outlasted the budget. Nothing more
     /// is attempted for this backup until the tenant asks for a retry (the API
-    /// sets it back to `pending` or `active`). No longer due.
+    /// sets it back to `pending` or `active`). No longer due; closes the breaker.
     async fn fail(&self, at: &Locator, message: &str) -> Result<Update, StoreError>;
 
     /// A problem being dealt with (e.g. a re-snapshot), shown by `GET` until the
@@ -313,4 +336,21 @@ pub trait Progress: Send + Sync {
         message: &str,
         now_ms: i64,
     ) -> Result<Update, StoreError>;
+
+    /// The store timed out: [`Self::note_fault`], and the breaker is set to
+    /// `breaker` (its timeouts in a row, until when the catch-up waits).
+    async fn open_breaker(
+        &self,
+        at: &Locator,
+        message: &str,
+        now_ms: i64,
+        breaker: Breaker,
+    ) -> Result<Update, StoreError>;
+
+    /// An error no retry fixes, parked on the backup instead of failing a stream
+    /// batch: `parked` counts one more, `parkedReason` is `message`. With `fail`
+    /// the backup becomes `failed` with `message` (it cannot go on without a
+    /// change), only if it is not `failed` already (racing passes that met the
+    /// same error park it once); else `message` is its `lastError`.
+    async fn park(&self, at: &Locator, message: &str, fail: bool) -> Result<Update, StoreError>;
 }
