@@ -164,10 +164,12 @@ async fn a_stuck_pending_backup_is_due_and_shows_its_snapshot_progress() {
         },
     )
     .await;
+    // The store's 503s, or (on a stream delivery, whose puts are limited to 2 s
+    // while the S3 client retries them) the time they took.
     assert!(
         status["lastError"]
             .as_str()
-            .is_some_and(|e| e.contains("SlowDown")),
+            .is_some_and(|e| e.contains("SlowDown") || e.contains("did not complete")),
         "{status}"
     );
     assert!(
@@ -175,8 +177,9 @@ async fn a_stuck_pending_backup_is_due_and_shows_its_snapshot_progress() {
         "a stuck backup must be on the due list"
     );
 
-    // Fixed: it becomes active, its status no longer shows snapshot progress, and
-    // it leaves the due list.
+    // Fixed: it becomes active (if its breaker opened, once the catch-up's probe
+    // after 30 s lands), its status no longer shows snapshot progress, and it
+    // leaves the due list.
     proxy.set("stuck-key", Fault::Pass);
     let status = poll(
         "the backup active",
