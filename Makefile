@@ -26,7 +26,7 @@ help:
 	@echo "make test   lint, unit tests, then end-to-end tests against a fresh local stack"
 	@echo "make bench  benchmarks, including bench-kv and bench-backup (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
-	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore"
+	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore, busy database to active"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
@@ -102,8 +102,9 @@ bench-kv: tools build
 # Backup engine (docs/performance.md, "Backup engine"): records per second and peak
 # memory of one log object without the network (backup_pure), then, on a fresh local
 # stack, S3 requests per 1,000 commits, commit-to-object lag and the time `denokv pitr
-# sync` takes to restore a backup of 100,000 keys (backup_stack). Snapshot chunks of
-# 1,000 items, the deployed default (the stack's own default is 8, for the tests).
+# sync` takes to restore a backup of 100,000 keys, and the time a busy database's backup
+# takes to become active (backup_stack). Snapshot chunks of 1,000 items, the deployed
+# default (the stack's own default is 8, for the tests).
 bench-backup: tools build $(DENOKV)
 	cargo bench -p subkv-backup --bench backup_pure
 	cargo bench -p subkv-backup --bench backup_stack --no-run

@@ -1,6 +1,7 @@
-//! The backup engine on the local stack (issue 4): what it costs in S3 requests,
-//! how far behind the commits it runs, and how long `denokv` takes to restore a
-//! backup of 100,000 keys.
+//! The backup engine on the local stack (issues 4 and 11): what it costs in S3
+//! requests, how far behind the commits it runs, how long `denokv` takes to restore
+//! a backup of 100,000 keys, and how long the backup of a database under
+//! continuous writes takes to become `active`.
 //!
 //! Everything goes through the running stack: databases and backups through the
 //! management API, commits with `subkv_dynamo_kv::DynamoKv::atomic_write` on the
@@ -30,6 +31,17 @@
 //!    to `active`, the snapshot); then `denokv --sqlite-path <tmp> pitr sync`
 //!    against moto, timed, and a second (incremental, nothing new) sync; the
 //!    restored copy's key count (with Python's sqlite3, if `python3` is there).
+//! 4. **A busy database becomes `active`.** (The API functions warmed first by a
+//!    backup of an empty database.) 10,000 keys written as in 3; then 3
+//!    concurrent writers (each its own `DynamoKv`) commit one 100-byte `set` each as
+//!    fast as they can, sending an `Unavailable` answer again as Deno's client
+//!    does; after their first 100 commits a backup is enabled and its `GET` status
+//!    polled every 250 ms until `active` (timed: enable to `active`; the
+//!    `snapshotChunks` it showed meanwhile; the writers' commits/s while it was
+//!    `pending`); the writers go on for 5 s more, then stop, and the time until
+//!    `lastVersionstamp` is their last commit is the catch-up. Counted: snapshot
+//!    objects and log objects in the bucket, the `Unavailable` answers retried, the
+//!    commits' latency, the `backup-forward` invocations meanwhile.
 //!
 //! Run by `make bench-backup` (a fresh stack on its own ports), or inside any
 //! local stack: `infra/local/stack.sh run -- cargo bench -p subkv-backup --bench
@@ -37,9 +49,11 @@
 //! (the stack's) and the `denokv` binary (`DENOKV`, default
 //! `target/denokv/bin/denokv`; `make denokv`; without it part 3 stops after the
 //! snapshot). `SUBKV_BACKUP_BENCH_KEYS` changes part 3's key count (default
-//! 100000); `SUBKV_BACKUP_BENCH_PARTS` runs only some parts (default
-//! `requests,lag,restore`). Under `cargo test --benches`, or without a stack, it prints that it
-//! skipped. docs/performance.md, "Backup engine", has the figures.
+//! 100000), `SUBKV_BACKUP_BENCH_BUSY_KEYS` and `SUBKV_BACKUP_BENCH_BUSY_WRITERS`
+//! part 4's keys and writers (default 10000 and 3); `SUBKV_BACKUP_BENCH_PARTS` runs
+//! only some parts (default `requests,lag,restore,busy`). Under `cargo test
+//! --benches`, or without a stack, it prints that it skipped. docs/performance.md,
+//! "Backup engine", has the figures.
 
 use aws_sdk_s3::primitives::ByteStream;
 use denokv_proto::{encode_key, AtomicWrite, Key, KeyPart, KvValue, Mutation, MutationKind};
@@ -52,9 +66,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkv_dynamo_kv::{DynamoKv, WriteOutcome, DEFAULT_DATA_TABLE, DEFAULT_LOG_TABLE};
+use subkv_kv::error::KvError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -71,6 +87,16 @@ const LIST_INTERVAL: Duration = Duration::from_millis(20);
 const BYSTANDER_SPACING: Duration = Duration::from_secs(1);
 const DEFAULT_RESTORE_KEYS: usize = 100_000;
 const MUTATIONS_PER_COMMIT: usize = 1000;
+/// Part 4: the busy database's keys before the backup is enabled (several snapshot
+/// chunks of 1,000), and its concurrent writers.
+const DEFAULT_BUSY_KEYS: usize = 10_000;
+const DEFAULT_BUSY_WRITERS: usize = 3;
+/// Commits the busy writers make between them before the backup is enabled.
+const BUSY_WARM_UP: u64 = 100;
+/// How long the busy writers go on once the backup is active.
+const BUSY_AFTER_ACTIVE: Duration = Duration::from_secs(5);
+/// How often part 4 polls the backup's status while it is pending.
+const BUSY_POLL: Duration = Duration::from_millis(250);
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -438,6 +464,56 @@ async fn commit(store: &DynamoKv, db: Uuid, mutations: Vec<Mutation>) -> u64 {
     panic!("commit failed 10 times");
 }
 
+/// Writes `keys` keys to `db` in commits of [`MUTATIONS_PER_COMMIT`] `set`s (keys of
+/// about 25 bytes under `bench/<tag>/`, 100-byte values) and says how long it took;
+/// returns the last commit's version.
+async fn fill(store: &DynamoKv, db: Uuid, tag: &str, keys: usize) -> u64 {
+    let started = Instant::now();
+    let mut last = 0;
+    let mut written = 0;
+    while written < keys {
+        let n = MUTATIONS_PER_COMMIT.min(keys - written);
+        let mutations = (written..written + n)
+            .map(|i| set(key(&["bench", tag, &format!("{i:07}")]), 100, i))
+            .collect();
+        last = commit(store, db, mutations).await;
+        written += n;
+    }
+    println!(
+        "-- {keys} keys ({} commits of up to {MUTATIONS_PER_COMMIT} sets, ~25-byte keys, 100-byte values) written in {:.1} s",
+        keys.div_ceil(MUTATIONS_PER_COMMIT),
+        started.elapsed().as_secs_f64()
+    );
+    last
+}
+
+/// Commits `write` as Deno's client does: an `Unavailable` answer (503: contention
+/// on the database's head that outlasted the store's own retries, or throttling)
+/// is sent again at once, for up to [`DEADLINE`]. Returns the commit's version and
+/// the number of answers retried.
+async fn commit_as_client(store: &DynamoKv, db: Uuid, write: &AtomicWrite) -> (u64, u64) {
+    let limit = Instant::now() + DEADLINE;
+    let mut retries = 0;
+    loop {
+        match store.atomic_write(db, write).await {
+            Ok(WriteOutcome::Committed(vs)) => {
+                return (
+                    u64::from_be_bytes(vs[..8].try_into().expect("8 bytes")),
+                    retries,
+                )
+            }
+            Ok(other) => panic!("commit refused: {other:?}"),
+            Err(KvError::Unavailable(_)) if Instant::now() < limit => retries += 1,
+            Err(e) => panic!("commit failed: {e:?}"),
+        }
+    }
+}
+
+/// The commit of a `lastVersionstamp` (20 hex: the version is the first 16).
+fn version_of(versionstamp: &str) -> Option<u64> {
+    u64::from_str_radix(versionstamp.get(..16)?, 16).ok()
+}
+
 /// The 20-hex versionstamp of commit `version`.
 fn vs(version: u64) -> String {
     hex::encode(subkv_kv::model::versionstamp(version))
@@ -641,6 +717,68 @@ fn log_len(log: &Option<PathBuf>) -> u64 {
         .map_or(0, |m| m.len())
 }
 
+/// The busy writers' progress so far, between them.
+#[derive(Clone, Copy, Default)]
+struct Written {
+    commits: u64,
+    /// The newest version committed.
+    newest: u64,
+}
+
+/// One busy writer's tally.
+#[derive(Default)]
+struct Tally {
+    commits: u64,
+    /// `Unavailable` answers sent again.
+    retries: u64,
+    newest: u64,
+    /// Per commit, from its first attempt to its acknowledgement (ms).
+    latencies: Vec<f64>,
+}
+
+/// `writers` writers committing to `db` as fast as they can (one 100-byte `set` of
+/// a new key per commit, each writer with its own `DynamoKv` as separate function
+/// instances would have) until `stop`; each commit is counted in `progress`.
+fn busy_writers(
+    db: Uuid,
+    writers: usize,
+    stop: &Arc<AtomicBool>,
+    progress: &Arc<tokio::sync::watch::Sender<Written>>,
+) -> tokio::task::JoinSet<Tally> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let (stop, progress) = (stop.clone(), progress.clone());
+        tasks.spawn(async move {
+            let store = kv_store().await;
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::Relaxed) {
+                let n = tally.commits as usize;
+                let write = AtomicWrite {
+                    checks: vec![],
+                    mutations: vec![set(
+                        key(&["bench", "busy", &format!("w{w}"), &format!("{n:07}")]),
+                        100,
+                        n,
+                    )],
+                    enqueues: vec![],
+                };
+                let t = Instant::now();
+                let (version, retries) = commit_as_client(&store, db, &write).await;
+                tally.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                tally.commits += 1;
+                tally.retries += retries;
+                tally.newest = tally.newest.max(version);
+                progress.send_modify(|p| {
+                    p.commits += 1;
+                    p.newest = p.newest.max(version);
+                });
+            }
+            tally
+        });
+    }
+    tasks
+}
+
 struct Bench {
     api: Api,
     org: (String, String),
@@ -817,23 +955,7 @@ impl Bench {
     async fn restore(&self, keys: usize, denokv: &PathBuf) {
         let db = self.api.database(&self.org, "backup bench: restore").await;
         let store = kv_store().await;
-        let started = Instant::now();
-        let mut last = 0;
-        let mut written = 0;
-        while written < keys {
-            let n = MUTATIONS_PER_COMMIT.min(keys - written);
-            let mutations = (written..written + n)
-                .map(|i| set(key(&["bench", "restore", &format!("{i:07}")]), 100, i))
-                .collect();
-            last = commit(&store, db, mutations).await;
-            written += n;
-        }
-        let fill = started.elapsed();
-        println!(
-            "-- {keys} keys ({} commits of up to {MUTATIONS_PER_COMMIT} sets, ~25-byte keys, 100-byte values) written in {:.1} s",
-            keys.div_ceil(MUTATIONS_PER_COMMIT),
-            fill.as_secs_f64()
-        );
+        let last = fill(&store, db, "restore", keys).await;
 
         // What one snapshot step's page read costs on the emulator.
         let items: i32 = env(subkv_core::config::var::BACKUP_SNAPSHOT_ITEMS)
@@ -972,6 +1094,145 @@ impl Bench {
         self.api.disable(&self.org.1, &backup).await;
         println!();
     }
+
+    /// Part 4: a backup enabled on a database of `keys` keys while `writers`
+    /// writers commit to it as fast as they can, from before the enable until
+    /// [`BUSY_AFTER_ACTIVE`] after it is `active`.
+    async fn busy(&self, keys: usize, writers: usize) {
+        // `cargo lambda watch` starts a function's instances (a `cargo run` each,
+        // seconds of CPU on this machine) at its first invocation: a backup of an
+        // empty database enabled, polled and deleted first, so that none of that
+        // lands in the timed part.
+        let (_, _, warm, _) = self.active_backup("busy-warm", &self.emulator).await;
+        self.api.disable(&self.org.1, &warm).await;
+        let db = self.api.database(&self.org, "backup bench: busy").await;
+        fill(&kv_store().await, db, "busy", keys).await;
+        let bucket = fresh_bucket(&self.s3, "busy").await;
+        let log_from = log_len(&self.api_log);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(tokio::sync::watch::channel(Written::default()).0);
+        let writing = Instant::now();
+        let mut tasks = busy_writers(db, writers, &stop, &progress);
+        progress
+            .subscribe()
+            .wait_for(|p| p.commits >= BUSY_WARM_UP)
+            .await
+            .expect("the writers run");
+        let at_enable = *progress.borrow();
+        let enabled = Instant::now();
+        let backup = self
+            .api
+            .enable(&self.org.1, db, &self.emulator, &bucket)
+            .await;
+        // The most snapshot chunks the status showed, and when it first showed them.
+        let mut chunks: Option<(u64, Instant)> = None;
+        let (active, status) = loop {
+            let status = self.api.status(&self.org.1, &backup).await;
+            let code = status["code"].as_str().unwrap_or_default();
+            assert_ne!(code, "failed", "backup {backup} failed: {status}");
+            if code == "active" {
+                break (Instant::now(), status);
+            }
+            if let Some(c) = status["snapshotChunks"].as_u64() {
+                if chunks.is_none_or(|(seen, _)| c > seen) {
+                    chunks = Some((c, Instant::now()));
+                }
+            }
+            assert!(
+                enabled.elapsed() < DEADLINE,
+                "backup {backup} of a busy database not active after {DEADLINE:?}: {status}"
+            );
+            tokio::time::sleep(BUSY_POLL).await;
+        };
+        let at_active = *progress.borrow();
+        // The writers go on for a while after the backup is active.
+        tokio::time::sleep(BUSY_AFTER_ACTIVE).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut tally = Tally::default();
+        let mut per_writer = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let done = done.expect("writer");
+            per_writer.push(done.commits);
+            tally.commits += done.commits;
+            tally.retries += done.retries;
+            tally.newest = tally.newest.max(done.newest);
+            tally.latencies.extend(done.latencies);
+        }
+        let stopped = Instant::now();
+        let caught_up = self
+            .api
+            .wait_active(
+                &self.org.1,
+                &backup,
+                Some(&vs(tally.newest)),
+                Duration::from_millis(100),
+            )
+            .await;
+        let root = format!("{PREFIX}{db}/");
+        let snapshots = list(&self.s3, &bucket, &format!("{root}snapshots/"), None).await;
+        let logs: Vec<(u64, u64, u64)> = list(&self.s3, &bucket, &format!("{root}logs/"), None)
+            .await
+            .iter()
+            .filter_map(|k| log_name(k))
+            .collect();
+        self.api.disable(&self.org.1, &backup).await;
+
+        let secs = |d: Duration| d.as_secs_f64();
+        let rate = |commits: u64, d: Duration| commits as f64 / d.as_secs_f64();
+        let to_active = active - enabled;
+        let backed_up = status["lastVersionstamp"]
+            .as_str()
+            .and_then(version_of)
+            .unwrap_or(0);
+        println!(
+            "-- {writers} writers (each its own DynamoKv, one 100-byte set of a new key per commit, as fast as they can, Unavailable sent again); backup enabled after their first {} commits",
+            at_enable.commits
+        );
+        println!(
+            "enable -> active: {:.1} s (status polled every {} ms); snapshot chunks: {} objects in snapshots/ (status showed snapshotChunks up to {}, reached {:.1} s after enable); at active, lastVersionstamp was {} commits behind the writers' newest",
+            secs(to_active),
+            BUSY_POLL.as_millis(),
+            snapshots.len(),
+            chunks.map_or_else(|| "-".into(), |(c, _)| c.to_string()),
+            chunks.map_or(f64::NAN, |(_, at)| secs(at - enabled)),
+            at_active.newest.saturating_sub(backed_up)
+        );
+        println!(
+            "writers: {:.1} commits/s while pending ({} commits in {:.1} s), {:.1} commits/s after active ({} in {:.1} s), {:.1} commits/s over the whole {:.1} s ({} commits, {} Unavailable answers sent again)",
+            rate(at_active.commits - at_enable.commits, to_active),
+            at_active.commits - at_enable.commits,
+            secs(to_active),
+            rate(tally.commits - at_active.commits, stopped - active),
+            tally.commits - at_active.commits,
+            secs(stopped - active),
+            rate(tally.commits, stopped - writing),
+            secs(stopped - writing),
+            tally.commits,
+            tally.retries
+        );
+        per_writer.sort_unstable();
+        println!(
+            "commits per writer: {per_writer:?}; commit latency (first attempt -> acknowledged): {}",
+            summary(tally.latencies, " ms")
+        );
+        println!(
+            "writers stopped -> lastVersionstamp at their last commit: {:.2} s (status polled every 100 ms); {} log objects in all, commits per object: {}",
+            secs(caught_up - stopped),
+            logs.len(),
+            summary(
+                logs.iter().map(|(_, f, l)| (l - f + 1) as f64).collect(),
+                ""
+            )
+        );
+        for (what, times) in invocations(&self.api_log, log_from) {
+            println!(
+                "backup-forward {what} invocations meanwhile: {}",
+                summary(times, " ms")
+            );
+        }
+        println!();
+    }
 }
 
 /// A PutObject to the emulator first: the first S3 request moto serves is slow.
@@ -1005,7 +1266,15 @@ fn main() {
     let keys: usize = env("SUBKV_BACKUP_BENCH_KEYS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RESTORE_KEYS);
-    let parts = env("SUBKV_BACKUP_BENCH_PARTS").unwrap_or_else(|| "requests,lag,restore".into());
+    let busy_keys: usize = env("SUBKV_BACKUP_BENCH_BUSY_KEYS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_BUSY_KEYS);
+    let busy_writers: usize = env("SUBKV_BACKUP_BENCH_BUSY_WRITERS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_BUSY_WRITERS)
+        .max(1);
+    let parts =
+        env("SUBKV_BACKUP_BENCH_PARTS").unwrap_or_else(|| "requests,lag,restore,busy".into());
     let denokv = env("DENOKV").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/denokv/bin/denokv")
     });
@@ -1039,6 +1308,10 @@ fn main() {
         if parts.contains("restore") {
             println!("== backup_stack: denokv pitr sync of a backup of {keys} keys");
             bench.restore(keys, &denokv).await;
+        }
+        if parts.contains("busy") {
+            println!("== backup_stack: a busy database becomes active ({busy_keys} keys, {busy_writers} concurrent writers)");
+            bench.busy(busy_keys, busy_writers).await;
         }
     });
 }
