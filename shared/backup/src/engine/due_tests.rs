@@ -227,3 +227,37 @@ async fn an_open_breaker_and_a_parked_error_keep_the_backup_on_the_due_list() {
     let _ = w.progress.park(&w.at, "malformed record", true).await;
     assert!(!w.item().due, "failed: left alone until a retry");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_delivery_gives_a_pending_snapshot_at_most_its_hot_pass() {
+    // The other databases of a stream batch wait for this one: a snapshot of many
+    // chunks is the catch-up's work, not a delivery's (found by the busy-database
+    // benchmark: one delivery took 20 s of snapshot chunks).
+    const PUT: Duration = Duration::from_millis(500);
+    let w = world_with(EngineConfig {
+        snapshot_items_per_chunk: 1,
+        hot_pass: Duration::from_secs(2),
+        ..settling()
+    });
+    for i in 0..30 {
+        w.commit(&[(format!("k{i:02}").as_str(), Some("v"))]);
+    }
+    w.bucket.slow_puts(PUT);
+    let started = tokio::time::Instant::now();
+    let deadline = started.into_std() + Duration::from_secs(20);
+    let report = w
+        .engine
+        .pass(&w.at, deadline, Trigger::Stream)
+        .await
+        .expect("stream pass");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "the delivery took {took:?}");
+    assert!(report.snapshot_chunks >= 1, "{report:?}");
+    assert!(report.snapshot_chunks <= 5, "{report:?}");
+    assert_eq!(w.status(), BackupStatus::Pending);
+    assert!(w.item().due);
+    // The catch-up goes on to the end.
+    let deadline = tokio::time::Instant::now().into_std() + Duration::from_secs(60);
+    let report = w.engine.sync(&w.at, deadline).await.expect("catch-up");
+    assert!(report.activated, "{report:?}");
+}

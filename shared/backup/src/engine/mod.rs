@@ -356,7 +356,7 @@ impl Engine {
         loop {
             let mut forwarding = false;
             let result = self
-                .run(at, deadline, trigger, report, &mut forwarding)
+                .run(at, deadline, trigger, started, report, &mut forwarding)
                 .await;
             if forwarding {
                 // Lost only if it ran out meanwhile; either way it is not ours now.
@@ -412,11 +412,17 @@ impl Engine {
     }
 
     /// Steps until the backup is done for now, faulted, or out of time.
+    ///
+    /// A stream delivery gives a pending backup's own work (snapshot chunks,
+    /// emptying an earlier generation) at most [`EngineConfig::hot_pass`] from
+    /// the pass's `started`: the other databases of its batch wait for it. The
+    /// catch-up, which visits a pending backup every minute, does the rest.
     async fn run(
         &self,
         at: &Locator,
         deadline: Instant,
         trigger: Trigger,
+        started: Instant,
         report: &mut Report,
         forwarding: &mut bool,
     ) -> Result<Ended, EngineError> {
@@ -443,6 +449,13 @@ impl Engine {
                 break;
             }
             let state = ended.state.insert(state);
+            if trigger == Trigger::Stream
+                && state.record.status == BackupStatus::Pending
+                && now().saturating_duration_since(started) >= self.config.hot_pass
+            {
+                ended.out_of_time = true;
+                break;
+            }
             let opened = match self.sinks.open(&state.record).await? {
                 Opened::Sink(sink) => sink,
                 Opened::Fault(fault) => {
