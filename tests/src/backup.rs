@@ -838,6 +838,30 @@ pub async fn enable_backup(db: &KvDatabase, bucket: &str, prefix: &str) -> Strin
     body["id"].as_str().expect("id").to_string()
 }
 
+/// Enables a backup of `db` into `prefix` of `bucket` at `endpoint` (e.g. a
+/// fault proxy), signed with `access_key_id`; returns the backup's id.
+pub async fn enable_backup_at(
+    db: &KvDatabase,
+    endpoint: &str,
+    access_key_id: &str,
+    bucket: &str,
+    prefix: &str,
+) -> String {
+    let reply = post(
+        &format!("/v1/databases/{}/database_backups", db.id),
+        &db.org.token,
+        json!({
+            "kind": "s3", "endpoint": endpoint, "bucketName": bucket, "bucketRegion": "us-east-1",
+            "accessKeyId": access_key_id, "secretAccessKey": "fault-secret", "prefix": prefix,
+        }),
+    )
+    .await;
+    reply.assert_ok()["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string()
+}
+
 /// `GET /v1/database_backups/{id}`: the `KvDatabaseBackup`.
 pub async fn get_backup(token: &str, backup_id: &str) -> Value {
     get(&format!("/v1/database_backups/{backup_id}"), token)

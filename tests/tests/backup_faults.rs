@@ -9,31 +9,19 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
+use subkv_e2e::api_url;
 use subkv_e2e::backup::{
     assert_same_state, commit, dump, emulator_url, enable_backup, expire_change_records_after,
     fresh_bucket, get_backup, kv, kv_database, list_keys, poll, wait_backed_up, KvDatabase,
     Restore, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
-use subkv_e2e::{api_url, post};
 
 const PREFIX: &str = "faults/";
 
 /// Enables a backup of `db` whose endpoint is `endpoint`, signed with `access_key_id`.
 async fn enable_at(db: &KvDatabase, endpoint: &str, access_key_id: &str, bucket: &str) -> String {
-    let reply = post(
-        &format!("/v1/databases/{}/database_backups", db.id),
-        &db.org.token,
-        json!({
-            "kind": "s3", "endpoint": endpoint, "bucketName": bucket, "bucketRegion": "us-east-1",
-            "accessKeyId": access_key_id, "secretAccessKey": "fault-secret", "prefix": PREFIX,
-        }),
-    )
-    .await;
-    reply.assert_ok()["id"]
-        .as_str()
-        .expect("backup id")
-        .to_string()
+    subkv_e2e::backup::enable_backup_at(db, endpoint, access_key_id, bucket, PREFIX).await
 }
 
 async fn status(db: &KvDatabase, backup: &str) -> Value {

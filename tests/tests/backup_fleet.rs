@@ -7,7 +7,7 @@
 //!   its snapshot has got (`snapshotChunks`) and why it is stuck (`lastError`).
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 use subkv_core::control::locator::{
     sweep_slot, sweep_slot_value, BACKUPS_INDEX_PK, DUE_INDEX, DUE_INDEX_PK, DUE_INDEX_VALUE,
@@ -18,7 +18,6 @@ use subkv_e2e::backup::{
     wait_backed_up, KvDatabase, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
-use subkv_e2e::post;
 use uuid::Uuid;
 
 const PREFIX: &str = "fleet/";
@@ -134,20 +133,9 @@ async fn a_stuck_pending_backup_is_due_and_shows_its_snapshot_progress() {
         commit(&store, &db, &format!("k{i:02}"), Some(b"v")).await;
     }
     let bucket = fresh_bucket("fleet-stuck").await;
-    let reply = post(
-        &format!("/v1/databases/{}/database_backups", db.id),
-        &db.org.token,
-        json!({
-            "kind": "s3", "endpoint": proxy.endpoint(), "bucketName": bucket,
-            "bucketRegion": "us-east-1", "accessKeyId": "stuck-key",
-            "secretAccessKey": "fault-secret", "prefix": PREFIX,
-        }),
-    )
-    .await;
-    let backup = reply.assert_ok()["id"]
-        .as_str()
-        .expect("backup id")
-        .to_string();
+    let backup =
+        subkv_e2e::backup::enable_backup_at(&db, &proxy.endpoint(), "stuck-key", &bucket, PREFIX)
+            .await;
 
     // 30 keys in chunks of 8 (the local stack's): at least 4 chunks.
     let status: Value = poll(

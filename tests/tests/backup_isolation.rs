@@ -20,7 +20,7 @@
 //! The local catch-up runs every 2 s (every minute in AWS) and writes B too: the
 //! batch times (the stream pump's log) show what the stream alone would cost.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use subkv_dynamo_kv::DynamoKv;
 use subkv_e2e::backup::{
@@ -28,7 +28,7 @@ use subkv_e2e::backup::{
     wait_backed_up, KvDatabase, Restore, DEADLINE,
 };
 use subkv_e2e::fault_proxy::{Fault, FaultProxy};
-use subkv_e2e::{api_log_path, post, stream_pump_log_path};
+use subkv_e2e::{api_log_path, stream_pump_log_path};
 
 const PREFIX: &str = "isolation/";
 /// The most a commit of the healthy tenant may take to reach its bucket.
@@ -38,19 +38,7 @@ const MEASURED: usize = 20;
 
 /// Enables a backup of `db` whose endpoint is `endpoint`, signed with `access_key_id`.
 async fn enable_at(db: &KvDatabase, endpoint: &str, access_key_id: &str, bucket: &str) -> String {
-    let reply = post(
-        &format!("/v1/databases/{}/database_backups", db.id),
-        &db.org.token,
-        json!({
-            "kind": "s3", "endpoint": endpoint, "bucketName": bucket, "bucketRegion": "us-east-1",
-            "accessKeyId": access_key_id, "secretAccessKey": "isolation-secret", "prefix": PREFIX,
-        }),
-    )
-    .await;
-    reply.assert_ok()["id"]
-        .as_str()
-        .expect("backup id")
-        .to_string()
+    subkv_e2e::backup::enable_backup_at(db, endpoint, access_key_id, bucket, PREFIX).await
 }
 
 async fn status(db: &KvDatabase, backup: &str) -> Value {

@@ -383,32 +383,15 @@ mod tests {
     async fn a_catch_up_syncs_every_backup_whatever_its_start() {
         use crate::engine::EngineConfig;
         use crate::fakes::{FakeBucket, FakeKv, FakeProgress};
-        use subkv_core::control::records::{now_rfc3339, BackupRecord, BackupStatus};
+        use subkv_core::control::records::BackupStatus;
         let kv = Arc::new(FakeKv::default());
         let progress = Arc::new(FakeProgress::default());
         let bucket = FakeBucket::default();
         let backups: Vec<Locator> = (0..5)
-            .map(|i| {
+            .map(|_| {
                 let db = Uuid::new_v4();
                 kv.commit(db, &[("k", Some("v"))]);
-                progress.add(BackupRecord {
-                    id: Uuid::new_v4(),
-                    organization_id: Uuid::new_v4(),
-                    database_id: db,
-                    kind: "s3".into(),
-                    endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
-                    bucket_name: format!("bucket-{i}"),
-                    bucket_region: "eu-west-1".into(),
-                    access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-                    secret_access_key_ciphertext: vec![1],
-                    prefix: "backup/".into(),
-                    status: BackupStatus::Pending,
-                    created_at: now_rfc3339(),
-                    last_backed_up_at: None,
-                    last_versionstamp: None,
-                    last_error: None,
-                    snapshot_chunks: None,
-                })
+                progress.add(crate::fakes::backup_record(db, Uuid::new_v4(), "backup/"))
             })
             .collect();
         let engine = Arc::new(Engine::new(

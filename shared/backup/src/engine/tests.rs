@@ -1,10 +1,9 @@
 //! The engine's rules against the in-memory fakes of `crate::fakes`.
 
 use super::*;
-use crate::fakes::{FakeBucket, FakeKv, FakeProgress, Op};
+use crate::fakes::{backup_record, FakeBucket, FakeKv, FakeProgress, Op};
 use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupSnapshotRange};
 use std::collections::BTreeMap;
-use subkv_core::control::records::BackupRecord;
 use subkv_kv::backup_format::{versionstamp12, KeyMetadata, COMMIT_END};
 
 const PREFIX: &str = "backup/";
@@ -27,28 +26,6 @@ pub(super) fn world() -> World {
         hot_pass: Duration::from_millis(200),
         ..EngineConfig::default()
     })
-}
-
-/// A new backup of `db` into `prefix` of the tenant's bucket, as the API enables it.
-fn backup_record(db: Uuid, organization: Uuid, prefix: &str) -> BackupRecord {
-    BackupRecord {
-        id: Uuid::new_v4(),
-        organization_id: organization,
-        database_id: db,
-        kind: "s3".into(),
-        endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
-        bucket_name: "tenant-bucket".into(),
-        bucket_region: "eu-west-1".into(),
-        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_access_key_ciphertext: vec![1, 2, 3],
-        prefix: prefix.into(),
-        status: BackupStatus::Pending,
-        created_at: now_rfc3339(),
-        last_backed_up_at: None,
-        last_versionstamp: None,
-        last_error: None,
-        snapshot_chunks: None,
-    }
 }
 
 pub(super) fn world_with(config: EngineConfig) -> World {

@@ -8,7 +8,6 @@ use crate::fakes::{FakeBucket, FakeKv, FakeProgress};
 use crate::function::on_stream;
 use crate::progress::Breaker;
 use aws_lambda_events::event::dynamodb::Event;
-use subkv_core::control::records::BackupRecord;
 
 /// What the S3 client's operation timeout makes of a put to a store that never
 /// answers.
@@ -29,25 +28,12 @@ fn fleet(databases: usize) -> Fleet {
     let progress = Arc::new(FakeProgress::default());
     let bucket = FakeBucket::default();
     let backups = (0..databases)
-        .map(|i| {
-            progress.add(BackupRecord {
-                id: Uuid::new_v4(),
-                organization_id: Uuid::new_v4(),
-                database_id: Uuid::new_v4(),
-                kind: "s3".into(),
-                endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
-                bucket_name: format!("bucket-{i}"),
-                bucket_region: "eu-west-1".into(),
-                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-                secret_access_key_ciphertext: vec![1],
-                prefix: "backup/".into(),
-                status: BackupStatus::Pending,
-                created_at: now_rfc3339(),
-                last_backed_up_at: None,
-                last_versionstamp: None,
-                last_error: None,
-                snapshot_chunks: None,
-            })
+        .map(|_| {
+            progress.add(crate::fakes::backup_record(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                "backup/",
+            ))
         })
         .collect();
     let engine = Arc::new(Engine::new(

@@ -1,28 +1,10 @@
 //! The fake's conditions, one by one (they are what the engine's tests rely on).
 
 use super::*;
-use subkv_core::control::records::now_rfc3339;
 
 /// A `pending` backup of `database`, as the API enables it.
 fn record(database: Uuid) -> BackupRecord {
-    BackupRecord {
-        id: Uuid::new_v4(),
-        organization_id: Uuid::new_v4(),
-        database_id: database,
-        kind: "s3".into(),
-        endpoint: "https://s3.eu-west-1.amazonaws.com".into(),
-        bucket_name: "b".into(),
-        bucket_region: "eu-west-1".into(),
-        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_access_key_ciphertext: vec![],
-        prefix: String::new(),
-        status: BackupStatus::Pending,
-        created_at: now_rfc3339(),
-        last_backed_up_at: None,
-        last_versionstamp: None,
-        last_error: None,
-        snapshot_chunks: None,
-    }
+    crate::fakes::backup_record(database, Uuid::new_v4(), "")
 }
 
 fn fake() -> (FakeProgress, Locator) {
