@@ -1,5 +1,5 @@
-"""moto's server (`moto_server`) with two fixes to its DynamoDB, so that the
-local stack's transactions behave as DynamoDB's do:
+"""moto's server (`moto_server`) with fixes to its DynamoDB, so that the
+local stack's transactions and limits behave as DynamoDB's do:
 
 1. Requests are served one at a time. moto evaluates and applies a
    TransactWriteItems item by item without a lock, so two concurrent
@@ -12,6 +12,13 @@ local stack's transactions behave as DynamoDB's do:
 
 DynamoDB Streams share the lock (they read the same tables); S3 and KMS stay
 concurrent. See docs/decisions.md ("The local emulator's DynamoDB transactions").
+
+And two fixes to its limits (subkv sizes what it writes by DynamoDB's, issue 12):
+
+6. A binary attribute counts its bytes towards the 400 KB item limit, as in
+   DynamoDB. moto counted its base64 text, a third more: an item of 310 KB of
+   binary was refused.
+7. TransactGetItems takes up to 100 items, as DynamoDB does (moto: 25).
 
 And three fixes to its DynamoDB Streams, for the stream pump (stream_pump.py):
 
@@ -30,6 +37,8 @@ import functools
 import threading
 import time
 
+import moto.dynamodb.responses
+
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -39,6 +48,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import StreamRecord
 from moto.dynamodb.models.utilities import dynamo_json_dump
 from moto.dynamodb.responses import DynamoHandler
@@ -204,6 +214,21 @@ def _get_records(self, iterator_arn, limit):
 
 
 DynamoDBStreamsBackend.get_records = _get_records
+
+_dynamo_type_size = DynamoType.size
+
+
+def _size_of_binary_as_bytes(self):
+    """moto's attribute size, with a binary value counted by its bytes (moto keeps
+    it as the base64 text of the request, and counted that)."""
+    if self.type == "B" and isinstance(self.value, str):
+        text = self.value.rstrip("=")
+        return len(text) * 3 // 4
+    return _dynamo_type_size(self)
+
+
+DynamoType.size = _size_of_binary_as_bytes
+moto.dynamodb.responses.TRANSACTION_MAX_ITEMS = 100  # TransactGetItems, as DynamoDB
 
 if __name__ == "__main__":
     main()

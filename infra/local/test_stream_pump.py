@@ -438,6 +438,29 @@ class IteratorExpiry(unittest.TestCase):
         self.assertEqual(moto_server._get_records(backend, "new", 5), {"Records": [], "Limit": 5})
 
 
+class Limits(unittest.TestCase):
+    def test_moto_server_counts_binary_by_its_bytes_and_reads_100_items_a_transaction(self):
+        try:
+            import moto_server  # patches moto in this process too: harmless here
+        except ImportError:
+            self.skipTest("moto is not installed (run `make tools`)")
+        import moto.dynamodb.responses
+        from moto.dynamodb.exceptions import ItemSizeTooLarge
+        from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+        for length in (0, 1, 2, 3, 300_000, 300_001):
+            encoded = base64.b64encode(b"x" * length).decode()
+            self.assertEqual(DynamoType({"B": encoded}).size(), length)
+        self.assertEqual(DynamoType({"S": "abc"}).size(), 3)
+        # 400,000 bytes of binary fit an item (DynamoDB takes 409,600); 410,000 do not.
+        item = LimitedSizeDict()
+        item["b"] = DynamoType({"B": base64.b64encode(b"x" * 400_000).decode()})
+        with self.assertRaises(ItemSizeTooLarge):
+            LimitedSizeDict()["b"] = DynamoType({"B": base64.b64encode(b"x" * 410_000).decode()})
+        self.assertEqual(moto.dynamodb.responses.TRANSACTION_MAX_ITEMS, 100)
+        self.assertIs(DynamoType.size, moto_server._size_of_binary_as_bytes)
+
+
 # ---------------------------------------------------------------------------
 # Integration: moto_server.py, TransactWriteItems, the pump, an invoke API stand-in
 

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod fault_proxy;
+pub mod kv_wire;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};

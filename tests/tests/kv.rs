@@ -83,6 +83,14 @@ async fn deno_runs_the_concurrency_suite() {
     assert_eq!(deno_passed(&report), 1, "{report}");
 }
 
+/// Commits DynamoDB cannot store (issue 12, item 1): a 400 naming the limit that
+/// Deno shows as an error (not a hang), nothing written, the database still usable.
+#[tokio::test]
+async fn deno_sees_commits_too_large_to_store_refused_with_their_limit() {
+    let report = deno_suite("limits_test.ts").await;
+    assert_eq!(deno_passed(&report), 1, "{report}");
+}
+
 #[tokio::test]
 async fn node_runs_the_deno_kv_npm_client_suite() {
     let (url, token) = database("kv-node").await;

@@ -12,7 +12,7 @@ use subkv_core::routes::Route;
 use subkv_core::runtime::{self, RequestLog};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
-use subkv_kv::limits::MAX_REQUEST_BYTES;
+use subkv_kv::limits::{MAX_EXPIRE_AT_MS, MAX_REQUEST_BYTES};
 use subkv_kv::model::{versionstamp, Entry};
 use uuid::Uuid;
 
@@ -217,9 +217,11 @@ pub fn pb_entry(entry: Entry) -> pb::KvEntry {
     }
 }
 
-/// A KvU64 value (encoding LE64) must be exactly 8 bytes. denokv_proto's
-/// conversion assumes it (and panics otherwise), so it is checked first.
-fn check_u64_values(write: &pb::AtomicWrite) -> KvResult<()> {
+/// What denokv_proto's conversion of an atomic write assumes (and panics on
+/// otherwise, which aborts a release build's instance), checked first: a KvU64
+/// value (encoding LE64) is exactly 8 bytes, and an `expireAt` is no later than
+/// the latest instant it can represent.
+fn check_before_conversion(write: &pb::AtomicWrite) -> KvResult<()> {
     let le64 = denokv_proto::VALUE_ENCODING_LE64 as i32;
     let malformed = write
         .mutations
@@ -230,6 +232,17 @@ fn check_u64_values(write: &pb::AtomicWrite) -> KvResult<()> {
         return Err(KvError::bad(
             "invalid KvU64 value: a value with encoding LE64 must be 8 bytes",
         ));
+    }
+    if let Some(late) = write
+        .mutations
+        .iter()
+        .map(|m| m.expire_at_ms)
+        .find(|&at| at > MAX_EXPIRE_AT_MS)
+    {
+        return Err(KvError::bad(format!(
+            "invalid expireAt: {late} ms after the Unix epoch is out of range (the limit is \
+             {MAX_EXPIRE_AT_MS} ms, the end of the year 262142)"
+        )));
     }
     Ok(())
 }
@@ -245,7 +258,7 @@ pub async fn atomic_write(
     if !write.enqueues.is_empty() {
         return Err(KvError::bad(ENQUEUE_UNSUPPORTED));
     }
-    check_u64_values(&write)?;
+    check_before_conversion(&write)?;
     let write: denokv_proto::AtomicWrite = write.try_into()?;
     let output = match state.kv.atomic_write(req.database, &write).await? {
         WriteOutcome::Committed(vs) => pb::AtomicWriteOutput {
@@ -398,11 +411,48 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(check_u64_values(&write(vec![1; 8])).is_ok());
+        assert!(check_before_conversion(&write(vec![1; 8])).is_ok());
         for bad in [vec![], vec![1, 2], vec![0; 9]] {
-            let err = check_u64_values(&write(bad)).unwrap_err();
+            let err = check_before_conversion(&write(bad)).unwrap_err();
             assert_eq!(err.status().as_u16(), 400);
             assert!(err.to_string().contains("8 bytes"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_expiry_past_the_latest_instant_is_a_400_before_the_conversion_panics() {
+        let write = |expire_at_ms: i64| pb::AtomicWrite {
+            mutations: vec![pb::Mutation {
+                key: vec![2, b'k', 0],
+                value: Some(pb::KvValue {
+                    data: vec![1],
+                    encoding: pb::ValueEncoding::VeBytes as i32,
+                }),
+                mutation_type: pb::MutationType::MSet as i32,
+                expire_at_ms,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for late in [10_i64.pow(16), MAX_EXPIRE_AT_MS + 1, i64::MAX] {
+            let err = check_before_conversion(&write(late)).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400);
+            assert!(
+                err.to_string().contains(&MAX_EXPIRE_AT_MS.to_string()),
+                "{err}"
+            );
+        }
+        // What passes converts without panicking; an expiry before the epoch is
+        // the conversion's own 400.
+        for ok in [0, -1, 1, MAX_EXPIRE_AT_MS] {
+            check_before_conversion(&write(ok)).unwrap();
+            let converted: Result<denokv_proto::AtomicWrite, _> = write(ok).try_into();
+            assert!(converted.is_ok(), "{ok}");
+        }
+        let converted: Result<denokv_proto::AtomicWrite, _> = write(-2).try_into();
+        let Err(err) = converted else {
+            panic!("an expiry before the epoch converts")
+        };
+        assert_eq!(KvError::from(err).status().as_u16(), 400);
     }
 }

@@ -1,12 +1,12 @@
 //! Reading a database back for its backups: the change log after a commit, and
 //! its live entries page by page (a snapshot's base).
 
-use crate::items::{dynamo, log_item, log_part, log_sk, slot_from_item};
+use crate::items::{dynamo, log_item, log_part, log_sk, slot_from_item, PENDING, VER};
 use crate::{now_ms, DynamoKv, LoggedCommit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use denokv_proto::backup::BackupMutationRange;
 use prost::Message;
-use subkv_core::dynamo::{b, Item};
+use subkv_core::dynamo::{b, get_n, Item};
 use subkv_kv::error::KvResult;
 use subkv_kv::model::Entry;
 use uuid::Uuid;
@@ -34,7 +34,9 @@ impl DynamoKv {
     /// pieces: all parts of a change record are written by one transaction, so the
     /// query either ends after a whole commit or shows where the next one starts;
     /// a record whose parts expired one by one (TTL) is missing a part, and the
-    /// commits from it on are left out ([`CommitAssembly`]): a hole.
+    /// commits from it on are left out ([`CommitAssembly`]): a hole. A large
+    /// commit still pending is left out too (and what follows it): its record is
+    /// final only once it is applied or resolved.
     pub async fn change_log(
         &self,
         database: Uuid,
@@ -42,6 +44,7 @@ impl DynamoKv {
         max_commits: usize,
         max_bytes: usize,
     ) -> KvResult<Vec<LoggedCommit>> {
+        let decided = self.decided(database).await?;
         let mut assembly = CommitAssembly::new(max_commits, max_bytes);
         let mut start_key: Option<Item> = None;
         loop {
@@ -53,7 +56,8 @@ impl DynamoKv {
                 .await
                 .map_err(|e| dynamo("Query", e))?;
             for item in page.items() {
-                if !assembly.push(log_part(item)?) {
+                let part = log_part(item)?;
+                if part.version > decided || !assembly.push(part) {
                     return Ok(assembly.finish());
                 }
             }
@@ -62,6 +66,30 @@ impl DynamoKv {
                 None => return Ok(assembly.finish()),
             }
         }
+    }
+
+    /// The last commit whose change record is final: the head's, or the one
+    /// before while the head's is a large commit still pending (its record may
+    /// yet be rewritten if it cannot be written whole, `resolve.rs`). Read before
+    /// the change log, with which a commit writes its head in one transaction.
+    async fn decided(&self, database: Uuid) -> KvResult<u64> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.data_table)
+            .set_key(Some(Self::head_key(database)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo("GetItem", e))?;
+        let head = out.item.as_ref();
+        let version: u64 = head.and_then(|i| get_n(i, VER)).unwrap_or(0);
+        let pending = head.is_some_and(|i| i.contains_key(PENDING));
+        Ok(if pending {
+            version.saturating_sub(1)
+        } else {
+            version
+        })
     }
 
     /// One page of a database's live entries in key order, for a backup snapshot:

@@ -2,13 +2,13 @@
 //! makes a commit (head, change record, items, checks), and what its failure
 //! means ([`crate::cancellation`] reads a cancellation).
 
-use crate::cancellation::{classify_cancellation, ActionLayout, Cancellation, HeadSeen};
+use crate::cancellation::{classify_cancellation, ActionLayout, Cancellation, Reason};
 use crate::items::{
-    condition, dynamo, item_from_slot, log_parts, log_sk, LOG_MUTATIONS, LOG_PARTS, LOG_REQUEST,
-    LOG_TIME, PENDING, PK, SK, TTL, VER,
+    condition, dynamo, item_from_slot, log_sk, validation_refusal, LOG_MUTATIONS, LOG_PARTS,
+    LOG_REQUEST, LOG_TIME, PENDING, PK, SK, TTL, VER,
 };
+use crate::large::{request_error as build_error, Finished, PendingRecord};
 use crate::{backoff, now_ms, DynamoKv, WriteOutcome, MAX_ATTEMPTS};
-use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
@@ -17,9 +17,8 @@ use denokv_proto::AtomicWrite;
 use std::collections::{BTreeMap, BTreeSet};
 use subkv_core::dynamo::{b, n, Item};
 use subkv_kv::error::{KvError, KvResult};
-use subkv_kv::limits::MAX_ITEMS_PER_COMMIT;
 use subkv_kv::model::{versionstamp, Slot};
-use subkv_kv::plan::{plan, CommitPlan, PlanOutcome};
+use subkv_kv::plan::{plan_within, CommitPlan, Cond, PlanOutcome};
 use uuid::Uuid;
 
 pub(crate) enum CommitResult {
@@ -38,13 +37,17 @@ pub(crate) enum CommitResult {
 struct Transaction {
     actions: Vec<TransactWriteItem>,
     layout: ActionLayout,
-    /// Too many items for one transaction: a large commit (see
+    /// Too much for one transaction: a large commit (see
     /// [`DynamoKv::transaction`]).
     large: bool,
 }
 
-fn build_error(e: BuildError) -> KvError {
-    KvError::Internal(format!("TransactWriteItems request: {e}"))
+/// A refusal by DynamoDB of a commit that was not applied, as the client's error:
+/// a 400, since sending it again cannot succeed (a 5xx would be retried forever).
+fn refused(why: &str) -> KvError {
+    KvError::bad(format!(
+        "the commit cannot be stored ({why}); nothing was written"
+    ))
 }
 
 impl DynamoKv {
@@ -74,7 +77,7 @@ impl DynamoKv {
                 }
             };
             let now = now_ms();
-            let plan = match plan(write, &snapshot, head + 1, now)? {
+            let plan = match plan_within(write, &snapshot, head + 1, now, &self.budget)? {
                 PlanOutcome::NeedRead(more) => {
                     read_set.extend(more);
                     continue;
@@ -143,27 +146,23 @@ impl DynamoKv {
             .send()
             .await;
         let err = match result {
-            Ok(_) if large && self.crash_after_intent => {
-                return Err(KvError::Internal("simulated crash after the intent".into()))
-            }
-            Ok(_) if large => {
-                let slots: Vec<Slot> = plan.puts.iter().map(|p| p.slot.clone()).collect();
-                self.apply(database, plan.version, &slots, now).await?;
-                return Ok(CommitResult::Committed);
-            }
+            Ok(_) if large => return self.finish_own(database, plan, now, request).await,
             Ok(_) => return Ok(CommitResult::Committed),
             Err(err) => err,
         };
-        let (reasons, current_head): (Vec<String>, Option<&Item>) = match err.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(e)) => (
-                e.cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code().unwrap_or("None").to_string())
-                    .collect(),
-                e.cancellation_reasons()
-                    .first()
-                    .and_then(|r| r.item.as_ref()),
-            ),
+        if let Some(why) = validation_refusal(&err) {
+            return Err(refused(&why));
+        }
+        let reasons: Vec<Reason> = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| Reason {
+                    code: r.code().unwrap_or("None").to_string(),
+                    message: r.message().map(str::to_string),
+                    item: r.item.clone(),
+                })
+                .collect(),
             Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
                 return Ok(CommitResult::Contention)
             }
@@ -175,8 +174,7 @@ impl DynamoKv {
                 };
             }
         };
-        let seen = HeadSeen::of(current_head);
-        match classify_cancellation(&reasons, &seen, &request, plan.version, &layout) {
+        match classify_cancellation(&reasons, &request, plan.version, &layout, now) {
             Cancellation::AlreadyCommitted => {
                 // An earlier attempt of this request committed. If it is a large
                 // commit, its items may still be missing: head() finishes them.
@@ -193,8 +191,40 @@ impl DynamoKv {
                 "change record {} of database {database} already exists",
                 plan.version
             ))),
+            Cancellation::Refused(why) => Err(refused(&why)),
             Cancellation::Unknown => Err(KvError::Internal(format!(
-                "transaction cancelled: {reasons:?}"
+                "transaction cancelled: {:?}",
+                reasons.iter().map(|r| &r.code).collect::<Vec<_>>()
+            ))),
+        }
+    }
+
+    /// After its first transaction: writes the items of this instance's own large
+    /// commit. One that cannot be written whole was resolved instead (see
+    /// `resolve.rs`); the client learns how, with a 400 (it must not send it again).
+    async fn finish_own(
+        &self,
+        database: Uuid,
+        plan: &CommitPlan,
+        now: i64,
+        request: String,
+    ) -> KvResult<CommitResult> {
+        let record = PendingRecord {
+            entries: plan.log.clone(),
+            timestamp_ms: now.max(0) as u64,
+            request: Some(request),
+            parts: plan.log_parts.len(),
+        };
+        let slots: Vec<Slot> = plan.puts.iter().map(|p| p.slot.clone()).collect();
+        match self
+            .finish(database, plan.version, &record, slots, now)
+            .await?
+        {
+            Finished::Applied => Ok(CommitResult::Committed),
+            Finished::Abandoned(why) => Err(refused(&why)),
+            Finished::Trimmed(why) => Err(KvError::bad(format!(
+                "the commit could be stored only in part ({why}): it was applied without the \
+                 mutations of the keys that cannot be stored"
             ))),
         }
     }
@@ -216,15 +246,22 @@ impl DynamoKv {
         now: i64,
         request: &str,
     ) -> KvResult<Transaction> {
-        let parts = log_parts(&plan.log, now.max(0) as u64);
-        let items = 1 + parts.len() + plan.puts.len() + plan.checks.len();
-        let large = items > MAX_ITEMS_PER_COMMIT;
-        let mut actions = Vec::with_capacity(items.min(MAX_ITEMS_PER_COMMIT));
+        let parts = plan.log_parts.clone();
+        let large = plan.large;
+        let mut actions = Vec::new();
         actions.push(self.head_put(database, head, plan.version, now, request, large)?);
         let change_record_parts = parts.len();
-        actions.extend(self.change_record_puts(database, plan.version, now, request, parts)?);
+        actions.extend(self.change_record_puts(
+            database,
+            plan.version,
+            now,
+            Some(request),
+            parts,
+            true,
+        )?);
         // The items, with the checks on them; then checks on items not written.
-        let mut checks: Vec<Vec<u32>> = vec![Vec::new(); actions.len()];
+        // A failed condition returns the item it saw: it tells which checks failed.
+        let mut checks: Vec<Vec<Cond>> = vec![Vec::new(); actions.len()];
         for put in plan.puts.iter().filter(|_| !large) {
             let mut builder = Put::builder()
                 .table_name(&self.data_table)
@@ -234,14 +271,17 @@ impl DynamoKv {
                 let expr = condition(&put.conds, &mut values, now);
                 builder = builder
                     .condition_expression(expr)
-                    .set_expression_attribute_values(Some(values));
+                    .set_expression_attribute_values(Some(values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    );
             }
             actions.push(
                 TransactWriteItem::builder()
                     .put(builder.build().map_err(build_error)?)
                     .build(),
             );
-            checks.push(put.conds.iter().map(|c| c.check_index).collect());
+            checks.push(put.conds.clone());
         }
         let checked_puts = plan
             .puts
@@ -257,10 +297,13 @@ impl DynamoKv {
                 .set_key(Some(Self::item_key(database, sk)))
                 .condition_expression(expr)
                 .set_expression_attribute_values(Some(values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .build()
                 .map_err(build_error)?;
             actions.push(TransactWriteItem::builder().condition_check(cc).build());
-            checks.push(conds.iter().map(|c| c.check_index).collect());
+            checks.push(conds.clone());
         }
         Ok(Transaction {
             actions,
@@ -308,36 +351,43 @@ impl DynamoKv {
             .build())
     }
 
-    /// The change record (its stream feeds the backups), one put per part.
-    fn change_record_puts(
+    /// The change record (its stream feeds the backups), one put per part; `fresh`:
+    /// on condition that none exists (a commit's), else over the existing one
+    /// (a pending commit resolved, `resolve.rs`).
+    pub(crate) fn change_record_puts(
         &self,
         database: Uuid,
         version: u64,
         now: i64,
-        request: &str,
+        request: Option<&str>,
         parts: Vec<Vec<u8>>,
+        fresh: bool,
     ) -> KvResult<Vec<TransactWriteItem>> {
         let total = parts.len();
         parts
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
-                let item = Item::from([
+                let mut item = Item::from([
                     (PK.into(), AttributeValue::S(database.to_string())),
                     (SK.into(), b(log_sk(version, i as u16))),
                     (LOG_TIME.into(), n(now)),
                     (LOG_PARTS.into(), n(total)),
                     (LOG_MUTATIONS.into(), b(part)),
-                    (LOG_REQUEST.into(), AttributeValue::S(request.to_string())),
                     (TTL.into(), n(now / 1000 + self.log_retention_seconds)),
                 ]);
-                let put = Put::builder()
+                if let Some(request) = request {
+                    item.insert(LOG_REQUEST.into(), AttributeValue::S(request.to_string()));
+                }
+                let mut put = Put::builder()
                     .table_name(&self.log_table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(build_error)?;
-                Ok(TransactWriteItem::builder().put(put).build())
+                    .set_item(Some(item));
+                if fresh {
+                    put = put.condition_expression("attribute_not_exists(pk)");
+                }
+                Ok(TransactWriteItem::builder()
+                    .put(put.build().map_err(build_error)?)
+                    .build())
             })
             .collect()
     }
@@ -375,145 +425,5 @@ impl DynamoKv {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use subkv_kv::model::Entry;
-    use subkv_kv::plan::{Cond, PlannedCheck, PlannedPut};
-
-    /// A store whose client is never called (building requests needs no network).
-    fn store() -> DynamoKv {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .build();
-        DynamoKv::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            "data".into(),
-            "log".into(),
-            60,
-        )
-    }
-
-    fn put(i: u32, conds: Vec<Cond>) -> PlannedPut {
-        let key = vec![2, b'k', i as u8, 0];
-        let mut slot = Slot::empty(key.clone());
-        slot.version = 8;
-        slot.put(Entry {
-            key,
-            value: vec![1],
-            encoding: 1,
-            version: 8,
-            expire_at_ms: None,
-        });
-        PlannedPut { slot, conds }
-    }
-
-    fn cond(check_index: u32) -> Cond {
-        Cond {
-            check_index,
-            expect: Some(3),
-        }
-    }
-
-    fn plan(puts: Vec<PlannedPut>, checks: Vec<PlannedCheck>) -> CommitPlan {
-        CommitPlan {
-            version: 8,
-            puts,
-            checks,
-            log: Vec::new(),
-        }
-    }
-
-    /// Per action: the table and what it is (head, log, put or check).
-    fn kinds(actions: &[TransactWriteItem]) -> Vec<(String, &'static str)> {
-        actions
-            .iter()
-            .map(|a| match (a.put(), a.condition_check()) {
-                (Some(p), _) if p.item().contains_key(LOG_MUTATIONS) => {
-                    (p.table_name().to_string(), "log")
-                }
-                (Some(p), _)
-                    if p.item()
-                        .get(PK)
-                        .and_then(|v| v.as_s().ok())
-                        .is_some_and(|pk| pk.ends_with("#head")) =>
-                {
-                    (p.table_name().to_string(), "head")
-                }
-                (Some(p), _) => (p.table_name().to_string(), "put"),
-                (None, Some(c)) => (c.table_name().to_string(), "check"),
-                (None, None) => (String::new(), "?"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_commit_transaction_matches_its_layout() {
-        let db = Uuid::new_v4();
-        let plan = plan(
-            vec![put(0, vec![cond(2), cond(0)]), put(1, vec![])],
-            vec![PlannedCheck {
-                sk: vec![2, b'c', 0],
-                conds: vec![cond(1)],
-            }],
-        );
-        let tx = store().transaction(db, 7, &plan, 1_000, "req-1").unwrap();
-        assert!(!tx.large);
-        let kinds: Vec<_> = kinds(&tx.actions).into_iter().map(|(_, k)| k).collect();
-        assert_eq!(kinds, ["head", "log", "put", "put", "check"]);
-        assert_eq!(
-            tx.layout,
-            ActionLayout {
-                change_record_parts: 1,
-                checks: vec![vec![], vec![], vec![2, 0], vec![], vec![1]],
-            }
-        );
-        let head = tx.actions[0].put().unwrap();
-        assert_eq!(head.table_name(), "data");
-        assert_eq!(head.item().get(VER), Some(&n(8)));
-        assert_eq!(
-            head.item().get(LOG_REQUEST),
-            Some(&AttributeValue::S("req-1".into()))
-        );
-        assert!(!head.item().contains_key(PENDING));
-        assert_eq!(
-            head.expression_attribute_values()
-                .and_then(|v| v.get(":head")),
-            Some(&n(7))
-        );
-        assert_eq!(tx.actions[1].put().unwrap().table_name(), "log");
-    }
-
-    #[test]
-    fn a_large_commit_transaction_holds_head_log_and_checks_only() {
-        let db = Uuid::new_v4();
-        let mut puts: Vec<PlannedPut> = (0..MAX_ITEMS_PER_COMMIT as u32)
-            .map(|i| put(i, vec![]))
-            .collect();
-        puts[5].conds = vec![cond(0)];
-        let plan = plan(
-            puts,
-            vec![PlannedCheck {
-                sk: vec![2, b'c', 0],
-                conds: vec![cond(1)],
-            }],
-        );
-        let tx = store().transaction(db, 0, &plan, 1_000, "req-2").unwrap();
-        assert!(tx.large);
-        let kinds: Vec<_> = kinds(&tx.actions).into_iter().map(|(_, k)| k).collect();
-        assert_eq!(kinds, ["head", "log", "check", "check"]);
-        assert_eq!(
-            tx.layout,
-            ActionLayout {
-                change_record_parts: 1,
-                checks: vec![vec![], vec![], vec![0], vec![1]],
-            }
-        );
-        let head = tx.actions[0].put().unwrap();
-        assert_eq!(head.item().get(PENDING), Some(&AttributeValue::Bool(true)));
-        assert_eq!(
-            head.condition_expression(),
-            Some("attribute_not_exists(kv_ver)")
-        );
-    }
-}
+#[path = "commit_tests.rs"]
+mod tests;

@@ -5,9 +5,9 @@
 use crate::change_log::LogPart;
 use crate::{DynamoKv, EXPIRY_SHARDS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
-use denokv_proto::backup::{BackupMutationRange, BackupReplicationLogEntry};
+use denokv_proto::backup::BackupMutationRange;
 use prost::Message;
 use subkv_core::dynamo::{b, describe, get_b, get_n, is_transient, n, Item};
 use subkv_kv::error::{KvError, KvResult};
@@ -39,8 +39,6 @@ pub(crate) const LOG_REQUEST: &str = "req";
 /// tombstone of any deletion newer than the head it read, and no read lasts this
 /// long (the functions time out long before).
 pub(crate) const TOMBSTONE_SECONDS: i64 = 3600;
-/// A change record item stays below DynamoDB's 400 KB item limit.
-pub(crate) const LOG_PART_BYTES: usize = 300 * 1024;
 
 /// A failed DynamoDB call as the data plane's error: `Unavailable` (a 503 the
 /// client retries) when trying again may succeed, else `Internal`.
@@ -57,6 +55,22 @@ where
         ));
     }
     KvError::Internal(format!("{operation}: {}", describe(&err)))
+}
+
+/// DynamoDB's message if it refused a request for what it is
+/// (`ValidationException`, e.g. an item or a transaction too large): sending the
+/// same request again cannot succeed.
+pub(crate) fn validation_refusal<E>(err: &SdkError<E, HttpResponse>) -> Option<String>
+where
+    E: ProvideErrorMetadata,
+{
+    let service = err.as_service_error()?;
+    (service.code() == Some("ValidationException")).then(|| {
+        format!(
+            "ValidationException: {}",
+            service.message().unwrap_or("refused")
+        )
+    })
 }
 
 /// An item this engine wrote that does not parse: reading it again gives the same.
@@ -211,26 +225,17 @@ pub(crate) fn condition(conds: &[Cond], values: &mut Item, now_ms: i64) -> Strin
         .join(" AND ")
 }
 
-/// The change record of a commit, split into parts that each fit in an item.
-pub(crate) fn log_parts(plan_log: &[BackupReplicationLogEntry], timestamp_ms: u64) -> Vec<Vec<u8>> {
-    let mut parts = Vec::new();
-    let mut current = BackupMutationRange {
-        entries: Vec::new(),
-        timestamp_ms,
-    };
-    let mut size = 0;
-    for entry in plan_log {
-        let len = entry.encoded_len() + 8;
-        if size + len > LOG_PART_BYTES && !current.entries.is_empty() {
-            parts.push(current.encode_to_vec());
-            current.entries.clear();
-            size = 0;
-        }
-        size += len;
-        current.entries.push(entry.clone());
+/// Whether `cond` holds on `item` (None: no item) at `now`: what [`condition`]
+/// asks DynamoDB, evaluated on the item a failed condition returns, to tell which
+/// of the checks sharing an item failed.
+pub(crate) fn cond_holds(cond: &Cond, item: Option<&Item>, now_ms: i64) -> bool {
+    let live = item
+        .filter(|i| !i.contains_key(DELETED))
+        .filter(|i| get_n::<i64>(i, EXPIRE).is_none_or(|at| at > now_ms));
+    match cond.expect {
+        Some(version) => live.and_then(|i| get_n::<u64>(i, VER)) == Some(version),
+        None => live.is_none(),
     }
-    parts.push(current.encode_to_vec());
-    parts
 }
 
 /// A change-log item: its commit version and (part of) its mutations.
@@ -266,6 +271,23 @@ pub(crate) fn log_sk(version: u64, part: u16) -> Vec<u8> {
     let mut sk = versionstamp(version).to_vec();
     sk[8..].copy_from_slice(&part.to_be_bytes());
     sk
+}
+
+#[cfg(test)]
+/// An item's size as DynamoDB counts it (attribute names plus values; a
+/// number by its decimal digits, more than DynamoDB's one byte per two).
+pub(crate) fn dynamodb_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    AttributeValue::Bool(_) => 1,
+                    other => panic!("unexpected attribute {other:?}"),
+                }
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -311,29 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn large_change_records_split_into_parts_that_fit_an_item() {
-        let entry = |i: u8| BackupReplicationLogEntry {
-            versionstamp: vec![i; 12],
-            kind: 1,
-            key: vec![i; 2000],
-            value: vec![i; 65536],
-            value_encoding: 3,
-            expire_at_ms: 0,
-        };
-        let log: Vec<_> = (0..12).map(entry).collect();
-        let parts = log_parts(&log, 5);
-        assert!(parts.len() >= 3);
-        let mut all = Vec::new();
-        for part in &parts {
-            assert!(part.len() <= LOG_PART_BYTES + 70_000);
-            all.extend(
-                BackupMutationRange::decode(part.as_slice())
-                    .unwrap()
-                    .entries,
-            );
-        }
-        assert_eq!(all, log);
-        assert_eq!(log_parts(&[], 1).len(), 1);
+    fn change_record_parts_sort_by_version_then_part() {
         assert!(log_sk(1, 0) < log_sk(1, 1) && log_sk(1, 1) < log_sk(2, 0));
     }
 
@@ -353,6 +353,77 @@ mod tests {
         assert_eq!(part.range, range);
         item.remove(LOG_PARTS);
         assert!(log_part(&item).is_err());
+    }
+
+    #[test]
+    fn the_planning_bound_covers_every_data_item_as_stored() {
+        use subkv_kv::budget::item_bytes;
+        let db = Uuid::new_v4();
+        let entry = |key: Vec<u8>, len: usize, expire: Option<i64>| Entry {
+            key,
+            value: vec![0xab; len],
+            encoding: i64::MAX,
+            version: u64::MAX,
+            expire_at_ms: expire,
+        };
+        let short = vec![2u8; 1000];
+        let mut slots = Vec::new();
+        let mut single = Slot::empty(short.clone());
+        single.version = u64::MAX;
+        slots.push(single.clone()); // a tombstone
+        single.put(entry(short.clone(), 65536, Some(i64::MAX)));
+        slots.push(single);
+        let long = |i: u16| [vec![3u8; 1000], vec![0; 1048], i.to_be_bytes().to_vec()].concat();
+        let mut bucket = Slot::empty(sort_key(&long(0)));
+        bucket.version = u64::MAX;
+        for i in 0..40 {
+            bucket.put(entry(
+                long(i),
+                if i % 2 == 0 { 65536 } else { 0 },
+                Some(i64::MAX),
+            ));
+            slots.push(bucket.clone());
+        }
+        for slot in &slots {
+            let item = item_from_slot(db, slot, i64::MAX / 1000);
+            assert!(
+                dynamodb_size(&item) <= item_bytes(slot),
+                "{} entries: {} > {}",
+                slot.entries.len(),
+                dynamodb_size(&item),
+                item_bytes(slot)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cond_holds_as_its_condition_expression_reads() {
+        let item = |attrs: &[(&str, AttributeValue)]| -> Item {
+            attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let at = |expect: Option<u64>| Cond {
+            check_index: 0,
+            expect,
+        };
+        let live = item(&[(VER, n(3))]);
+        let expiring = item(&[(VER, n(3)), (EXPIRE, n(100))]);
+        let tomb = item(&[(VER, n(3)), (DELETED, AttributeValue::Bool(true))]);
+        // Expecting version 3: only a live item at 3.
+        assert!(cond_holds(&at(Some(3)), Some(&live), 50));
+        assert!(!cond_holds(&at(Some(4)), Some(&live), 50));
+        assert!(cond_holds(&at(Some(3)), Some(&expiring), 99));
+        assert!(!cond_holds(&at(Some(3)), Some(&expiring), 100));
+        assert!(!cond_holds(&at(Some(3)), Some(&tomb), 50));
+        assert!(!cond_holds(&at(Some(3)), None, 50));
+        // Expecting absence: no item, a tombstone, or an expired entry.
+        assert!(cond_holds(&at(None), None, 50));
+        assert!(cond_holds(&at(None), Some(&tomb), 50));
+        assert!(cond_holds(&at(None), Some(&expiring), 100));
+        assert!(!cond_holds(&at(None), Some(&expiring), 99));
+        assert!(!cond_holds(&at(None), Some(&live), 50));
     }
 
     #[test]

@@ -1,87 +1,207 @@
-//! Large commits: more items than one transaction holds. The commit's
-//! transaction marks the head pending; the items follow here (`apply`), and
-//! whoever meets a pending head finishes the commit from its change record
-//! (`roll_forward`).
+//! Large commits: more items than one transaction holds. The commit's first
+//! transaction marks the head pending; the items follow here ([`DynamoKv::finish`]),
+//! and whoever meets a pending head finishes the commit from its change record
+//! ([`DynamoKv::roll_forward`]). A commit that cannot be written whole is never
+//! left pending: `resolve.rs` abandons or trims it.
 
+use crate::cancellation::is_refusal;
 use crate::items::{
-    dynamo, item_from_slot, log_sk, malformed, slot_from_item, LOG_MUTATIONS, LOG_TIME, PENDING,
-    VER,
+    dynamo, item_from_slot, log_sk, malformed, slot_from_item, validation_refusal, LOG_MUTATIONS,
+    LOG_REQUEST, LOG_TIME, PENDING, VER,
 };
 use crate::{backoff, now_ms, DynamoKv, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use denokv_proto::backup::{BackupMutationRange, BackupReplicationLogEntry};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupReplicationLogEntry};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use subkv_core::dynamo::{b, get_b, n};
+use subkv_core::dynamo::{b, get_b, get_s, n};
+use subkv_kv::budget::item_bytes;
 use subkv_kv::error::{KvError, KvResult};
-use subkv_kv::keys::sort_key;
-use subkv_kv::limits::MAX_ITEMS_PER_COMMIT;
+use subkv_kv::keys::{is_bucket, sort_key};
 use subkv_kv::model::{Entry, Slot};
 use uuid::Uuid;
 
+/// The change record of a pending commit, as finishing or resolving it needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRecord {
+    /// Every entry, in order.
+    pub(crate) entries: Vec<BackupReplicationLogEntry>,
+    pub(crate) timestamp_ms: u64,
+    /// The request token of the commit.
+    pub(crate) request: Option<String>,
+    /// How many change-log items hold it.
+    pub(crate) parts: usize,
+}
+
+/// How a pending commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// Applied whole (here or by someone else).
+    Applied,
+    /// Nothing of it was applied and it cannot be: it did not happen (its version
+    /// is a commit that changes nothing). Why.
+    Abandoned(String),
+    /// Part of it was applied (by a build that did not size items) and the rest
+    /// cannot be: it stands without the mutations of the items that cannot be
+    /// stored, and its change record says so. Why.
+    Trimmed(String),
+}
+
+/// What writing some of a pending commit's items came to.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Done,
+    /// The commit is no longer pending (finished or resolved by someone else).
+    MovedOn,
+    /// DynamoDB refused the transaction that holds these items (nothing of it
+    /// was written, nor any after it). Why.
+    Refused(BTreeSet<Vec<u8>>, String),
+}
+
 impl DynamoKv {
-    /// Writes the items of the large commit `version` (at most 100 per
-    /// transaction; puts of fully determined content, so repeating them is
-    /// harmless), then clears the pending mark on the head.
-    pub(crate) async fn apply(
+    /// Writes the items of the pending large commit `version`, then clears the
+    /// pending mark. Items over the size limit (only a commit planned without the
+    /// limit has them) or a transaction DynamoDB refuses end in `resolve`, never in
+    /// a commit left pending: a pending head blocks every reader and writer.
+    pub(crate) async fn finish(
+        &self,
+        database: Uuid,
+        version: u64,
+        record: &PendingRecord,
+        slots: Vec<Slot>,
+        now: i64,
+    ) -> KvResult<Finished> {
+        let why = match slots.iter().find_map(|s| self.budget.refuse_item(s)) {
+            Some(refusal) => refusal.to_string(),
+            None => match self.write_items(database, version, &slots, now).await? {
+                Written::Done => {
+                    self.clear_pending(database, version, now).await?;
+                    return Ok(Finished::Applied);
+                }
+                Written::MovedOn => return Ok(Finished::Applied),
+                Written::Refused(_, why) => why,
+            },
+        };
+        self.resolve(database, version, record, slots, why, now)
+            .await
+    }
+
+    /// Writes these items of the pending commit `version`, grouped into
+    /// transactions by count and size, each on condition that the head is still
+    /// pending with this commit: once it is resolved, no late writer adds to it.
+    /// Puts of fully determined content, so repeating them is harmless.
+    pub(crate) async fn write_items(
         &self,
         database: Uuid,
         version: u64,
         slots: &[Slot],
         now: i64,
-    ) -> KvResult<()> {
-        for chunk in slots.chunks(MAX_ITEMS_PER_COMMIT) {
-            let actions = chunk
-                .iter()
-                .map(|slot| {
-                    Put::builder()
-                        .table_name(&self.data_table)
-                        .set_item(Some(item_from_slot(database, slot, now)))
-                        // Never over a later commit: if another process finished
-                        // this commit and the database moved on, stop.
-                        .condition_expression(format!("attribute_not_exists({VER}) OR {VER} <= :v"))
-                        .expression_attribute_values(":v", n(version))
-                        .build()
-                        .map(|put| TransactWriteItem::builder().put(put).build())
-                        .map_err(|e| KvError::Internal(format!("TransactWriteItems request: {e}")))
-                })
-                .collect::<KvResult<Vec<_>>>()?;
-            // Idempotent, so transient failures are simply retried.
-            let mut attempt = 0;
-            loop {
-                let sent = self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(actions.clone()))
-                    .send()
-                    .await;
-                let Err(err) = sent else { break };
-                let moved_on = matches!(
-                    err.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(e))
-                        if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                );
-                if moved_on {
-                    return Ok(());
+    ) -> KvResult<Written> {
+        let sizes: Vec<usize> = slots.iter().map(item_bytes).collect();
+        for (sent, run) in self
+            .budget
+            .item_transactions(&sizes)
+            .into_iter()
+            .enumerate()
+        {
+            if self.crash_after == Some(sent) {
+                return Err(KvError::Internal(format!(
+                    "simulated crash after the intent and {sent} transactions of items"
+                )));
+            }
+            let mut actions = vec![self.pending_check(database, version)?];
+            for slot in &slots[run.clone()] {
+                let put = Put::builder()
+                    .table_name(&self.data_table)
+                    .set_item(Some(item_from_slot(database, slot, now)))
+                    .condition_expression(format!("attribute_not_exists({VER}) OR {VER} <= :v"))
+                    .expression_attribute_values(":v", n(version))
+                    .build()
+                    .map_err(request_error)?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+            }
+            match self.send_items(actions).await? {
+                Written::Done => {}
+                Written::MovedOn => return Ok(Written::MovedOn),
+                Written::Refused(_, why) => {
+                    let sks = slots[run].iter().map(|s| s.sk.clone()).collect();
+                    return Ok(Written::Refused(sks, why));
                 }
-                let conflict = matches!(
-                    err.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(_))
-                        | Some(TransactWriteItemsError::TransactionInProgressException(_))
-                );
-                if conflict && attempt < MAX_ATTEMPTS {
-                    attempt += 1;
-                    backoff(attempt.min(6)).await;
-                    continue;
-                }
-                match dynamo("TransactWriteItems", err) {
-                    KvError::Unavailable(_) if attempt < MAX_ATTEMPTS => attempt += 1,
-                    other => return Err(other),
-                }
-                backoff(attempt.min(6)).await;
             }
         }
+        Ok(Written::Done)
+    }
+
+    /// A condition on the head: the commit `version` is still pending.
+    fn pending_check(&self, database: Uuid, version: u64) -> KvResult<TransactWriteItem> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.data_table)
+            .set_key(Some(Self::head_key(database)))
+            .condition_expression(format!("{VER} = :v AND attribute_exists({PENDING})"))
+            .expression_attribute_values(":v", n(version))
+            .build()
+            .map_err(request_error)?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Sends one transaction of a pending commit's items: retries conflicts,
+    /// throttling and transient failures, tells a failed condition (the commit
+    /// is no longer pending) from a refusal (the same request cannot succeed).
+    async fn send_items(&self, actions: Vec<TransactWriteItem>) -> KvResult<Written> {
+        let mut attempt = 0;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .send()
+                .await;
+            let Err(err) = sent else {
+                return Ok(Written::Done);
+            };
+            if let Some(why) = validation_refusal(&err) {
+                return Ok(Written::Refused(BTreeSet::new(), why));
+            }
+            match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                    let reasons = e.cancellation_reasons();
+                    if reasons
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                    {
+                        return Ok(Written::MovedOn);
+                    }
+                    if let Some(r) = reasons
+                        .iter()
+                        .find(|r| is_refusal(r.code().unwrap_or("None")))
+                    {
+                        let why = format!(
+                            "{}: {}",
+                            r.code().unwrap_or_default(),
+                            r.message().unwrap_or("refused")
+                        );
+                        return Ok(Written::Refused(BTreeSet::new(), why));
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => {}
+                _ => match dynamo("TransactWriteItems", err) {
+                    KvError::Unavailable(_) => {}
+                    other => return Err(other),
+                },
+            }
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                return Err(KvError::Unavailable(
+                    "a large commit keeps conflicting while it is applied; retry".into(),
+                ));
+            }
+            backoff(attempt.min(6)).await;
+        }
+    }
+
+    /// Clears the head's pending mark: the commit `version` is applied.
+    async fn clear_pending(&self, database: Uuid, version: u64, now: i64) -> KvResult<()> {
         let mut head_item = Self::head_key(database);
         head_item.insert(VER.into(), n(version));
         head_item.insert(LOG_TIME.into(), n(now));
@@ -109,17 +229,30 @@ impl DynamoKv {
 
     /// Finishes the large commit `version` that the head marks pending (its
     /// committer may have crashed): rebuilds every item it writes from its change
-    /// record and applies them. Nothing else can commit meanwhile (the head is
-    /// pending), so reading buckets now reads them as the commit found them, or
-    /// already applied (`kv_ver = version`).
+    /// record and writes them, or resolves a commit that cannot be written whole.
     pub(crate) async fn roll_forward(&self, database: Uuid, version: u64) -> KvResult<()> {
         tracing::info!(%database, version, "finishing a pending large commit");
-        let parts = self.change_record(database, version).await?;
+        let record = self.pending_record(database, version).await?;
+        let slots = self.rebuild(database, version, &record.entries).await?;
+        self.finish(database, version, &record, slots, now_ms())
+            .await
+            .map(|_| ())
+    }
+
+    /// The items the commit `version` writes that are not written yet, rebuilt
+    /// from its entries. Nothing else can commit while it is pending, so a bucket
+    /// read now is as the commit found it, or already applied (`kv_ver = version`).
+    async fn rebuild(
+        &self,
+        database: Uuid,
+        version: u64,
+        entries: &[BackupReplicationLogEntry],
+    ) -> KvResult<Vec<Slot>> {
         let mut slots: BTreeMap<Vec<u8>, Slot> = BTreeMap::new();
-        let buckets: BTreeSet<Vec<u8>> = parts
+        let buckets: BTreeSet<Vec<u8>> = entries
             .iter()
             .map(|e| sort_key(&e.key))
-            .filter(|sk| subkv_kv::keys::is_bucket(sk))
+            .filter(|sk| is_bucket(sk))
             .collect();
         for sk in &buckets {
             let out = self
@@ -137,14 +270,13 @@ impl DynamoKv {
             };
             slots.insert(sk.clone(), slot);
         }
-        let now = now_ms();
-        for entry in &parts {
+        for entry in entries {
             let sk = sort_key(&entry.key);
             let slot = slots.entry(sk.clone()).or_insert_with(|| Slot::empty(sk));
             if slot.version == version {
                 continue; // this bucket is already applied
             }
-            if entry.kind == denokv_proto::backup::BackupKvMutationKind::MkClear as i32 {
+            if entry.kind == BackupKvMutationKind::MkClear as i32 {
                 slot.remove(&entry.key);
             } else {
                 slot.put(Entry {
@@ -156,24 +288,24 @@ impl DynamoKv {
                 });
             }
         }
-        let slots: Vec<Slot> = slots
+        Ok(slots
             .into_values()
             .filter(|s| s.version != version)
             .map(|mut s| {
                 s.version = version;
                 s
             })
-            .collect();
-        self.apply(database, version, &slots, now).await
+            .collect())
     }
 
-    /// Every entry of the change record of `version`, in order.
-    async fn change_record(
-        &self,
-        database: Uuid,
-        version: u64,
-    ) -> KvResult<Vec<BackupReplicationLogEntry>> {
-        let mut entries = Vec::new();
+    /// The change record of `version`, with its time, request token and parts.
+    async fn pending_record(&self, database: Uuid, version: u64) -> KvResult<PendingRecord> {
+        let mut record = PendingRecord {
+            entries: Vec::new(),
+            timestamp_ms: 0,
+            request: None,
+            parts: 0,
+        };
         let mut start_key = None;
         loop {
             let page = self
@@ -192,18 +324,27 @@ impl DynamoKv {
             for item in page.items() {
                 let body = get_b(item, LOG_MUTATIONS).ok_or_else(|| malformed("log body"))?;
                 let range = BackupMutationRange::decode(body).map_err(|_| malformed("log body"))?;
-                entries.extend(range.entries);
+                if record.parts == 0 {
+                    record.timestamp_ms = range.timestamp_ms;
+                    record.request = get_s(item, LOG_REQUEST).map(str::to_string);
+                }
+                record.parts += 1;
+                record.entries.extend(range.entries);
             }
             match page.last_evaluated_key {
                 Some(key) => start_key = Some(key),
                 None => break,
             }
         }
-        if entries.is_empty() {
+        if record.entries.is_empty() {
             return Err(KvError::Internal(format!(
                 "database {database}: pending commit {version} has no change record"
             )));
         }
-        Ok(entries)
+        Ok(record)
     }
+}
+
+pub(crate) fn request_error(e: aws_sdk_dynamodb::error::BuildError) -> KvError {
+    KvError::Internal(format!("TransactWriteItems request: {e}"))
 }

@@ -16,8 +16,9 @@
 //! | `items` | attribute names; slots as items (single entries, buckets, tombstones); checks as conditions; change-record parts; a failed call as a `KvError` |
 //! | `read` | the head, serializable reads of the head with items, [`DynamoKv::get_many`], [`DynamoKv::snapshot_read`] |
 //! | `commit` | [`DynamoKv::atomic_write`]: the retry loop, the commit transaction, an ambiguous outcome told from the change log |
-//! | `cancellation` | what a cancelled commit transaction means (pure, unit-tested) |
+//! | `cancellation` | what a cancelled commit transaction means, which checks failed (pure, unit-tested) |
 //! | `large` | large commits: their items applied after the commit, a pending commit rolled forward |
+//! | `resolve` | a pending commit that cannot be written whole: abandoned, or trimmed |
 //! | `expiry` | [`DynamoKv::expired_items`] and [`DynamoKv::sweep_item`] |
 //! | `change_log` | [`DynamoKv::change_log`] (its items assembled into commits by [`CommitAssembly`], pure), [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
 //! | `tables` | [`ensure_kv_tables`] (local stack) |
@@ -29,6 +30,7 @@ mod expiry;
 mod items;
 mod large;
 mod read;
+mod resolve;
 mod tables;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
@@ -41,6 +43,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use subkv_core::config::{var, ConfigError, Env};
+use subkv_kv::budget::Budget;
 use uuid::Uuid;
 
 pub const DEFAULT_DATA_TABLE: &str = "subkv-kv-data";
@@ -78,9 +81,12 @@ pub struct DynamoKv {
     data_table: String,
     log_table: String,
     log_retention_seconds: i64,
-    /// Test hook: fail a large commit right after its first transaction, as a
-    /// crash would (tests/tests/kv_protocol.rs proves others finish it).
-    crash_after_intent: bool,
+    /// What a commit may write (DynamoDB's limits; a test store may lift them).
+    budget: Budget,
+    /// Test hook: fail a large commit after its first transaction and this many
+    /// transactions of items, as a crash would (tests/tests/kv_protocol.rs and
+    /// kv_pending.rs prove others finish or resolve it).
+    crash_after: Option<usize>,
     /// Last head version this instance saw per database: a blind write then needs
     /// no read (a stale value costs one failed condition and a re-read).
     heads: Mutex<HashMap<Uuid, u64>>,
@@ -109,7 +115,8 @@ impl DynamoKv {
             data_table,
             log_table,
             log_retention_seconds,
-            crash_after_intent: false,
+            budget: Budget::DYNAMODB,
+            crash_after: None,
             heads: Mutex::new(HashMap::new()),
         }
     }
@@ -127,8 +134,28 @@ impl DynamoKv {
 
     /// For tests only: every large commit stops after its first transaction.
     #[doc(hidden)]
-    pub fn crash_after_intent(mut self) -> Self {
-        self.crash_after_intent = true;
+    pub fn crash_after_intent(self) -> Self {
+        self.crash_after_items(0)
+    }
+
+    /// For tests only: every large commit stops after its first transaction and
+    /// `transactions` transactions of its items.
+    #[doc(hidden)]
+    pub fn crash_after_items(mut self, transactions: usize) -> Self {
+        self.crash_after = Some(transactions);
+        self
+    }
+
+    /// For tests only: commits are planned and written without sizing their
+    /// items, as builds before the size checks did (groups of 100 items), to
+    /// leave behind the pending commits such builds could.
+    #[doc(hidden)]
+    pub fn without_size_checks(mut self) -> Self {
+        self.budget = Budget {
+            max_item_bytes: usize::MAX,
+            max_transaction_bytes: usize::MAX,
+            ..Budget::DYNAMODB
+        };
         self
     }
 

@@ -8,9 +8,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Get, TransactGetItem};
 use denokv_proto::ReadRange;
 use std::collections::{BTreeMap, BTreeSet};
 use subkv_core::dynamo::{b, get_n, Item};
+use subkv_kv::budget::read_batches;
 use subkv_kv::error::{KvError, KvResult};
 use subkv_kv::keys::{is_point_range, range_bounds, sort_key};
-use subkv_kv::limits::MAX_ITEMS_PER_COMMIT;
 use subkv_kv::model::{Entry, Slot};
 use uuid::Uuid;
 
@@ -115,7 +115,8 @@ impl DynamoKv {
             keys.push(Self::head_key(database));
         }
         keys.extend(sks.iter().map(|sk| Self::item_key(database, sk)));
-        if keys.len() > MAX_ITEMS_PER_COMMIT {
+        let list: Vec<Vec<u8>> = sks.iter().cloned().collect();
+        if read_batches(&list, with_head).len() > 1 {
             return self.read_in_chunks(database, sks).await;
         }
         let Some(items) = self.read_items(keys).await? else {
@@ -130,10 +131,11 @@ impl DynamoKv {
         Ok(Some((head, slots_of(sks, items)?)))
     }
 
-    /// More items than one TransactGetItems holds (a large commit's operands):
-    /// the head first, then the items in chunks. Not one snapshot, but it need
-    /// not be: the commit is conditioned on the head being unchanged, and every
-    /// item is read after the head.
+    /// More items than one TransactGetItems holds, by count or by what they may
+    /// hold (a large commit's operands and buckets; never a point read, whose ten
+    /// keys fit): the head first, then the items in groups. Not one snapshot, but
+    /// it need not be: the commit is conditioned on the head being unchanged, and
+    /// every item is read after the head.
     async fn read_in_chunks(
         &self,
         database: Uuid,
@@ -142,8 +144,8 @@ impl DynamoKv {
         let head = self.head(database).await?;
         let mut slots = BTreeMap::new();
         let list: Vec<Vec<u8>> = sks.iter().cloned().collect();
-        for chunk in list.chunks(MAX_ITEMS_PER_COMMIT) {
-            let chunk: BTreeSet<Vec<u8>> = chunk.iter().cloned().collect();
+        for run in read_batches(&list, false) {
+            let chunk: BTreeSet<Vec<u8>> = list[run].iter().cloned().collect();
             let keys = chunk
                 .iter()
                 .map(|sk| Self::item_key(database, sk))
@@ -162,7 +164,7 @@ impl DynamoKv {
         )))
     }
 
-    /// These items of the data table (at most [`MAX_ITEMS_PER_COMMIT`]), in
+    /// These items of the data table (at most [`subkv_kv::limits::MAX_ITEMS_PER_COMMIT`]), in
     /// order, in one consistent read: GetItem for one, else TransactGetItems.
     /// `Ok(None)`: the read lost against a concurrent transaction.
     async fn read_items(&self, mut keys: Vec<Item>) -> KvResult<Option<Vec<Option<Item>>>> {

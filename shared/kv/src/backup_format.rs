@@ -313,6 +313,20 @@ pub fn emptied_log_body() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The one entry of a commit that changes nothing: the deletion of the empty key
+/// (no Deno KV key is empty), as the commit's last entry. Marks a commit in a log
+/// (below), and replaces the change record of a commit that was abandoned.
+pub fn no_op_entry(version: u64) -> BackupReplicationLogEntry {
+    BackupReplicationLogEntry {
+        versionstamp: versionstamp12(version, COMMIT_END).to_vec(),
+        kind: BackupKvMutationKind::MkClear as i32,
+        key: Vec::new(),
+        value: Vec::new(),
+        value_encoding: 0,
+        expire_at_ms: 0,
+    }
+}
+
 /// A log object holding one marker commit at `version`: a single entry, the deletion
 /// of the empty key (no Deno KV key is empty, so applying it changes nothing), with
 /// the commit's last index. Written before the `differential` when no log object
@@ -325,18 +339,10 @@ pub fn differential_marker(
     version: u64,
     timestamp_ms: u64,
 ) -> Result<Object, FormatError> {
-    let entry = BackupReplicationLogEntry {
-        versionstamp: versionstamp12(version, COMMIT_END).to_vec(),
-        kind: BackupKvMutationKind::MkClear as i32,
-        key: Vec::new(),
-        value: Vec::new(),
-        value_encoding: 0,
-        expire_at_ms: 0,
-    };
     let commit = Commit {
         version,
         timestamp_ms,
-        entries: vec![entry],
+        entries: vec![no_op_entry(version)],
     };
     log_object(prefix, database, vec![commit])?.ok_or(FormatError::OpenCommit { version, found: 0 })
 }

@@ -6,7 +6,8 @@
 //! | [`keys`] | key encoding and the sort keys entries are stored under |
 //! | [`model`] | entries, slots (what one stored item holds), versionstamps |
 //! | [`plan`] | a commit planned against a snapshot: checks, mutations, change-log entries |
-//! | [`limits`] | Deno KV's limits, as KV Connect enforces them |
+//! | [`limits`] | Deno KV's limits, as KV Connect enforces them, and DynamoDB's |
+//! | [`budget`] | what DynamoDB can store: item sizes and transactions, checked while planning |
 //! | [`error`] | [`error::KvError`] and its one mapping to HTTP status and text |
 //! | [`token`] | data-path tokens (HMAC, short-lived) |
 //! | [`backup_format`] | denokv's backup format: S3 object keys and bodies |
@@ -15,6 +16,7 @@
 //! KV Connect; `subkv-backup` writes it to tenants' buckets.
 
 pub mod backup_format;
+pub mod budget;
 pub mod error;
 pub mod keys;
 pub mod limits;
