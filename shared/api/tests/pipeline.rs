@@ -31,9 +31,22 @@ async fn fixture(allow_insecure: bool) -> Fixture {
         backup_kms_key_id: Some("alias/test".into()),
         allow_insecure_endpoints: allow_insecure,
     };
+    let (org, token) = seed_org(&store, "acme").await;
+    let app = Arc::new(ApiState::new(config, store.clone(), Arc::new(FakeSealer)));
+    Fixture {
+        app,
+        store,
+        org,
+        token,
+    }
+}
+
+/// An organization named `name` and a token of it, in `store`: its id and the
+/// token's plaintext.
+async fn seed_org(store: &MemoryControl, name: &str) -> (Uuid, String) {
     let org = Organization {
         id: Uuid::new_v4(),
-        name: "acme".into(),
+        name: name.into(),
         created_at: now_rfc3339(),
     };
     let token = mint_token();
@@ -48,13 +61,7 @@ async fn fixture(allow_insecure: bool) -> Fixture {
         .create_organization(&org, &record)
         .await
         .expect("seed");
-    let app = Arc::new(ApiState::new(config, store.clone(), Arc::new(FakeSealer)));
-    Fixture {
-        app,
-        store,
-        org: org.id,
-        token: token.plaintext,
-    }
+    (org.id, token.plaintext)
 }
 
 fn request(method: &str, path: &str, token: &str, body: Option<Value>) -> Request {
@@ -250,24 +257,7 @@ async fn binary_garbage_bodies_are_400s_not_500s() {
 
 /// A second organization and its token.
 async fn other_org(f: &Fixture) -> String {
-    let org = Organization {
-        id: Uuid::new_v4(),
-        name: "other".into(),
-        created_at: now_rfc3339(),
-    };
-    let token = mint_token();
-    let record = TokenRecord {
-        id: Uuid::new_v4(),
-        organization_id: org.id,
-        token_sha256: token.sha256_hex.clone(),
-        description: String::new(),
-        created_at: now_rfc3339(),
-    };
-    f.store
-        .create_organization(&org, &record)
-        .await
-        .expect("seed");
-    token.plaintext
+    seed_org(&f.store, "other").await.1
 }
 
 async fn retry(f: &Fixture, token: &str, id: &str) -> (u16, Value) {

@@ -15,6 +15,23 @@ use subkv_core::dynamo::{b, get_n, get_s, is_condition_failure, n, s, store_erro
 use subkv_core::error::StoreError;
 use uuid::Uuid;
 
+/// The backup's two leases: who takes snapshot steps, who writes log objects.
+#[derive(Clone, Copy)]
+enum Lease {
+    Snapshot,
+    Forwarding,
+}
+
+impl Lease {
+    /// Its attributes: until when (ms), and whose.
+    fn attributes(self) -> (&'static str, &'static str) {
+        match self {
+            Lease::Snapshot => ("snapLease", "snapLeaseOwner"),
+            Lease::Forwarding => ("fwdLease", "fwdOwner"),
+        }
+    }
+}
+
 pub struct DynamoProgress {
     client: Client,
     table: String,
@@ -73,6 +90,33 @@ impl DynamoProgress {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// Takes (or renews) one of the backup's leases until `until_ms`: only if
+    /// nobody holds it, it ran out before `now_ms`, or `owner` holds it.
+    async fn take(
+        &self,
+        at: &Locator,
+        lease: Lease,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Update, StoreError> {
+        let (until, holder) = lease.attributes();
+        self.update(
+            at,
+            &format!("SET {until} = :until, {holder} = :o"),
+            &format!(
+                "attribute_exists(pk) AND (attribute_not_exists({until}) \
+                 OR {until} < :now OR {holder} = :o)"
+            ),
+            vec![
+                (":until", n(until_ms)),
+                (":o", s(owner)),
+                (":now", n(now_ms)),
+            ],
+        )
+        .await
     }
 
     /// One conditional update of the backup item.
@@ -436,13 +480,8 @@ impl Progress for DynamoProgress {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<Update, StoreError> {
-        self.update(
-            at,
-            "SET snapLease = :until, snapLeaseOwner = :o",
-            "attribute_exists(pk) AND (attribute_not_exists(snapLease) OR snapLease < :now OR snapLeaseOwner = :o)",
-            vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
-        )
-        .await
+        self.take(at, Lease::Snapshot, owner, now_ms, until_ms)
+            .await
     }
 
     async fn take_forwarding(
@@ -452,13 +491,8 @@ impl Progress for DynamoProgress {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<Update, StoreError> {
-        self.update(
-            at,
-            "SET fwdLease = :until, fwdOwner = :o",
-            "attribute_exists(pk) AND (attribute_not_exists(fwdLease) OR fwdLease < :now OR fwdOwner = :o)",
-            vec![(":until", n(until_ms)), (":o", s(owner)), (":now", n(now_ms))],
-        )
-        .await
+        self.take(at, Lease::Forwarding, owner, now_ms, until_ms)
+            .await
     }
 
     async fn release_forwarding(&self, at: &Locator, owner: &str) -> Result<Update, StoreError> {
