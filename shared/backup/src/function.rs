@@ -24,6 +24,7 @@
 
 use crate::bucket::Connector;
 use crate::engine::{DatabaseSync, Engine, EngineConfig, EngineError, Report};
+use crate::metrics::{emf, print};
 use crate::progress::DynamoProgress;
 use crate::sink::TenantBuckets;
 use aws_lambda_events::event::dynamodb::Event;
@@ -100,25 +101,6 @@ pub fn databases_of(event: &Event) -> BTreeMap<Uuid, String> {
     out
 }
 
-/// One Embedded Metric Format line: `metrics` (name, unit) in namespace
-/// `subkv/backup`, no dimension, with `properties` holding their values and
-/// anything else worth searching for.
-fn emf(metrics: &[(&str, &str)], mut properties: serde_json::Value) -> serde_json::Value {
-    let metrics: Vec<serde_json::Value> = metrics
-        .iter()
-        .map(|(name, unit)| serde_json::json!({"Name": name, "Unit": unit}))
-        .collect();
-    properties["_aws"] = serde_json::json!({
-        "Timestamp": now_ms(),
-        "CloudWatchMetrics": [{
-            "Namespace": "subkv/backup",
-            "Dimensions": [[]],
-            "Metrics": metrics,
-        }],
-    });
-    properties
-}
-
 /// One pass's metrics line (None for a pass that found nothing to do).
 fn pass_metrics(at: &Locator, report: &Report) -> Option<serde_json::Value> {
     let quiet = Report {
@@ -147,12 +129,6 @@ fn pass_metrics(at: &Locator, report: &Report) -> Option<serde_json::Value> {
             "Activated": report.activated,
         }),
     ))
-}
-
-/// Writes a metrics line. Not through tracing: EMF wants the object as the
-/// whole log line.
-fn print(line: serde_json::Value) {
-    println!("{line}");
 }
 
 fn emit(at: &Locator, report: &Report) {

@@ -11,6 +11,7 @@
 //! | [`sink`] | where the engine writes: [`sink::ObjectSink`] (`PutObject`) and [`sink::Sinks`] (a backup's sink from its record), implemented by [`sink::TenantBuckets`] |
 //! | [`bucket`] | the tenant's bucket: an S3 client per backup target (any S3-compatible store), `PutObject` only, SSRF re-checked after DNS (`connector.rs`); [`bucket::BucketFault`] |
 //! | [`function`] | the `backup-forward` Lambda (change-log stream + scheduled catch-up): wires the real source, progress and sinks |
+//! | `metrics` | the Embedded Metric Format lines (namespace `subkv/backup`, no dimension) |
 //! | `fakes` | (tests only) in-memory change source, progress store and bucket for the engine's unit tests |
 
 pub mod bucket;
@@ -18,6 +19,7 @@ pub mod engine;
 #[cfg(test)]
 mod fakes;
 pub mod function;
+mod metrics;
 pub mod progress;
 pub mod sink;
 pub mod source;

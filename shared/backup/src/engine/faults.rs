@@ -76,23 +76,16 @@ impl ObjectSink for StreamPut<'_> {
 /// The fleet-wide metric of a parked error: one Embedded Metric Format line with
 /// no dimension (the backup is a property of the line, for Logs Insights).
 fn emit_parked(at: &Locator, kind: &str, failed: bool) {
-    let line = serde_json::json!({
-        "_aws": {
-            "Timestamp": now_ms(),
-            "CloudWatchMetrics": [{
-                "Namespace": "subkv/backup",
-                "Dimensions": [[]],
-                "Metrics": [{"Name": "Parked", "Unit": "Count"}],
-            }],
-        },
-        "Parked": 1,
-        "ParkedKind": kind,
-        "BackupFailed": failed,
-        "BackupId": at.backup_id.to_string(),
-        "DatabaseId": at.database_id.to_string(),
-    });
-    // Not through tracing: EMF wants the object as the whole log line.
-    println!("{line}");
+    crate::metrics::print(crate::metrics::emf(
+        &[("Parked", "Count")],
+        serde_json::json!({
+            "Parked": 1,
+            "ParkedKind": kind,
+            "BackupFailed": failed,
+            "BackupId": at.backup_id.to_string(),
+            "DatabaseId": at.database_id.to_string(),
+        }),
+    ));
 }
 
 /// What a parked error is, in a word (the metric line's `ParkedKind`).
