@@ -314,13 +314,6 @@ async fn failed_checks_are_reported_by_index() {
 async fn every_commit_and_every_expiry_reaches_the_change_log() {
     let s = Session::open().await;
     let db = Uuid::parse_str(&s.db).unwrap();
-    let soon = now_ms() + 1500;
-    let a = s
-        .write(pb::AtomicWrite {
-            mutations: vec![set(&key("a"), b"A", 0), set(&key("gone"), b"G", soon)],
-            ..Default::default()
-        })
-        .await;
     let sum = pb::Mutation {
         key: key("n"),
         value: Some(pb::KvValue {
@@ -330,24 +323,34 @@ async fn every_commit_and_every_expiry_reaches_the_change_log() {
         mutation_type: pb::MutationType::MSum as i32,
         ..Default::default()
     };
+    // The sums first, then the commit with a key about to expire: the sweeper's
+    // deletion of it can only come after both, however slow the machine.
     let b = s
         .write(pb::AtomicWrite {
             mutations: vec![sum.clone(), sum],
             ..Default::default()
         })
         .await;
+    let soon = now_ms() + 1500;
+    let a = s
+        .write(pb::AtomicWrite {
+            mutations: vec![set(&key("a"), b"A", 0), set(&key("gone"), b"G", soon)],
+            ..Default::default()
+        })
+        .await;
     let log = store().await;
-    let records = log.change_records(db, 0, 100).await.unwrap();
+    // The first two records (the sweeper may already have written a third).
+    let records = log.change_records(db, 0, 2).await.unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(
-        &records[0].1.entries[0].versionstamp[..10],
+        &records[1].1.entries[0].versionstamp[..10],
         a.versionstamp.as_slice()
     );
-    assert_eq!(&records[0].1.entries[0].versionstamp[10..], &[0, 0]);
-    assert_eq!(&records[0].1.entries[1].versionstamp[10..], &[0xff, 0xff]);
-    assert_eq!(records[0].1.entries[1].expire_at_ms as i64, soon);
+    assert_eq!(&records[1].1.entries[0].versionstamp[10..], &[0, 0]);
+    assert_eq!(&records[1].1.entries[1].versionstamp[10..], &[0xff, 0xff]);
+    assert_eq!(records[1].1.entries[1].expire_at_ms as i64, soon);
     // sum is recorded as a set of the resulting value.
-    let sums = &records[1].1.entries;
+    let sums = &records[0].1.entries;
     assert_eq!(&sums[1].versionstamp[..10], b.versionstamp.as_slice());
     assert_eq!(sums[0].value, 7u64.to_le_bytes().to_vec());
     assert_eq!(sums[1].value, 14u64.to_le_bytes().to_vec());
