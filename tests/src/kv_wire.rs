@@ -4,10 +4,14 @@
 //! interrupted half-way, a store without subkv's size checks).
 
 use crate::{api_url, create_db, create_org};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use denokv_proto::datapath as pb;
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -181,15 +185,108 @@ pub fn set(k: &[u8], value: &[u8], expire_at_ms: i64) -> pb::Mutation {
 
 /// The KV engine on the stack's tables.
 pub async fn store() -> subkv_dynamo_kv::DynamoKv {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    store_with(aws_sdk_dynamodb::Client::new(&sdk().await))
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+fn store_with(client: aws_sdk_dynamodb::Client) -> subkv_dynamo_kv::DynamoKv {
     let env =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     subkv_dynamo_kv::DynamoKv::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        client,
         env("SUBKV_KV_DATA_TABLE", subkv_dynamo_kv::DEFAULT_DATA_TABLE),
         env("SUBKV_KV_LOG_TABLE", subkv_dynamo_kv::DEFAULT_LOG_TABLE),
         3600,
     )
+}
+
+/// The DynamoDB requests a [`counting_store`] sent, by operation (`Query`,
+/// `GetItem`, `TransactGetItems`...), every attempt counted.
+#[derive(Clone, Debug, Default)]
+pub struct Requests(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl Requests {
+    pub fn of(&self, operation: &str) -> usize {
+        self.0.lock().unwrap().get(operation).copied().unwrap_or(0)
+    }
+
+    pub fn all(&self) -> BTreeMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+#[derive(Debug)]
+struct Counter(Requests);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "subkv-e2e request counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let target = context.request().headers().get("x-amz-target");
+        let operation = target.and_then(|t| t.rsplit('.').next()).unwrap_or("?");
+        *(self.0)
+            .0
+            .lock()
+            .unwrap()
+            .entry(operation.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+/// The KV engine on the stack's tables, counting the requests it sends.
+pub async fn counting_store() -> (subkv_dynamo_kv::DynamoKv, Requests) {
+    let requests = Requests::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk().await)
+        .interceptor(Counter(requests.clone()))
+        .build();
+    (
+        store_with(aws_sdk_dynamodb::Client::from_conf(config)),
+        requests,
+    )
+}
+
+/// How many items the data table holds for a database (its head aside).
+pub async fn data_items(database: uuid::Uuid) -> usize {
+    let client = aws_sdk_dynamodb::Client::new(&sdk().await);
+    let table = std::env::var("SUBKV_KV_DATA_TABLE")
+        .unwrap_or_else(|_| subkv_dynamo_kv::DEFAULT_DATA_TABLE.to_string());
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(&table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(database.to_string()),
+            )
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        count += page.count as usize;
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return count,
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -4,7 +4,7 @@
 
 use crate::cancellation::{classify_cancellation, ActionLayout, Cancellation, Reason};
 use crate::items::{
-    condition, dynamo, item_from_slot, log_sk, validation_refusal, LOG_MUTATIONS, LOG_PARTS,
+    condition, dynamo, log_sk, slot_write, validation_refusal, LOG_MUTATIONS, LOG_PARTS,
     LOG_REQUEST, LOG_TIME, PENDING, PK, SK, TTL, VER,
 };
 use crate::large::{request_error as build_error, Finished, PendingRecord};
@@ -60,29 +60,35 @@ impl DynamoKv {
         let mut read_set: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut cached = self.cached_head(database);
         for attempt in 0..MAX_ATTEMPTS {
-            let (head, snapshot) = match cached.take() {
-                Some(head) if read_set.is_empty() => (head, BTreeMap::new()),
-                _ => {
-                    if read_set.is_empty() {
-                        (self.head(database).await?, BTreeMap::new())
-                    } else {
-                        match self.read_with_head(database, &read_set, true).await? {
-                            Some(read) => read,
-                            None => {
-                                backoff(attempt).await;
-                                continue;
-                            }
-                        }
-                    }
-                }
+            // The head, then the items the plan needs (plain reads: a transactional
+            // read would cancel other commits). Conditioned on that head, the commit
+            // makes them one snapshot: the head came first, and any commit since
+            // moved it.
+            let head = match cached.take() {
+                Some(head) => head,
+                None => self.head(database).await?,
+            };
+            let snapshot = if read_set.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.get_slots(database, &read_set).await?
             };
             let now = now_ms();
             let plan = match plan_within(write, &snapshot, head + 1, now, &self.budget)? {
                 PlanOutcome::NeedRead(more) => {
+                    // Read them after the same head: the commit is conditioned on it.
                     read_set.extend(more);
+                    cached = Some(head);
                     continue;
                 }
-                PlanOutcome::CheckFailed(failed) => return Ok(WriteOutcome::CheckFailed(failed)),
+                // Decided on what it read, without a commit to condition: only if
+                // nothing was committed since the head, the items were one snapshot.
+                PlanOutcome::CheckFailed(failed) => {
+                    if read_set.is_empty() || self.head(database).await? == head {
+                        return Ok(WriteOutcome::CheckFailed(failed));
+                    }
+                    continue;
+                }
                 PlanOutcome::Ready(plan) => plan,
             };
             match self.commit(database, head, &plan, now).await? {
@@ -263,24 +269,12 @@ impl DynamoKv {
         // A failed condition returns the item it saw: it tells which checks failed.
         let mut checks: Vec<Vec<Cond>> = vec![Vec::new(); actions.len()];
         for put in plan.puts.iter().filter(|_| !large) {
-            let mut builder = Put::builder()
-                .table_name(&self.data_table)
-                .set_item(Some(item_from_slot(database, &put.slot, now)));
-            if !put.conds.is_empty() {
+            let conds = (!put.conds.is_empty()).then(|| {
                 let mut values = Item::new();
                 let expr = condition(&put.conds, &mut values, now);
-                builder = builder
-                    .condition_expression(expr)
-                    .set_expression_attribute_values(Some(values))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    );
-            }
-            actions.push(
-                TransactWriteItem::builder()
-                    .put(builder.build().map_err(build_error)?)
-                    .build(),
-            );
+                (expr, values)
+            });
+            actions.push(slot_write(&self.data_table, database, &put.slot, conds)?);
             checks.push(put.conds.clone());
         }
         let checked_puts = plan

@@ -57,9 +57,7 @@ impl DynamoKv {
     /// holds the version that expired. Returns how many entries it deleted.
     pub async fn sweep_item(&self, database: Uuid, sk: &[u8]) -> KvResult<usize> {
         let sks = BTreeSet::from([sk.to_vec()]);
-        let Some((_, slots)) = self.read_with_head(database, &sks, false).await? else {
-            return Ok(0);
-        };
+        let slots = self.get_slots(database, &sks).await?;
         let now = now_ms();
         let expired: Vec<&Entry> = slots
             .values()

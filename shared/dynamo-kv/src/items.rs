@@ -1,12 +1,15 @@
 //! How the engine's data lives in DynamoDB items: attribute names, slots as
-//! items (single entries, buckets, tombstones), the checks as condition
-//! expressions, change records in parts, and a failed call as a [`KvError`].
+//! items (single entries, buckets) and the action that writes one (a delete when
+//! it is empty: no tombstones), the checks as condition expressions, change
+//! records in parts, and a failed call as a [`KvError`].
 
 use crate::change_log::LogPart;
 use crate::{DynamoKv, EXPIRY_SHARDS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use denokv_proto::backup::BackupMutationRange;
 use prost::Message;
 use subkv_core::dynamo::{b, describe, get_b, get_n, is_transient, n, Item};
@@ -22,6 +25,8 @@ pub(crate) const VALUE: &str = "v";
 pub(crate) const ENCODING: &str = "enc";
 pub(crate) const EXPIRE: &str = "kv_exp";
 pub(crate) const SHARD: &str = "kv_xs";
+/// Tombstones, which builds before the read path validated against the change
+/// log wrote for deletions (kept an hour by `ttl`): read as empty slots, never written.
 pub(crate) const DELETED: &str = "kv_del";
 /// On the head: the commit `kv_ver` is a large commit still being applied.
 pub(crate) const PENDING: &str = "kv_pending";
@@ -34,11 +39,6 @@ pub(crate) const LOG_MUTATIONS: &str = "m";
 /// The commit's client request token: tells an ambiguous failure from a commit.
 /// On the change record and, for the last commit, on the head.
 pub(crate) const LOG_REQUEST: &str = "req";
-
-/// How long a tombstone outlives its deletion. A snapshot read must see the
-/// tombstone of any deletion newer than the head it read, and no read lasts this
-/// long (the functions time out long before).
-pub(crate) const TOMBSTONE_SECONDS: i64 = 3600;
 
 /// A failed DynamoDB call as the data plane's error: `Unavailable` (a 503 the
 /// client retries) when trying again may succeed, else `Internal`.
@@ -165,17 +165,14 @@ fn expiry_shard(database: Uuid, sk: &[u8]) -> String {
     format!("x{}", digest[0] % EXPIRY_SHARDS)
 }
 
-pub(crate) fn item_from_slot(database: Uuid, slot: &Slot, now_ms: i64) -> Item {
+/// The item that stores a slot holding entries (an empty slot is deleted, see
+/// [`slot_write`]).
+pub(crate) fn item_from_slot(database: Uuid, slot: &Slot) -> Item {
     let mut item = Item::from([
         (PK.into(), AttributeValue::S(database.to_string())),
         (SK.into(), b(slot.sk.clone())),
         (VER.into(), n(slot.version)),
     ]);
-    if slot.entries.is_empty() {
-        item.insert(DELETED.into(), AttributeValue::Bool(true));
-        item.insert(TTL.into(), n(now_ms / 1000 + TOMBSTONE_SECONDS));
-        return item;
-    }
     if slot.is_bucket() {
         let blob = BucketBlob {
             entries: slot
@@ -204,6 +201,50 @@ pub(crate) fn item_from_slot(database: Uuid, slot: &Slot, now_ms: i64) -> Item {
         );
     }
     item
+}
+
+/// The action of a transaction that writes `slot`: a put of its item, or, when
+/// it holds no entry, a delete. A deletion leaves nothing behind: snapshot reads
+/// learn of deletions from the change log (`read.rs`), so no tombstone fills the
+/// ranges they scan, and deleting a key that never existed writes nothing.
+/// `condition`: an expression and its values; a failed one returns the item.
+pub(crate) fn slot_write(
+    table: &str,
+    database: Uuid,
+    slot: &Slot,
+    condition: Option<(String, Item)>,
+) -> KvResult<TransactWriteItem> {
+    let build = |e: aws_sdk_dynamodb::error::BuildError| {
+        KvError::Internal(format!("TransactWriteItems request: {e}"))
+    };
+    if slot.entries.is_empty() {
+        let mut delete = Delete::builder()
+            .table_name(table)
+            .set_key(Some(DynamoKv::item_key(database, &slot.sk)));
+        if let Some((expr, values)) = condition {
+            delete = delete
+                .condition_expression(expr)
+                .set_expression_attribute_values(Some(values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+        }
+        return Ok(TransactWriteItem::builder()
+            .delete(delete.build().map_err(build)?)
+            .build());
+    }
+    let mut put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item_from_slot(database, slot)));
+    if let Some((expr, values)) = condition {
+        put = put
+            .condition_expression(expr)
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    }
+    Ok(TransactWriteItem::builder()
+        .put(put.build().map_err(build)?)
+        .build())
 }
 
 /// The condition a set of checks puts on one (short-key) item.
@@ -307,7 +348,7 @@ mod tests {
             version: 5,
             expire_at_ms: Some(77),
         });
-        let item = item_from_slot(db, &single, 0);
+        let item = item_from_slot(db, &single);
         assert_eq!(slot_from_item(&item).unwrap(), single);
         assert!(item.contains_key(SHARD));
 
@@ -321,15 +362,50 @@ mod tests {
             version: 6,
             expire_at_ms: None,
         });
-        let item = item_from_slot(db, &bucket, 0);
+        let item = item_from_slot(db, &bucket);
         assert_eq!(slot_from_item(&item).unwrap(), bucket);
         assert!(!item.contains_key(SHARD));
 
-        let mut tomb = Slot::empty(b"\x02b\x00".to_vec());
-        tomb.version = 7;
-        let item = item_from_slot(db, &tomb, 1_000_000);
-        assert_eq!(slot_from_item(&item).unwrap(), tomb);
-        assert_eq!(get_n::<i64>(&item, TTL), Some(1000 + TOMBSTONE_SECONDS));
+        // A tombstone an earlier build wrote reads as an empty slot.
+        let mut tomb = Item::from([
+            (PK.into(), AttributeValue::S(db.to_string())),
+            (SK.into(), b(b"\x02b\x00".to_vec())),
+            (VER.into(), n(7)),
+            (DELETED.into(), AttributeValue::Bool(true)),
+            (TTL.into(), n(1000)),
+        ]);
+        let mut empty = Slot::empty(b"\x02b\x00".to_vec());
+        empty.version = 7;
+        assert_eq!(slot_from_item(&tomb).unwrap(), empty);
+        tomb.remove(DELETED);
+        assert!(slot_from_item(&tomb).is_err(), "an entry without a value");
+    }
+
+    #[test]
+    fn an_empty_slot_is_deleted_and_leaves_no_item() {
+        let db = Uuid::new_v4();
+        let mut empty = Slot::empty(b"\x02gone".to_vec());
+        empty.version = 9;
+        let action = slot_write("t", db, &empty, None).unwrap();
+        let delete = action.delete.expect("a delete");
+        assert_eq!(delete.key, DynamoKv::item_key(db, b"\x02gone"));
+        assert!(action.put.is_none());
+        let mut full = empty.clone();
+        full.put(Entry {
+            key: b"\x02gone".to_vec(),
+            value: vec![1],
+            encoding: 3,
+            version: 9,
+            expire_at_ms: None,
+        });
+        let conds = Some(("attribute_not_exists(pk)".to_string(), Item::new()));
+        let action = slot_write("t", db, &full, conds).unwrap();
+        let put = action.put.expect("a put");
+        assert_eq!(
+            put.condition_expression.as_deref(),
+            Some("attribute_not_exists(pk)")
+        );
+        assert_eq!(slot_from_item(&put.item).unwrap(), full);
     }
 
     #[test]
@@ -370,7 +446,6 @@ mod tests {
         let mut slots = Vec::new();
         let mut single = Slot::empty(short.clone());
         single.version = u64::MAX;
-        slots.push(single.clone()); // a tombstone
         single.put(entry(short.clone(), 65536, Some(i64::MAX)));
         slots.push(single);
         let long = |i: u16| [vec![3u8; 1000], vec![0; 1048], i.to_be_bytes().to_vec()].concat();
@@ -385,7 +460,7 @@ mod tests {
             slots.push(bucket.clone());
         }
         for slot in &slots {
-            let item = item_from_slot(db, slot, i64::MAX / 1000);
+            let item = item_from_slot(db, slot);
             assert!(
                 dynamodb_size(&item) <= item_bytes(slot),
                 "{} entries: {} > {}",

@@ -6,16 +6,16 @@
 
 use crate::cancellation::is_refusal;
 use crate::items::{
-    dynamo, item_from_slot, log_sk, malformed, slot_from_item, validation_refusal, LOG_MUTATIONS,
+    dynamo, log_sk, malformed, slot_from_item, slot_write, validation_refusal, LOG_MUTATIONS,
     LOG_REQUEST, LOG_TIME, PENDING, VER,
 };
 use crate::{backoff, now_ms, DynamoKv, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
 use denokv_proto::backup::{BackupKvMutationKind, BackupMutationRange, BackupReplicationLogEntry};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use subkv_core::dynamo::{b, get_b, get_s, n};
+use subkv_core::dynamo::{b, get_b, get_s, n, Item};
 use subkv_kv::budget::item_bytes;
 use subkv_kv::error::{KvError, KvResult};
 use subkv_kv::keys::{is_bucket, sort_key};
@@ -74,7 +74,7 @@ impl DynamoKv {
     ) -> KvResult<Finished> {
         let why = match slots.iter().find_map(|s| self.budget.refuse_item(s)) {
             Some(refusal) => refusal.to_string(),
-            None => match self.write_items(database, version, &slots, now).await? {
+            None => match self.write_items(database, version, &slots).await? {
                 Written::Done => {
                     self.clear_pending(database, version, now).await?;
                     return Ok(Finished::Applied);
@@ -90,13 +90,12 @@ impl DynamoKv {
     /// Writes these items of the pending commit `version`, grouped into
     /// transactions by count and size, each on condition that the head is still
     /// pending with this commit: once it is resolved, no late writer adds to it.
-    /// Puts of fully determined content, so repeating them is harmless.
+    /// Puts (and deletes) of fully determined content, so repeating them is harmless.
     pub(crate) async fn write_items(
         &self,
         database: Uuid,
         version: u64,
         slots: &[Slot],
-        now: i64,
     ) -> KvResult<Written> {
         let sizes: Vec<usize> = slots.iter().map(item_bytes).collect();
         for (sent, run) in self
@@ -112,14 +111,16 @@ impl DynamoKv {
             }
             let mut actions = vec![self.pending_check(database, version)?];
             for slot in &slots[run.clone()] {
-                let put = Put::builder()
-                    .table_name(&self.data_table)
-                    .set_item(Some(item_from_slot(database, slot, now)))
-                    .condition_expression(format!("attribute_not_exists({VER}) OR {VER} <= :v"))
-                    .expression_attribute_values(":v", n(version))
-                    .build()
-                    .map_err(request_error)?;
-                actions.push(TransactWriteItem::builder().put(put).build());
+                let condition = (
+                    format!("attribute_not_exists({VER}) OR {VER} <= :v"),
+                    Item::from([(":v".to_string(), n(version))]),
+                );
+                actions.push(slot_write(
+                    &self.data_table,
+                    database,
+                    slot,
+                    Some(condition),
+                )?);
             }
             match self.send_items(actions).await? {
                 Written::Done => {}

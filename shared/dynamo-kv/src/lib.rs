@@ -41,7 +41,7 @@ use denokv_proto::backup::BackupReplicationLogEntry;
 use denokv_proto::Versionstamp;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use subkv_core::config::{var, ConfigError, Env};
 use subkv_kv::budget::Budget;
 use uuid::Uuid;
@@ -55,8 +55,14 @@ pub const EXPIRY_INDEX: &str = "expiry";
 /// Shards of the expiry index (its partition key is `x0`..`x7`).
 pub const EXPIRY_SHARDS: u8 = 8;
 
-/// Attempts of a read or a commit that keeps losing against concurrent writes.
+/// Attempts of a commit that keeps losing against concurrent writes.
 const MAX_ATTEMPTS: u32 = 40;
+
+/// How long a snapshot read may start from a head version this instance saw
+/// instead of reading the head: the read then checks the change log after that
+/// version (`read.rs`), which holds the commits of at most this long, while a
+/// read of the head costs a round trip. Correctness does not depend on it.
+const HEAD_TRUST: Duration = Duration::from_millis(250);
 
 /// Outcome of an atomic write.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,9 +93,10 @@ pub struct DynamoKv {
     /// transactions of items, as a crash would (tests/tests/kv_protocol.rs and
     /// kv_pending.rs prove others finish or resolve it).
     crash_after: Option<usize>,
-    /// Last head version this instance saw per database: a blind write then needs
-    /// no read (a stale value costs one failed condition and a re-read).
-    heads: Mutex<HashMap<Uuid, u64>>,
+    /// Last head version this instance saw per database, and when: a blind write
+    /// then needs no read (a stale value costs one failed condition and a
+    /// re-read), nor does a snapshot read soon after ([`HEAD_TRUST`]).
+    heads: Mutex<HashMap<Uuid, (u64, Instant)>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -161,17 +168,26 @@ impl DynamoKv {
 
     /// The head version last seen for this database, if any.
     fn cached_head(&self, database: Uuid) -> Option<u64> {
-        self.heads.lock().ok()?.get(&database).copied()
+        self.heads.lock().ok()?.get(&database).map(|(v, _)| *v)
+    }
+
+    /// The head version seen for this database within [`HEAD_TRUST`], if any.
+    fn recent_head(&self, database: Uuid) -> Option<u64> {
+        let heads = self.heads.lock().ok()?;
+        let (version, seen) = heads.get(&database)?;
+        (seen.elapsed() < HEAD_TRUST).then_some(*version)
     }
 
     /// Records a head version seen (never going back), or forgets the database's
-    /// head (None).
+    /// head (None). Only versions of finished commits: never a pending one.
     fn remember_head(&self, database: Uuid, version: Option<u64>) {
         if let Ok(mut heads) = self.heads.lock() {
             match version {
                 Some(v) => {
-                    let known = heads.entry(database).or_insert(v);
-                    *known = (*known).max(v);
+                    let known = heads.entry(database).or_insert((v, Instant::now()));
+                    if v >= known.0 {
+                        *known = (v, Instant::now());
+                    }
                 }
                 None => {
                     heads.remove(&database);

@@ -89,7 +89,7 @@ impl DynamoKv {
             .collect();
         rest.retain(|s| !refused.contains(&s.sk));
         loop {
-            let group = match self.write_items(database, version, &rest, now).await? {
+            let group = match self.write_items(database, version, &rest).await? {
                 Written::Done => break,
                 Written::MovedOn => return Ok(Finished::Trimmed(why)),
                 Written::Refused(group, _) => group,
@@ -98,7 +98,7 @@ impl DynamoKv {
             // time (all or nothing was lost already; keep all that can be kept).
             for slot in rest.iter().filter(|s| group.contains(&s.sk)) {
                 let alone = std::slice::from_ref(slot);
-                match self.write_items(database, version, alone, now).await? {
+                match self.write_items(database, version, alone).await? {
                     Written::Done => {}
                     Written::MovedOn => return Ok(Finished::Trimmed(why)),
                     Written::Refused(..) => {
