@@ -35,8 +35,11 @@ export SUBKV_CONTROL_TABLE=subkv-control
 export SUBKV_BACKUP_KMS_KEY_ID=alias/subkv-backup-secrets
 export SUBKV_KV_DATA_TABLE=subkv-kv-data SUBKV_KV_LOG_TABLE=subkv-kv-log
 export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
-# How often the local scheduler runs the expiry sweeper (AWS: an EventBridge rule).
+# How often the local scheduler runs the expiry sweeper (AWS: an EventBridge rule),
+# and how long one run sweeps (AWS: 50 s of each minute; here the scheduler runs
+# the functions one after another).
 sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
+export SUBKV_SWEEP_BUDGET_SECONDS=${SUBKV_SWEEP_BUDGET_SECONDS:-1}
 # Small snapshot chunks, so the tests' databases are snapshotted in several steps.
 export SUBKV_BACKUP_SNAPSHOT_ITEMS=${SUBKV_BACKUP_SNAPSHOT_ITEMS:-8}
 # A backup leaves the catch-up's due list once caught up and older than this

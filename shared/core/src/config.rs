@@ -32,6 +32,11 @@ pub mod var {
     pub const DATA_TOKEN_TTL_SECONDS: &str = "SUBKV_DATA_TOKEN_TTL_SECONDS";
     pub const WATCH_MAX_SECONDS: &str = "SUBKV_WATCH_MAX_SECONDS";
     pub const WATCH_POLL_MS: &str = "SUBKV_WATCH_POLL_MS";
+    /// How long one run of the expiry sweeper sweeps, seconds (the local stack
+    /// shortens it: its scheduler runs the functions one after another).
+    pub const SWEEP_BUDGET_SECONDS: &str = "SUBKV_SWEEP_BUDGET_SECONDS";
+    /// Databases the expiry sweeper sweeps at once.
+    pub const SWEEP_CONCURRENCY: &str = "SUBKV_SWEEP_CONCURRENCY";
 
     /// Data-table items per backup snapshot chunk (1 to 1000).
     pub const BACKUP_SNAPSHOT_ITEMS: &str = "SUBKV_BACKUP_SNAPSHOT_ITEMS";

@@ -2,61 +2,66 @@
 //! deletes their expired entries through the normal commit path.
 
 use crate::items::{dynamo, EXPIRE, PK, SHARD, SK};
-use crate::{now_ms, DynamoKv, WriteOutcome, EXPIRY_INDEX, EXPIRY_SHARDS};
+use crate::{now_ms, DynamoKv, WriteOutcome, EXPIRY_INDEX};
 use aws_sdk_dynamodb::types::AttributeValue;
 use denokv_proto::AtomicWrite;
 use std::collections::BTreeSet;
-use subkv_core::dynamo::{get_b, n};
+use subkv_core::dynamo::{get_b, n, Item};
 use subkv_kv::error::KvResult;
 use subkv_kv::model::Entry;
 use uuid::Uuid;
 
+/// Where a shard of the expiry index is read from next (the start: None).
+pub type ShardCursor = Option<Item>;
+
+/// Keys per sweeping commit: each carries one check per key (Deno's limit is 10).
+const SWEEP_KEYS_PER_COMMIT: usize = 10;
+
 impl DynamoKv {
-    /// Keys of expiring items whose deadline has passed (from the expiry index).
-    pub async fn expired_items(&self, now: i64, limit: usize) -> KvResult<Vec<(Uuid, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for shard in 0..EXPIRY_SHARDS {
-            let mut start_key = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.data_table)
-                    .index_name(EXPIRY_INDEX)
-                    .key_condition_expression(format!("{SHARD} = :s AND #exp <= :now"))
-                    .expression_attribute_names("#exp", EXPIRE)
-                    .expression_attribute_values(":s", AttributeValue::S(format!("x{shard}")))
-                    .expression_attribute_values(":now", n(now))
-                    .set_exclusive_start_key(start_key.take())
-                    .send()
-                    .await
-                    .map_err(|e| dynamo("Query", e))?;
-                for item in page.items() {
-                    let db = item
-                        .get(PK)
-                        .and_then(|v| v.as_s().ok())
-                        .and_then(|s| Uuid::parse_str(s).ok());
-                    if let (Some(db), Some(sk)) = (db, get_b(item, SK)) {
-                        out.push((db, sk.to_vec()));
-                        if out.len() >= limit {
-                            return Ok(out);
-                        }
-                    }
-                }
-                match page.last_evaluated_key {
-                    Some(key) => start_key = Some(key),
-                    None => break,
-                }
-            }
-        }
-        Ok(out)
+    /// One page of shard `shard` of the expiry index: items whose earliest
+    /// expiry has passed, oldest deadline first, as (database, sort key), and
+    /// the cursor of the next page (None: the shard holds no more).
+    pub async fn expired_page(
+        &self,
+        shard: u8,
+        now: i64,
+        cursor: ShardCursor,
+        limit: i32,
+    ) -> KvResult<(Vec<(Uuid, Vec<u8>)>, ShardCursor)> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.data_table)
+            .index_name(EXPIRY_INDEX)
+            .key_condition_expression(format!("{SHARD} = :s AND #exp <= :now"))
+            .expression_attribute_names("#exp", EXPIRE)
+            .expression_attribute_values(":s", AttributeValue::S(format!("x{shard}")))
+            .expression_attribute_values(":now", n(now))
+            .limit(limit.max(1))
+            .set_exclusive_start_key(cursor)
+            .send()
+            .await
+            .map_err(|e| dynamo("Query", e))?;
+        let items = page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let db = item
+                    .get(PK)
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|s| Uuid::parse_str(s).ok())?;
+                Some((db, get_b(item, SK)?.to_vec()))
+            })
+            .collect();
+        Ok((items, page.last_evaluated_key))
     }
 
-    /// Deletes the expired entries of one item through the normal commit path (so
-    /// the change log records each as a deletion), on condition that each still
-    /// holds the version that expired. Returns how many entries it deleted.
-    pub async fn sweep_item(&self, database: Uuid, sk: &[u8]) -> KvResult<usize> {
-        let sks = BTreeSet::from([sk.to_vec()]);
+    /// Deletes the expired entries of these items of one database through the
+    /// normal commit path (so the change log records each as a deletion), in
+    /// commits of up to 10 keys, each on condition that its keys are still
+    /// expired. Returns how many entries it deleted; stops at the first error.
+    pub async fn sweep_items(&self, database: Uuid, sks: &[Vec<u8>]) -> KvResult<usize> {
+        let sks: BTreeSet<Vec<u8>> = sks.iter().cloned().collect();
         let slots = self.get_slots(database, &sks).await?;
         let now = now_ms();
         let expired: Vec<&Entry> = slots
@@ -65,7 +70,7 @@ impl DynamoKv {
             .filter(|e| !e.is_live(now))
             .collect();
         let mut swept = 0;
-        for chunk in expired.chunks(10) {
+        for chunk in expired.chunks(SWEEP_KEYS_PER_COMMIT) {
             let write = AtomicWrite {
                 checks: chunk
                     .iter()

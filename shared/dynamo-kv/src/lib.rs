@@ -14,12 +14,12 @@
 //! |---|---|
 //! | `lib.rs` | [`DynamoKv`] and its constructors, the head cache, [`WriteOutcome`], [`LoggedCommit`], the constants |
 //! | `items` | attribute names; slots as items (single entries, buckets, tombstones); checks as conditions; change-record parts; a failed call as a `KvError` |
-//! | `read` | the head, serializable reads of the head with items, [`DynamoKv::get_many`], [`DynamoKv::snapshot_read`] |
+//! | `read` | the head, the items a commit plans on, [`DynamoKv::get_many`], [`DynamoKv::snapshot_read`] (checked against the change log) |
 //! | `commit` | [`DynamoKv::atomic_write`]: the retry loop, the commit transaction, an ambiguous outcome told from the change log |
 //! | `cancellation` | what a cancelled commit transaction means, which checks failed (pure, unit-tested) |
 //! | `large` | large commits: their items applied after the commit, a pending commit rolled forward |
 //! | `resolve` | a pending commit that cannot be written whole: abandoned, or trimmed |
-//! | `expiry` | [`DynamoKv::expired_items`] and [`DynamoKv::sweep_item`] |
+//! | `expiry` | [`DynamoKv::expired_page`] (one page of a shard of the expiry index) and [`DynamoKv::sweep_items`] |
 //! | `change_log` | [`DynamoKv::change_log`] (its items assembled into commits by [`CommitAssembly`], pure), [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
 //! | `tables` | [`ensure_kv_tables`] (local stack) |
 
@@ -34,6 +34,7 @@ mod resolve;
 mod tables;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
+pub use expiry::ShardCursor;
 pub use tables::ensure_kv_tables;
 
 use aws_sdk_dynamodb::Client;
