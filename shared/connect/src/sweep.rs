@@ -72,6 +72,14 @@ pub struct SweepReport {
     pub rounds: usize,
     /// The index held nothing more to sweep when the run ended.
     pub caught_up: bool,
+    /// How long the run could sweep.
+    pub budget_ms: u64,
+}
+
+/// How long a run may sweep when its invocation has `remaining` before its
+/// deadline: all but a margin (5 s, or a quarter of a short deadline).
+pub fn run_time(remaining: Duration) -> Duration {
+    remaining.saturating_sub(DEADLINE_MARGIN.min(remaining / 4))
 }
 
 /// One round's work: the items of each database to sweep, from the pages read,
@@ -183,17 +191,23 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
         |state, event: LambdaEvent<serde_json::Value>| async move {
             let (state, config) = &*state;
             let started = Instant::now();
-            let left =
-                Duration::from_millis((event.context.deadline as i64 - now_ms()).max(0) as u64)
-                    .saturating_sub(DEADLINE_MARGIN);
-            let deadline = started + config.budget.min(left);
-            let report = sweep(&state.kv, config, deadline).await;
+            let remaining =
+                Duration::from_millis((event.context.deadline as i64 - now_ms()).max(0) as u64);
+            // No deadline ahead (`cargo lambda watch` sends none that is): the
+            // configured budget alone.
+            let budget = match run_time(remaining) {
+                left if left.is_zero() => config.budget,
+                left => config.budget.min(left),
+            };
+            let mut report = sweep(&state.kv, config, started + budget).await;
+            report.budget_ms = budget.as_millis() as u64;
             tracing::info!(
                 swept = report.swept,
                 failed_databases = report.failed_databases,
                 failed_pages = report.failed_pages,
                 rounds = report.rounds,
                 caught_up = report.caught_up,
+                budget_ms = report.budget_ms,
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "sweep"
             );
@@ -239,6 +253,13 @@ mod tests {
         let pages = vec![page(&[(1, "a"), (2, "b")])];
         let work = plan_round(&pages, &BTreeSet::from([db(1)]), 10);
         assert_eq!(work.keys().copied().collect::<Vec<_>>(), [db(2)]);
+    }
+
+    #[test]
+    fn a_run_keeps_a_margin_before_its_deadline() {
+        assert_eq!(run_time(Duration::from_secs(60)), Duration::from_secs(55));
+        assert_eq!(run_time(Duration::from_secs(4)), Duration::from_secs(3));
+        assert_eq!(run_time(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]
