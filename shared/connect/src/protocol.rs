@@ -9,7 +9,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use prost::Message;
 use subkv_core::auth::{bearer_token, token_sha256_hex};
 use subkv_core::routes::Route;
-use subkv_core::runtime::{self, RequestLog};
+use subkv_core::runtime::{self, RequestLog, ResponseTooLarge};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
 use subkv_kv::limits::{MAX_EXPIRE_AT_MS, MAX_REQUEST_BYTES};
@@ -334,12 +334,19 @@ pub async fn handle(
     finish(route, started, result)
 }
 
+/// What a data-plane function answers instead of a response AWS Lambda would not
+/// deliver: a 400 naming the limit (a 5xx would be retried forever).
+pub fn too_large(err: &ResponseTooLarge) -> Response<Body> {
+    error_response(&KvError::bad(err.to_string()))
+}
+
 /// The whole of a request/response data-plane function's `main`.
 pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Error> {
     runtime::serve_http(
         route.function,
         ConnectState::from_env(),
         move |state, request| async move { handle(&state, route, op, request).await },
+        too_large,
     )
     .await
 }
