@@ -24,6 +24,8 @@ fn client() -> reqwest::Client {
 pub struct Raw {
     pub status: StatusCode,
     pub content_type: String,
+    /// The `Content-Length` header; `None` for a chunked (streamed) body.
+    pub content_length: Option<u64>,
     pub body: Vec<u8>,
 }
 
@@ -62,6 +64,10 @@ pub async fn raw_post(path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Ra
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
+        content_length: response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
         body: response.bytes().await.expect("body").to_vec(),
     }
 }

@@ -7,6 +7,7 @@
 use lambda_http::http::StatusCode;
 use serde::Serialize;
 use subkv_core::error::StoreError;
+use subkv_core::runtime::ResponseTooLarge;
 
 /// The kind of resource a 404 is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub enum ApiError {
     InvalidId { name: &'static str, value: String },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The reply would be larger than AWS Lambda delivers (`subkv_core::runtime`).
+    #[error("{0}")]
+    ResponseTooLarge(ResponseTooLarge),
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -87,7 +91,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequestBody(_)
             | ApiError::InvalidQuery(_)
-            | ApiError::InvalidId { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidId { .. }
+            | ApiError::ResponseTooLarge(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalidQueryParameter",
             ApiError::InvalidId { .. } => "invalidId",
             ApiError::PayloadTooLarge { .. } => "payloadTooLarge",
+            ApiError::ResponseTooLarge(_) => "responseTooLarge",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound { resource, .. } => resource.code(),
@@ -170,6 +176,15 @@ mod tests {
                 ApiError::PayloadTooLarge { limit: 1 },
                 413,
                 "payloadTooLarge",
+            ),
+            (
+                ApiError::ResponseTooLarge(ResponseTooLarge {
+                    mode: subkv_core::runtime::ResponseMode::Buffered,
+                    bytes: 7_000_000,
+                    limit: 6_291_456,
+                }),
+                400,
+                "responseTooLarge",
             ),
             (ApiError::Unauthorized("x"), 401, "unauthorized"),
             (ApiError::Forbidden("x"), 403, "forbidden"),

@@ -230,6 +230,7 @@ where
             let handler = handler.clone();
             async move { handle(state, route, handler.as_ref(), request).await }
         },
+        |err| error_response(&ApiError::ResponseTooLarge(err.clone())),
     )
     .await
 }

@@ -7,12 +7,13 @@ use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request, RequestExt, Response};
 use prost::Message;
+use std::sync::Arc;
 use subkv_core::auth::{bearer_token, token_sha256_hex};
-use subkv_core::routes::Route;
-use subkv_core::runtime::{self, RequestLog};
+use subkv_core::routes::{Access, Route};
+use subkv_core::runtime::{self, RequestLog, ResponseTooLarge};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
-use subkv_kv::limits::{MAX_EXPIRE_AT_MS, MAX_REQUEST_BYTES};
+use subkv_kv::limits::{MAX_EXPIRE_AT_MS, MAX_READ_RESPONSE_BYTES, MAX_REQUEST_BYTES};
 use subkv_kv::model::{versionstamp, Entry};
 use uuid::Uuid;
 
@@ -205,7 +206,26 @@ pub async fn snapshot_read(
         read_is_strongly_consistent: true,
         status: pb::SnapshotReadStatus::SrSuccess as i32,
     };
+    check_read_answer(&output)?;
     Ok(protobuf(&output))
+}
+
+/// Whether a read's answer is within the largest subkv gives
+/// ([`MAX_READ_RESPONSE_BYTES`], what one streamed Lambda response carries),
+/// decided from its exact encoded length before anything is encoded or sent. Past
+/// it, a 400 naming the limit: answering fewer entries instead would end the
+/// client's list early (Deno takes a short batch as the last).
+pub fn check_read_answer(output: &pb::SnapshotReadOutput) -> KvResult<()> {
+    let bytes = output.encoded_len();
+    if bytes <= MAX_READ_RESPONSE_BYTES {
+        return Ok(());
+    }
+    let entries: usize = output.ranges.iter().map(|r| r.values.len()).sum();
+    Err(KvError::bad(format!(
+        "read too large: its {entries} entries take {bytes} bytes (the limit is \
+         {MAX_READ_RESPONSE_BYTES} bytes per read, what one streamed AWS Lambda response \
+         carries); read fewer entries at once (a smaller list batchSize or limit)"
+    )))
 }
 
 pub fn pb_entry(entry: Entry) -> pb::KvEntry {
@@ -334,14 +354,26 @@ pub async fn handle(
     finish(route, started, result)
 }
 
-/// The whole of a request/response data-plane function's `main`.
+/// What a data-plane function answers instead of a response AWS Lambda would not
+/// deliver: a 400 naming the limit (a 5xx would be retried forever).
+pub fn too_large(err: &ResponseTooLarge) -> Response<Body> {
+    error_response(&KvError::bad(err.to_string()))
+}
+
+/// The whole of a request/response data-plane function's `main`. A route whose
+/// answers can be larger than a buffered Lambda response carries (`snapshot_read`,
+/// [`Access::KvStream`]) is served with Lambda response streaming: the same
+/// response, sent as a stream of up to 20 MB instead of one payload of 6 MB.
 pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Error> {
-    runtime::serve_http(
-        route.function,
-        ConnectState::from_env(),
-        move |state, request| async move { handle(&state, route, op, request).await },
-    )
-    .await
+    let handler = move |state: Arc<ConnectState>, request| async move {
+        handle(&state, route, op, request).await
+    };
+    if route.access == Access::KvStream {
+        runtime::serve_http_streaming(route.function, ConnectState::from_env(), handler, too_large)
+            .await
+    } else {
+        runtime::serve_http(route.function, ConnectState::from_env(), handler, too_large).await
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +381,7 @@ mod tests {
     use super::*;
     use lambda_http::http;
     use lambda_http::http::header::HOST;
+    use subkv_kv::limits::{MAX_READ_ENTRIES, MAX_VALUE_BYTES, MAX_WRITE_KEY_BYTES};
 
     fn request(path: &str, host: &str) -> Request {
         let mut r = Request::new(Body::Empty);
@@ -395,6 +428,100 @@ mod tests {
             panic!("text body")
         };
         assert!(!body.contains("secret"));
+    }
+
+    /// A read's answer: `ranges` ranges of `entries` entries each, with keys of
+    /// `key` bytes and values of `value` bytes.
+    fn answer(ranges: usize, entries: usize, key: usize, value: usize) -> pb::SnapshotReadOutput {
+        let entry = |i: usize| pb::KvEntry {
+            key: (0..key).map(|j| (i + j) as u8).collect(),
+            value: vec![7; value],
+            encoding: pb::ValueEncoding::VeBytes as i32,
+            versionstamp: versionstamp(u64::MAX - i as u64).to_vec(),
+        };
+        pb::SnapshotReadOutput {
+            ranges: (0..ranges)
+                .map(|_| pb::ReadRangeOutput {
+                    values: (0..entries).map(entry).collect(),
+                })
+                .collect(),
+            read_disabled: false,
+            read_is_strongly_consistent: true,
+            status: pb::SnapshotReadStatus::SrSuccess as i32,
+        }
+    }
+
+    /// The most entries of this size one read's answer holds.
+    fn largest_read(key: usize, value: usize) -> usize {
+        let fits = |n: usize| check_read_answer(&answer(1, n, key, value)).is_ok();
+        let (mut lo, mut hi) = (0, MAX_READ_ENTRIES + 1);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        lo
+    }
+
+    #[test]
+    fn the_largest_read_answered() {
+        // The size checked is the exact size sent.
+        let out = answer(3, 40, 30, 65536);
+        assert_eq!(out.encoded_len(), out.encode_to_vec().len());
+        // Deno's default batch of 100, at Deno's largest keys and values: 6.8 MB,
+        // past a buffered Lambda response, within a streamed one.
+        let hundred = answer(1, 100, MAX_WRITE_KEY_BYTES, MAX_VALUE_BYTES).encoded_len();
+        assert_eq!(hundred, 6_760_909);
+        assert!(check_read_answer(&answer(1, 100, MAX_WRITE_KEY_BYTES, MAX_VALUE_BYTES)).is_ok());
+        // The largest read: 294 entries of the largest keys and values (303 with
+        // short keys), split over ranges or not; Deno allows 1000 (67.6 MB).
+        assert_eq!(largest_read(MAX_WRITE_KEY_BYTES, MAX_VALUE_BYTES), 294);
+        assert_eq!(largest_read(20, MAX_VALUE_BYTES), 303);
+        assert_eq!(largest_read(20, 1024), MAX_READ_ENTRIES);
+        assert!(check_read_answer(&answer(3, 98, MAX_WRITE_KEY_BYTES, MAX_VALUE_BYTES)).is_ok());
+        let err =
+            check_read_answer(&answer(10, 100, MAX_WRITE_KEY_BYTES, MAX_VALUE_BYTES)).unwrap_err();
+        assert_eq!(err.status(), 400);
+        let message = err.to_string();
+        assert!(
+            message.starts_with("read too large: its 1000 entries take 67609"),
+            "{message}"
+        );
+        assert!(
+            message.contains("(the limit is 19922944 bytes per read"),
+            "{message}"
+        );
+        // With the streamed response's head, the largest answer stays within
+        // Lambda's limit on a streamed response.
+        let response = protobuf(&answer(0, 0, 0, 0));
+        assert!(
+            runtime::streamed_head_bytes(response.headers()) + MAX_READ_RESPONSE_BYTES
+                <= runtime::MAX_STREAMED_RESPONSE_BYTES
+        );
+    }
+
+    #[test]
+    fn a_response_too_large_for_lambda_is_a_plain_400_naming_the_limit() {
+        let response = too_large(&ResponseTooLarge {
+            mode: runtime::ResponseMode::Buffered,
+            bytes: 8_742_890,
+            limit: runtime::MAX_BUFFERED_RESPONSE_BYTES,
+        });
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let Body::Text(body) = response.body() else {
+            panic!("text body")
+        };
+        assert!(
+            body.contains("the limit is 6291456 bytes for a buffered response"),
+            "{body}"
+        );
     }
 
     #[test]

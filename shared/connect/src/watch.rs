@@ -212,6 +212,7 @@ pub async fn serve(route: &'static Route) -> Result<(), lambda_http::Error> {
         route.function,
         ConnectState::from_env(),
         move |state, request| watch(state, route, request),
+        |err| error_body(KvError::bad(err.to_string())),
     )
     .await
 }

@@ -19,7 +19,9 @@ pub enum Access {
     KvConnect,
     /// KV Connect data path: a data-path token of the metadata exchange.
     KvData,
-    /// KV Connect data path, with a streamed response (Lambda response streaming).
+    /// KV Connect data path, with a streamed response (Lambda response streaming):
+    /// `watch`, and `snapshot_read`, whose answers can pass a buffered response's
+    /// 6 MB.
     KvStream,
 }
 
@@ -72,7 +74,7 @@ routes! {
     DELETE_BACKUP = "delete-backup", "DELETE", "/v1/database_backups/{databaseBackupId}", Organization;
     RETRY_BACKUP = "retry-backup", "POST", "/v1/database_backups/{databaseBackupId}/retry", Organization;
     KV_CONNECT = "kv-connect", "POST", "/databases/{databaseId}/connect", KvConnect;
-    KV_SNAPSHOT_READ = "kv-snapshot-read", "POST", "/databases/{databaseId}/snapshot_read", KvData;
+    KV_SNAPSHOT_READ = "kv-snapshot-read", "POST", "/databases/{databaseId}/snapshot_read", KvStream;
     KV_ATOMIC_WRITE = "kv-atomic-write", "POST", "/databases/{databaseId}/atomic_write", KvData;
     KV_WATCH = "kv-watch", "POST", "/databases/{databaseId}/watch", KvStream;
 }

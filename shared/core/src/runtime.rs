@@ -3,15 +3,26 @@
 //! AWS SDK configuration loaded once), one `serve` for HTTP routes, one for
 //! streamed HTTP responses, one for events, and the one request log line.
 //!
+//! Both HTTP `serve`s hold every response to Lambda's limits on what a function
+//! may answer ([`MAX_BUFFERED_RESPONSE_BYTES`], [`MAX_STREAMED_RESPONSE_BYTES`]):
+//! past them AWS delivers nothing (API Gateway and function URLs answer 502, a
+//! 5xx that KV clients retry forever), while a local server would deliver it, so
+//! the check is here, where it holds in both (docs/decisions.md, 32).
+//!
 //! Log level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `info`.
 
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use lambda_http::http::header::HOST;
+use lambda_http::http::HeaderMap;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::{Body, Request, Response};
 use serde::{de::DeserializeOwned, Serialize};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
@@ -92,12 +103,240 @@ where
     }
 }
 
+/// Lambda's limit on a buffered response (the Invoke API's "6 MB" payload, which
+/// Lambda counts as 6 MiB): the whole JSON document the function returns, status,
+/// headers and body, a binary body base64-encoded (4 bytes per 3).
+pub const MAX_BUFFERED_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+
+/// Lambda's limit on a streamed response (response streaming through a function
+/// URL): the head (status and headers, as JSON, and 8 NUL bytes) and the body. AWS
+/// documents it as 20 MB (a soft limit; 200 MB in its documentation since July
+/// 2025), taken here as 20,000,000 bytes, the smaller reading of "20 MB".
+pub const MAX_STREAMED_RESPONSE_BYTES: usize = 20_000_000;
+
+/// How a function's responses reach Lambda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    Buffered,
+    Streamed,
+}
+
+impl ResponseMode {
+    /// Lambda's limit on a response of this mode.
+    pub const fn limit(self) -> usize {
+        match self {
+            Self::Buffered => MAX_BUFFERED_RESPONSE_BYTES,
+            Self::Streamed => MAX_STREAMED_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Display for ResponseMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Buffered => "buffered",
+            Self::Streamed => "streamed",
+        })
+    }
+}
+
+/// A response Lambda would refuse to deliver: the function answers this instead
+/// (each plane maps it to its own 4xx body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("response too large for AWS Lambda: {bytes} bytes (the limit is {limit} bytes for a {mode} response)")]
+pub struct ResponseTooLarge {
+    pub mode: ResponseMode,
+    /// The response's size as Lambda counts it (an upper bound for a buffered one).
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+/// What a function answers instead of a response Lambda would refuse: a 4xx
+/// naming the limit, in the plane's error format. It must be small.
+pub type TooLarge<B> = fn(&ResponseTooLarge) -> Response<B>;
+
+/// Bytes of `s` as a JSON string, quotes included, escaped as serde_json escapes.
+fn json_string_bytes(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// The headers as JSON members (`"name":"value",`) each.
+fn headers_json_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            json_string_bytes(name.as_str())
+                + json_string_bytes(&String::from_utf8_lossy(value.as_bytes()))
+                + 4
+        })
+        .sum()
+}
+
+/// Room for the fixed members of a buffered response's JSON (`statusCode`,
+/// `isBase64Encoded`, `cookies`, the empty `multiValueHeaders`, braces, commas).
+const BUFFERED_ENVELOPE_BYTES: usize = 256;
+
+/// The size of `response` as Lambda counts a buffered response: an upper bound of
+/// the JSON document lambda_http sends for it (a unit test checks the bound
+/// against lambda_http's own serialization). The headers are counted twice, so
+/// that the bound also holds for payload shapes that repeat them
+/// (`multiValueHeaders`).
+pub fn buffered_response_bytes(response: &Response<Body>) -> usize {
+    let body = match response.body() {
+        Body::Text(text) => json_string_bytes(text),
+        Body::Binary(bytes) => 2 + bytes.len().div_ceil(3) * 4,
+        // Empty, and whatever else lambda_http sends as no body: `null`.
+        _ => 4,
+    };
+    BUFFERED_ENVELOPE_BYTES + 2 * headers_json_bytes(response.headers()) + body
+}
+
+/// Room for the fixed members of a streamed response's head (`statusCode`,
+/// `cookies`, braces) and the `content-type` lambda_runtime adds when there is none.
+const STREAMED_HEAD_ENVELOPE_BYTES: usize = 128;
+
+/// The bytes a streamed response's head takes before its body, as Lambda counts
+/// them: an upper bound of the JSON prelude lambda_runtime sends (status, headers,
+/// cookies) and the 8 NUL bytes after it.
+pub fn streamed_head_bytes(headers: &HeaderMap) -> usize {
+    STREAMED_HEAD_ENVELOPE_BYTES + headers_json_bytes(headers) + 8
+}
+
+/// `response`, or what the function answers instead if Lambda would refuse it.
+fn fit_buffered(
+    function: &str,
+    response: Response<Body>,
+    too_large: TooLarge<Body>,
+) -> Response<Body> {
+    let bytes = buffered_response_bytes(&response);
+    if bytes <= MAX_BUFFERED_RESPONSE_BYTES {
+        return response;
+    }
+    let err = ResponseTooLarge {
+        mode: ResponseMode::Buffered,
+        bytes,
+        limit: MAX_BUFFERED_RESPONSE_BYTES,
+    };
+    let replacement = too_large(&err);
+    tracing::warn!(route = function, status = replacement.status().as_u16(), error = %err, "response replaced");
+    replacement
+}
+
+/// A streamed body held to what is left of Lambda's limit once the head is sent.
+/// A body whose length is known is checked before anything is sent (see
+/// [`fit_streamed`]); one whose length is not (a watch, which sends a message at
+/// a time) ends before the first chunk that would go past the limit, so every
+/// chunk sent is whole. Such a body must be made of self-contained chunks.
+pub struct Capped<B> {
+    inner: B,
+    left: usize,
+    ended: bool,
+    function: &'static str,
+}
+
+impl<B> Capped<B> {
+    pub fn new(function: &'static str, inner: B, left: usize) -> Self {
+        Self {
+            inner,
+            left,
+            ended: false,
+            function,
+        }
+    }
+}
+
+impl<B> http_body::Body for Capped<B>
+where
+    B: http_body::Body + Unpin,
+    B::Data: Into<Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        let data: Bytes = match frame.into_data() {
+            Ok(data) => data.into(),
+            Err(other) => return Poll::Ready(Some(Ok(other.map_data(Into::into)))),
+        };
+        if data.len() > self.left {
+            self.ended = true;
+            tracing::warn!(
+                route = self.function,
+                limit = MAX_STREAMED_RESPONSE_BYTES,
+                "streamed response ended before Lambda's limit"
+            );
+            return Poll::Ready(None);
+        }
+        self.left -= data.len();
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `response` held to Lambda's streamed limit: replaced (before anything is sent)
+/// if its body's length is known and too large, else capped.
+fn fit_streamed<B: http_body::Body>(
+    function: &'static str,
+    response: Response<B>,
+    too_large: TooLarge<B>,
+) -> Response<Capped<B>> {
+    let head = streamed_head_bytes(response.headers());
+    let bytes = response
+        .body()
+        .size_hint()
+        .exact()
+        .map(|body| head + body as usize);
+    let response = match bytes {
+        Some(bytes) if bytes > MAX_STREAMED_RESPONSE_BYTES => {
+            let err = ResponseTooLarge {
+                mode: ResponseMode::Streamed,
+                bytes,
+                limit: MAX_STREAMED_RESPONSE_BYTES,
+            };
+            let replacement = too_large(&err);
+            tracing::warn!(route = function, status = replacement.status().as_u16(), error = %err, "response replaced");
+            replacement
+        }
+        _ => response,
+    };
+    let left = MAX_STREAMED_RESPONSE_BYTES.saturating_sub(streamed_head_bytes(response.headers()));
+    response.map(|body| Capped::new(function, body, left))
+}
+
 /// The whole of an HTTP function's `main`: its state built once, then each request
-/// through `handler`, which never fails (errors are responses).
+/// through `handler`, which never fails (errors are responses). A response Lambda
+/// would refuse becomes `too_large`'s.
 pub async fn serve_http<S, E, H, Fut>(
     function: &'static str,
     build: impl Future<Output = Result<S, E>>,
     handler: H,
+    too_large: TooLarge<Body>,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: Send + Sync + 'static,
@@ -109,16 +348,22 @@ where
     let handler = Arc::new(handler);
     lambda_http::run(lambda_http::service_fn(move |request: Request| {
         let (state, handler) = (state.clone(), handler.clone());
-        async move { Ok::<_, Infallible>(handler(state, request).await) }
+        async move {
+            let response = handler(state, request).await;
+            Ok::<_, Infallible>(fit_buffered(function, response, too_large))
+        }
     }))
     .await
 }
 
-/// [`serve_http`] for a function whose responses stream (Lambda response streaming).
+/// [`serve_http`] for a function whose responses stream (Lambda response
+/// streaming). A response whose body length is known and too large becomes
+/// `too_large`'s before anything is sent; one of unknown length is [`Capped`].
 pub async fn serve_http_streaming<S, E, H, Fut, B>(
     function: &'static str,
     build: impl Future<Output = Result<S, E>>,
     handler: H,
+    too_large: TooLarge<B>,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: Send + Sync + 'static,
@@ -133,7 +378,10 @@ where
     let handler = Arc::new(handler);
     lambda_http::run_with_streaming_response(lambda_http::service_fn(move |request: Request| {
         let (state, handler) = (state.clone(), handler.clone());
-        async move { Ok::<_, Infallible>(handler(state, request).await) }
+        async move {
+            let response = handler(state, request).await;
+            Ok::<_, Infallible>(fit_streamed(function, response, too_large))
+        }
     }))
     .await
 }
@@ -223,7 +471,191 @@ pub fn origin(request: &Request) -> Option<String> {
 mod tests {
     use super::*;
 
+    use http_body_util::BodyExt;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+    use lambda_http::http::header::{CONTENT_TYPE, SET_COOKIE};
     use lambda_http::http::HeaderValue;
+    use lambda_http::lambda_runtime::MetadataPrelude;
+
+    fn response(body: Body, headers: &[(&'static str, &str)]) -> Response<Body> {
+        let mut response = Response::new(body);
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        response
+    }
+
+    /// The JSON lambda_http sends for `response` (HTTP API payload 2.0 and function
+    /// URLs), built as its `LambdaResponse::from_response` builds it.
+    fn sent_by_lambda_http(response: &Response<Body>) -> usize {
+        let mut sent = ApiGatewayV2httpResponse::default();
+        sent.status_code = response.status().as_u16().into();
+        let mut headers = response.headers().clone();
+        sent.cookies = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        headers.remove(SET_COOKIE);
+        sent.headers = headers;
+        sent.is_base64_encoded = matches!(response.body(), Body::Binary(_));
+        sent.body = match response.body() {
+            Body::Empty => None,
+            other => Some(other.clone()),
+        };
+        serde_json::to_vec(&sent).unwrap().len()
+    }
+
+    #[test]
+    fn the_buffered_size_bounds_what_lambda_http_sends_closely() {
+        let headers: &[(&'static str, &str)] = &[
+            ("content-type", "application/json"),
+            ("link", "<https://h/v1/x?page=2&limit=1>; rel=\"next\""),
+            ("set-cookie", "a=b"),
+        ];
+        let texts = [
+            String::new(),
+            "plain".to_string(),
+            "quotes \" and \\ backslashes, \n\r\t\u{8}\u{c} and \u{1} \u{1f} controls".to_string(),
+            "unicode: é 漢字 🦀".repeat(1000),
+            "{\"code\":\"x\",\"message\":\"y\"}".repeat(10_000),
+        ];
+        let mut bodies: Vec<Body> = texts.into_iter().map(Body::Text).collect();
+        for len in [0, 1, 2, 3, 4, 5, 100, 65_536, 1_000_001] {
+            bodies.push(Body::Binary((0..len).map(|i| i as u8).collect()));
+        }
+        bodies.push(Body::Empty);
+        for body in bodies {
+            for headers in [&[][..], headers] {
+                let r = response(body.clone(), headers);
+                let (bound, sent) = (buffered_response_bytes(&r), sent_by_lambda_http(&r));
+                assert!(bound >= sent, "{bound} < {sent} for {body:?}");
+                assert!(bound - sent < 512, "{bound} is loose for {sent}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_binary_body_counts_as_its_base64() {
+        // 4.5 MiB of binary is 6 MiB of base64: Lambda's whole limit, and the rest
+        // of the document (status, empty headers) takes 100 bytes more.
+        let r = response(Body::Binary(vec![0; 4_718_592]), &[]);
+        assert_eq!(sent_by_lambda_http(&r) - 4_718_592 * 4 / 3, 100);
+        assert!(buffered_response_bytes(&r) > MAX_BUFFERED_RESPONSE_BYTES);
+        let r = response(Body::Binary(vec![0; 4_718_592 - 1024]), &[]);
+        assert!(buffered_response_bytes(&r) <= MAX_BUFFERED_RESPONSE_BYTES);
+        // Deno's default list batch over 64 KiB values: 6.6 MB of protobuf, 8.7 MB
+        // once base64-encoded.
+        let r = response(Body::Binary(vec![0; 6_556_909]), &[]);
+        assert_eq!(sent_by_lambda_http(&r), 8_742_648);
+        assert!(buffered_response_bytes(&r) > MAX_BUFFERED_RESPONSE_BYTES);
+    }
+
+    fn refuse(err: &ResponseTooLarge) -> Response<Body> {
+        let mut r = Response::new(Body::Text(err.to_string()));
+        *r.status_mut() = lambda_http::http::StatusCode::BAD_REQUEST;
+        r
+    }
+
+    #[test]
+    fn a_buffered_response_over_the_limit_becomes_the_refusal() {
+        let fits = response(Body::Binary(vec![7; 4 * 1024 * 1024]), &[]);
+        let kept = fit_buffered("f", fits, refuse);
+        assert_eq!(kept.status(), 200);
+        assert!(matches!(kept.body(), Body::Binary(b) if b.len() == 4 * 1024 * 1024));
+
+        let over = response(Body::Binary(vec![7; 5 * 1024 * 1024]), &[]);
+        let replaced = fit_buffered("f", over, refuse);
+        assert_eq!(replaced.status(), 400);
+        let Body::Text(text) = replaced.body() else {
+            panic!("text body")
+        };
+        assert_eq!(
+            text,
+            "response too large for AWS Lambda: 6990766 bytes (the limit is 6291456 bytes for a \
+             buffered response)"
+        );
+    }
+
+    #[test]
+    fn the_streamed_head_bounds_the_prelude_lambda_runtime_sends() {
+        for headers in [
+            vec![],
+            vec![(CONTENT_TYPE, "application/x-protobuf")],
+            vec![
+                (CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (SET_COOKIE, "a=\"b\""),
+            ],
+        ] {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.append(name, HeaderValue::from_static(value));
+            }
+            // As lambda_runtime sends it: a content-type added if there is none.
+            let mut prelude = MetadataPrelude {
+                status_code: lambda_http::http::StatusCode::BAD_REQUEST,
+                headers: map.clone(),
+                cookies: vec![],
+            };
+            prelude
+                .headers
+                .entry(CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("application/octet-stream"));
+            let sent = serde_json::to_vec(&prelude).unwrap().len() + 8;
+            let bound = streamed_head_bytes(&map);
+            assert!(bound >= sent && bound - sent < 160, "{bound} vs {sent}");
+        }
+    }
+
+    async fn collect(body: Capped<Body>) -> Vec<u8> {
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_of_known_length_is_checked_before_anything_is_sent() {
+        let headers = [("content-type", "application/x-protobuf")];
+        let room = MAX_STREAMED_RESPONSE_BYTES
+            - streamed_head_bytes(&response(Body::Empty, &headers).headers().clone());
+        let fits = fit_streamed("f", response(Body::Binary(vec![1; room]), &headers), refuse);
+        assert_eq!(fits.status(), 200);
+        assert_eq!(collect(fits.into_body()).await.len(), room, "sent whole");
+
+        let over = fit_streamed(
+            "f",
+            response(Body::Binary(vec![1; room + 1]), &headers),
+            refuse,
+        );
+        assert_eq!(over.status(), 400);
+        let text = String::from_utf8(collect(over.into_body()).await).unwrap();
+        assert!(
+            text.contains("the limit is 20000000 bytes for a streamed response"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_of_unknown_length_ends_before_the_chunk_past_the_limit() {
+        let chunks = (0..3).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![i; 10]))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), None);
+        let sent = Capped::new("f", body, 25)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(sent.to_vec(), [vec![0; 10], vec![1; 10]].concat());
+        // Within the limit, every chunk goes.
+        let chunks = (0..3).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![i; 10]))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let sent = Capped::new("f", body, 30)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(sent.len(), 30);
+    }
 
     #[test]
     fn origin_from_forwarded_proto_and_host() {

@@ -36,6 +36,13 @@ pub const DYNAMODB_MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 /// refuses items over 405,000 bytes) and DynamoDB agree on what fits.
 pub const MAX_ITEM_BYTES: usize = 400_000;
 
+/// The largest answer to one read, in bytes of `SnapshotReadOutput` protobuf: 19 MiB,
+/// which with the streamed response's head stays under Lambda's 20 MB limit on a
+/// streamed response (docs/decisions.md, 32). Deno's limits allow reads of up to
+/// 1000 entries of 64 KiB (about 67 MB); a read whose answer would be larger than
+/// this is refused with a 400 naming the limit, before any byte is sent.
+pub const MAX_READ_RESPONSE_BYTES: usize = 19 * 1024 * 1024;
+
 /// Largest request body a data-path function accepts: the biggest valid commit
 /// (800 KiB of keys and values) plus protobuf framing.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
