@@ -30,7 +30,7 @@ pub(crate) enum CommitResult {
     Contention,
     /// The transaction may or may not have happened (a timeout or a 5xx after
     /// the SDK's retries); the change record tells.
-    Ambiguous(String),
+    Ambiguous,
 }
 
 /// A commit's TransactWriteItems, ready to send.
@@ -44,6 +44,12 @@ struct Transaction {
 
 /// A refusal by DynamoDB of a commit that was not applied, as the client's error:
 /// a 400, since sending it again cannot succeed (a 5xx would be retried forever).
+/// How long the function that decided a large commit spends writing its items
+/// before answering that it committed (the next reader or writer finishes it):
+/// well inside the data-path functions' 10 s timeout, so the client always
+/// gets the answer.
+const APPLY_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
+
 fn refused(why: &str) -> KvError {
     KvError::bad(format!(
         "the commit cannot be stored ({why}); nothing was written"
@@ -59,6 +65,15 @@ impl DynamoKv {
     ) -> KvResult<WriteOutcome> {
         let mut read_set: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut cached = self.cached_head(database);
+        // One identity for every attempt of this write, on the head and the
+        // change record of the commit it makes: an attempt that failed
+        // ambiguously may still land later, and is then recognised as this write
+        // (each transaction has its own client request token, which DynamoDB
+        // ties to its exact parameters).
+        let commit_id = Uuid::new_v4().to_string();
+        // The head of the first attempt that failed ambiguously: from then on,
+        // a commit of ours may be in the log after it.
+        let mut ambiguous_after: Option<u64> = None;
         for attempt in 0..MAX_ATTEMPTS {
             // The head, then the items the plan needs (plain reads: a transactional
             // read would cancel other commits). Conditioned on that head, the commit
@@ -84,6 +99,12 @@ impl DynamoKv {
                 // Decided on what it read, without a commit to condition: only if
                 // nothing was committed since the head, the items were one snapshot.
                 PlanOutcome::CheckFailed(failed) => {
+                    if let Some(version) = self
+                        .own_commit(database, ambiguous_after, &commit_id)
+                        .await?
+                    {
+                        return Ok(WriteOutcome::Committed(versionstamp(version)));
+                    }
                     if read_set.is_empty() || self.head(database).await? == head {
                         return Ok(WriteOutcome::CheckFailed(failed));
                     }
@@ -91,13 +112,29 @@ impl DynamoKv {
                 }
                 PlanOutcome::Ready(plan) => plan,
             };
-            match self.commit(database, head, &plan, now).await? {
+            match self.commit(database, head, &plan, now, &commit_id).await? {
                 CommitResult::Committed => {
                     self.remember_head(database, Some(plan.version));
                     return Ok(WriteOutcome::Committed(versionstamp(plan.version)));
                 }
-                CommitResult::ChecksFailed(failed) => return Ok(WriteOutcome::CheckFailed(failed)),
+                CommitResult::ChecksFailed(failed) => {
+                    // Failed because an earlier attempt of ours did commit?
+                    if let Some(version) = self
+                        .own_commit(database, ambiguous_after, &commit_id)
+                        .await?
+                    {
+                        return Ok(WriteOutcome::Committed(versionstamp(version)));
+                    }
+                    return Ok(WriteOutcome::CheckFailed(failed));
+                }
                 CommitResult::HeadMoved(current) => {
+                    // Moved by an earlier attempt of ours that landed late?
+                    if let Some(version) = self
+                        .own_commit(database, ambiguous_after, &commit_id)
+                        .await?
+                    {
+                        return Ok(WriteOutcome::Committed(versionstamp(version)));
+                    }
                     self.remember_head(database, None);
                     if attempt > 0 {
                         backoff(attempt.min(4)).await;
@@ -112,9 +149,13 @@ impl DynamoKv {
                     self.remember_head(database, None);
                     backoff(attempt).await;
                 }
-                CommitResult::Ambiguous(request) => {
+                CommitResult::Ambiguous => {
                     self.remember_head(database, None);
-                    if self.committed_by(database, plan.version, &request).await? {
+                    ambiguous_after.get_or_insert(head);
+                    if self
+                        .committed_by(database, plan.version, &commit_id)
+                        .await?
+                    {
                         // Ours. A large one may still need its items: head() finishes it.
                         self.head(database).await?;
                         return Ok(WriteOutcome::Committed(versionstamp(plan.version)));
@@ -137,22 +178,27 @@ impl DynamoKv {
         head: u64,
         plan: &CommitPlan,
         now: i64,
+        commit_id: &str,
     ) -> KvResult<CommitResult> {
-        let request = Uuid::new_v4().to_string();
         let Transaction {
             actions,
             layout,
             large,
-        } = self.transaction(database, head, plan, now, &request)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .client_request_token(request.clone())
-            .send()
-            .await;
+        } = self.transaction(database, head, plan, now, commit_id)?;
+        // Test hook: an earlier attempt whose answer was lost lands now.
+        if let Some(late) = self.hooks.late_original() {
+            // Its outcome was never known; whatever it is, it is in the table.
+            let _ = self.send(late).await;
+        } else if self.hooks.lose_this_answer(&actions) {
+            return Ok(CommitResult::Ambiguous);
+        }
+        let result = self.send(actions).await;
         let err = match result {
-            Ok(_) if large => return self.finish_own(database, plan, now, request).await,
+            Ok(_) if large => {
+                return self
+                    .finish_own(database, plan, now, commit_id.to_string())
+                    .await
+            }
             Ok(_) => return Ok(CommitResult::Committed),
             Err(err) => err,
         };
@@ -175,14 +221,14 @@ impl DynamoKv {
             _ => {
                 let err = dynamo("TransactWriteItems", err);
                 return match err {
-                    KvError::Unavailable(_) => Ok(CommitResult::Ambiguous(request)),
+                    KvError::Unavailable(_) => Ok(CommitResult::Ambiguous),
                     other => Err(other),
                 };
             }
         };
-        match classify_cancellation(&reasons, &request, plan.version, &layout, now) {
+        match classify_cancellation(&reasons, commit_id, plan.version, &layout, now) {
             Cancellation::AlreadyCommitted => {
-                // An earlier attempt of this request committed. If it is a large
+                // An earlier attempt of this write committed. If it is a large
                 // commit, its items may still be missing: head() finishes them.
                 if large {
                     self.head(database).await?;
@@ -222,10 +268,40 @@ impl DynamoKv {
             parts: plan.log_parts.len(),
         };
         let slots: Vec<Slot> = plan.puts.iter().map(|p| p.slot.clone()).collect();
-        match self
-            .finish(database, plan.version, &record, slots, now)
-            .await?
-        {
+        // The commit is decided: from here the client must learn that it
+        // happened (a 5xx would make it send the same write again, and a sum
+        // would apply twice). So writing its items gets a time budget, and
+        // an error or the end of the budget leaves them to the next reader or
+        // writer, which finishes the commit before anything else.
+        let finished = tokio::time::timeout(
+            APPLY_BUDGET,
+            self.finish(database, plan.version, &record, slots, now),
+        )
+        .await;
+        let outcome = match finished {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(err)) if self.crash_after.is_some() => return Err(err),
+            Ok(Err(err)) => {
+                tracing::warn!(
+                    %database,
+                    version = plan.version,
+                    error = %err.detail(),
+                    "a large commit is decided but not all its items are written; \
+                     the next reader or writer finishes it"
+                );
+                return Ok(CommitResult::Committed);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    %database,
+                    version = plan.version,
+                    "a large commit is decided but writing its items outlasted its \
+                     budget; the next reader or writer finishes it"
+                );
+                return Ok(CommitResult::Committed);
+            }
+        };
+        match outcome {
             Finished::Applied => Ok(CommitResult::Committed),
             Finished::Abandoned(why) => Err(refused(&why)),
             Finished::Trimmed(why) => Err(KvError::bad(format!(
@@ -316,19 +392,19 @@ impl DynamoKv {
         head: u64,
         version: u64,
         now: i64,
-        request: &str,
+        commit_id: &str,
         large: bool,
     ) -> KvResult<TransactWriteItem> {
         let mut head_item = Self::head_key(database);
         head_item.insert(VER.into(), n(version));
         head_item.insert(LOG_TIME.into(), n(now));
-        head_item.insert(LOG_REQUEST.into(), AttributeValue::S(request.to_string()));
+        head_item.insert(LOG_REQUEST.into(), AttributeValue::S(commit_id.to_string()));
         if large {
             head_item.insert(PENDING.into(), AttributeValue::Bool(true));
         }
         // On a failed condition the head comes back: its version spares the retry a
-        // read, and its request token recognises this very commit, applied by an
-        // earlier attempt of the same request (the SDK retries 5xx answers).
+        // read, and its commit id recognises this very commit, applied by an
+        // earlier attempt of the same write whose answer was lost.
         let mut head_put = Put::builder()
             .table_name(&self.data_table)
             .set_item(Some(head_item))
@@ -386,7 +462,93 @@ impl DynamoKv {
             .collect()
     }
 
-    /// Whether the commit `version` exists and was sent with this request token
+    /// Sends a commit's transaction with its own client request token (the SDK
+    /// reuses it for its retries, so they are idempotent).
+    pub(crate) async fn send(
+        &self,
+        actions: Vec<TransactWriteItem>,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            TransactWriteItemsError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    > {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .client_request_token(Uuid::new_v4().to_string())
+            .send()
+            .await
+    }
+
+    /// After an attempt failed ambiguously (`after`: the head it was planned
+    /// on), the version of a commit of this write (`commit_id`) in the change
+    /// log after that head, if one landed. None when no attempt was ambiguous.
+    async fn own_commit(
+        &self,
+        database: Uuid,
+        after: Option<u64>,
+        commit_id: &str,
+    ) -> KvResult<Option<u64>> {
+        let Some(after) = after else {
+            return Ok(None);
+        };
+        let found = self.commit_by_request(database, after, commit_id).await?;
+        if found.is_some() {
+            // A large one may still need its items: head() finishes them.
+            self.head(database).await?;
+        }
+        Ok(found)
+    }
+
+    /// The version of the commit made by `commit_id` among the change records
+    /// after commit `after` (a consistent query; first parts only hold it, but
+    /// every part carries it).
+    async fn commit_by_request(
+        &self,
+        database: Uuid,
+        after: u64,
+        commit_id: &str,
+    ) -> KvResult<Option<u64>> {
+        let mut start_key = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.log_table)
+                .key_condition_expression("pk = :pk AND sk > :after")
+                .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
+                .expression_attribute_values(":after", b(log_sk(after, u16::MAX)))
+                .projection_expression("sk, #req")
+                .expression_attribute_names("#req", LOG_REQUEST)
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| dynamo("Query", e))?;
+            for item in page.items() {
+                if item
+                    .get(LOG_REQUEST)
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(commit_id)
+                {
+                    let sk = subkv_core::dynamo::get_b(item, SK).unwrap_or_default();
+                    let version = subkv_kv::model::version_of(
+                        &[sk.get(..8).unwrap_or_default(), &[0, 0]].concat(),
+                    );
+                    return Ok(version);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) => start_key = Some(key),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Whether the commit `version` exists and was made by this write
     /// (after an ambiguous failure). Retries its own read for a while: giving up
     /// here would leave the client unsure whether its write happened.
     async fn committed_by(&self, database: Uuid, version: u64, request: &str) -> KvResult<bool> {

@@ -109,6 +109,11 @@ impl DynamoKv {
                     "simulated crash after the intent and {sent} transactions of items"
                 )));
             }
+            if self.hooks.fail_items_after == Some(sent) {
+                return Err(KvError::Unavailable(format!(
+                    "simulated throttling after the intent and {sent} transactions of items"
+                )));
+            }
             let mut actions = vec![self.pending_check(database, version)?];
             for slot in &slots[run.clone()] {
                 let condition = (

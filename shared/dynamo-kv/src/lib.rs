@@ -94,10 +94,41 @@ pub struct DynamoKv {
     /// transactions of items, as a crash would (tests/tests/kv_protocol.rs and
     /// kv_pending.rs prove others finish or resolve it).
     crash_after: Option<usize>,
+    /// Other test hooks: failures no emulator produces.
+    hooks: Hooks,
     /// Last head version this instance saw per database, and when: a blind write
     /// then needs no read (a stale value costs one failed condition and a
     /// re-read), nor does a snapshot read soon after ([`HEAD_TRUST`]).
     heads: Mutex<HashMap<Uuid, (u64, Instant)>>,
+}
+
+/// Test hooks of a [`DynamoKv`]; none is set outside tests.
+#[derive(Default)]
+struct Hooks {
+    lose_first_answer: bool,
+    lost_once: std::sync::atomic::AtomicBool,
+    /// The transaction whose answer was lost, until it lands.
+    lost: Mutex<Option<Vec<aws_sdk_dynamodb::types::TransactWriteItem>>>,
+    fail_items_after: Option<usize>,
+}
+
+impl Hooks {
+    /// Whether to lose this transaction's answer (keeping it to land later).
+    fn lose_this_answer(&self, actions: &[aws_sdk_dynamodb::types::TransactWriteItem]) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.lose_first_answer || self.lost_once.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Ok(mut lost) = self.lost.lock() {
+            *lost = Some(actions.to_vec());
+        }
+        true
+    }
+
+    /// The transaction whose answer was lost, to land now.
+    fn late_original(&self) -> Option<Vec<aws_sdk_dynamodb::types::TransactWriteItem>> {
+        self.lost.lock().ok()?.take()
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -125,6 +156,7 @@ impl DynamoKv {
             log_retention_seconds,
             budget: Budget::DYNAMODB,
             crash_after: None,
+            hooks: Hooks::default(),
             heads: Mutex::new(HashMap::new()),
         }
     }
@@ -151,6 +183,23 @@ impl DynamoKv {
     #[doc(hidden)]
     pub fn crash_after_items(mut self, transactions: usize) -> Self {
         self.crash_after = Some(transactions);
+        self
+    }
+
+    /// For tests only: the first commit transaction is not sent and its answer
+    /// is lost (as after a timeout); it lands just before the next one, as a
+    /// delayed original would.
+    #[doc(hidden)]
+    pub fn lose_first_answer(mut self) -> Self {
+        self.hooks.lose_first_answer = true;
+        self
+    }
+
+    /// For tests only: writing a large commit's items fails (as throttling
+    /// would) after its first transaction and this many transactions of items.
+    #[doc(hidden)]
+    pub fn fail_items_after(mut self, transactions: usize) -> Self {
+        self.hooks.fail_items_after = Some(transactions);
         self
     }
 
