@@ -40,6 +40,8 @@ export SUBKV_DATA_TOKEN_KEY_ID=alias/subkv-data-token
 # the functions one after another).
 sweep_seconds=${SUBKV_SWEEP_SECONDS:-2}
 export SUBKV_SWEEP_BUDGET_SECONDS=${SUBKV_SWEEP_BUDGET_SECONDS:-1}
+# Open watches per database (AWS: 50), low so tests/kv/watch_caps_test.ts reaches it.
+export SUBKV_WATCH_MAX_PER_DATABASE=${SUBKV_WATCH_MAX_PER_DATABASE:-8}
 # Small snapshot chunks, so the tests' databases are snapshotted in several steps.
 export SUBKV_BACKUP_SNAPSHOT_ITEMS=${SUBKV_BACKUP_SNAPSHOT_ITEMS:-8}
 # A backup leaves the catch-up's due list once caught up and older than this

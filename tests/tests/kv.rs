@@ -92,6 +92,12 @@ async fn deno_sees_commits_too_large_to_store_refused_with_their_limit() {
 }
 
 #[tokio::test]
+async fn deno_sees_a_watch_over_its_databases_cap_refused() {
+    let report = deno_suite("watch_caps_test.ts").await;
+    assert_eq!(deno_passed(&report), 1, "{report}");
+}
+
+#[tokio::test]
 async fn node_runs_the_deno_kv_npm_client_suite() {
     let (url, token) = database("kv-node").await;
     let dir = tests_dir().join("kv-node");

@@ -190,6 +190,10 @@ impl Instance {
                     max_seconds: 600,
                     poll_ms: 250,
                     keepalive_seconds: 5,
+                    caps: subkv_dynamo_kv::WatchCaps {
+                        per_database: 50,
+                        per_deployment: 500,
+                    },
                 },
             },
         }

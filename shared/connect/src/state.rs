@@ -4,7 +4,7 @@ use std::sync::Arc;
 use subkv_core::config::{var, Env};
 use subkv_core::control::{ControlTable, DynamoControl};
 use subkv_core::runtime::aws_config;
-use subkv_dynamo_kv::DynamoKv;
+use subkv_dynamo_kv::{DynamoKv, WatchCaps};
 use subkv_kv::token::{TokenSigner, DEFAULT_TTL_SECONDS, KEY_LABEL};
 
 /// How a watch polls and how long it may last.
@@ -13,6 +13,8 @@ pub struct WatchConfig {
     pub max_seconds: u64,
     pub poll_ms: u64,
     pub keepalive_seconds: u64,
+    /// Watches open at once: per database, per deployment.
+    pub caps: WatchCaps,
 }
 
 /// The KV engine, the data-path token signer and the control table.
@@ -60,6 +62,10 @@ impl ConnectState {
                 max_seconds: env.number(var::WATCH_MAX_SECONDS, 600)?,
                 poll_ms: env.number(var::WATCH_POLL_MS, 250)?,
                 keepalive_seconds: 5,
+                caps: WatchCaps {
+                    per_database: env.number(var::WATCH_MAX_PER_DATABASE, 50)?,
+                    per_deployment: env.number(var::WATCH_MAX_PER_DEPLOYMENT, 500)?,
+                },
             },
         })
     }

@@ -6,7 +6,14 @@
 //! moves or when a watched entry's expiry passes; it sends only keys whose
 //! versionstamp changed, and a zero-length keep-alive every few seconds. The stream
 //! ends after `SUBKV_WATCH_MAX_SECONDS` (inside Lambda's 15-minute limit); Deno's
-//! client then reconnects by itself.
+//! client then reconnects by itself. It ends as soon as the client is gone: the
+//! next poll (250 ms) finds the stream closed, or the next keep-alive (5 s)
+//! cannot be written.
+//!
+//! Each open watch holds a lease (`subkv_dynamo_kv::watches`): a database holds
+//! at most `SUBKV_WATCH_MAX_PER_DATABASE` (50) and the deployment
+//! `SUBKV_WATCH_MAX_PER_DEPLOYMENT` (500); over either, the watch is refused
+//! with a 429 naming the limit, which Deno raises to the caller.
 
 use crate::protocol::{authorize, log_request, pb_entry};
 use crate::state::ConnectState;
@@ -181,9 +188,24 @@ pub async fn watch(
             return error_body(err);
         }
     };
+    // A lease counts the watch against its database's and the deployment's
+    // caps until it ends (or, if this function dies, until it lapses).
+    let lease = Uuid::new_v4();
+    let lapses = now_ms() + (state.watch.max_seconds as i64 + 60) * 1000;
+    if let Err(err) = state
+        .kv
+        .open_watch(database, lease, lapses, state.watch.caps)
+        .await
+    {
+        log_request(route, started, Some(&err));
+        return error_body(err);
+    }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let result = run(state, database, keys, tx).await;
+        let result = run(state.clone(), database, keys, tx).await;
+        if let Err(err) = state.kv.close_watch(database, lease).await {
+            tracing::warn!(%database, error = %err.detail(), "a watch's lease was not given back; it lapses");
+        }
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(()) => tracing::info!(

@@ -32,6 +32,9 @@ pub mod var {
     pub const DATA_TOKEN_TTL_SECONDS: &str = "SUBKV_DATA_TOKEN_TTL_SECONDS";
     pub const WATCH_MAX_SECONDS: &str = "SUBKV_WATCH_MAX_SECONDS";
     pub const WATCH_POLL_MS: &str = "SUBKV_WATCH_POLL_MS";
+    /// Watches open at once on one database, and on the whole deployment.
+    pub const WATCH_MAX_PER_DATABASE: &str = "SUBKV_WATCH_MAX_PER_DATABASE";
+    pub const WATCH_MAX_PER_DEPLOYMENT: &str = "SUBKV_WATCH_MAX_PER_DEPLOYMENT";
     /// How long one run of the expiry sweeper sweeps, seconds (the local stack
     /// shortens it: its scheduler runs the functions one after another).
     pub const SWEEP_BUDGET_SECONDS: &str = "SUBKV_SWEEP_BUDGET_SECONDS";

@@ -21,6 +21,7 @@
 //! | `resolve` | a pending commit that cannot be written whole: abandoned, or trimmed |
 //! | `expiry` | [`DynamoKv::expired_page`] (one page of a shard of the expiry index) and [`DynamoKv::sweep_items`] |
 //! | `change_log` | [`DynamoKv::change_log`] (its items assembled into commits by [`CommitAssembly`], pure), [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
+//! | `watches` | leases of open watches and their caps: [`DynamoKv::open_watch`], [`DynamoKv::close_watch`] |
 //! | `tables` | [`ensure_kv_tables`] (local stack) |
 
 mod cancellation;
@@ -32,10 +33,12 @@ mod large;
 mod read;
 mod resolve;
 mod tables;
+mod watches;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
 pub use expiry::ShardCursor;
 pub use tables::ensure_kv_tables;
+pub use watches::WatchCaps;
 
 use aws_sdk_dynamodb::Client;
 use denokv_proto::backup::BackupReplicationLogEntry;

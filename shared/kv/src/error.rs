@@ -17,6 +17,10 @@ pub enum KvError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Over a cap on what may be open at once (watches): the client is told
+    /// (Deno raises it), and may try again later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Throttling or contention that outlasted our retries: the client retries.
     #[error("{0}")]
     Unavailable(String),
@@ -44,6 +48,7 @@ impl KvError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
