@@ -13,7 +13,9 @@ use subkv_core::routes::{Access, Route};
 use subkv_core::runtime::{self, RequestLog, ResponseTooLarge};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
-use subkv_kv::limits::{MAX_EXPIRE_AT_MS, MAX_READ_RESPONSE_BYTES, MAX_REQUEST_BYTES};
+use subkv_kv::limits::{
+    read_too_large, MAX_EXPIRE_AT_MS, MAX_READ_RESPONSE_BYTES, MAX_REQUEST_BYTES,
+};
 use subkv_kv::model::{versionstamp, Entry};
 use uuid::Uuid;
 
@@ -221,11 +223,7 @@ pub fn check_read_answer(output: &pb::SnapshotReadOutput) -> KvResult<()> {
         return Ok(());
     }
     let entries: usize = output.ranges.iter().map(|r| r.values.len()).sum();
-    Err(KvError::bad(format!(
-        "read too large: its {entries} entries take {bytes} bytes (the limit is \
-         {MAX_READ_RESPONSE_BYTES} bytes per read, what one streamed AWS Lambda response \
-         carries); read fewer entries at once (a smaller list batchSize or limit)"
-    )))
+    Err(read_too_large(entries, bytes))
 }
 
 pub fn pb_entry(entry: Entry) -> pb::KvEntry {

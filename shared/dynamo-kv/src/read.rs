@@ -18,7 +18,9 @@
 //! Deletions leave nothing in the data table (no tombstones, see
 //! [`crate::items::slot_write`]): the change log is how a read learns of them.
 //! Pages grow geometrically, so expired entries awaiting the sweeper cost a few
-//! queries, not one per entry; a request reads at most [`MAX_PAGES`] pages.
+//! queries, not one per entry; a request reads at most [`MAX_PAGES`] pages, and
+//! stops as soon as its answer is over the largest one subkv gives
+//! ([`MAX_READ_RESPONSE_BYTES`]: refused with a 400, decision 32).
 //!
 //! [`HEAD_TRUST`]: crate::HEAD_TRUST
 
@@ -32,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use subkv_core::dynamo::{b, get_n, Item};
 use subkv_kv::error::{KvError, KvResult};
 use subkv_kv::keys::{is_point_range, range_bounds, sort_key};
+use subkv_kv::limits::{read_too_large, MAX_READ_RESPONSE_BYTES};
 use subkv_kv::model::{Entry, Slot};
 use uuid::Uuid;
 
@@ -158,6 +161,17 @@ impl<'r> Scan<'r> {
     fn satisfied(&self, log: &[LoggedCommit], now: i64) -> bool {
         self.done || self.answer(log, now).len() >= self.limit()
     }
+}
+
+/// The entries the scans would answer now, and a lower bound of their encoded
+/// size (their keys and values).
+fn answer_size(scans: &[Scan<'_>], log: &[LoggedCommit], now: i64) -> (usize, usize) {
+    scans
+        .iter()
+        .flat_map(|s| s.answer(log, now))
+        .fold((0, 0), |(n, bytes), e| {
+            (n + 1, bytes + e.key.len() + e.value.len())
+        })
 }
 
 /// Whether `log` is every commit after `from`, consecutive, through at least
@@ -302,6 +316,13 @@ impl DynamoKv {
                     .into_iter()
                     .map(|scan| self.read_page(database, scan));
                 futures_util::future::try_join_all(reads).await?;
+                // An answer already over the largest one subkv gives is refused
+                // now, not after reading the rest of it.
+                let now = now_ms();
+                let (entries, bytes) = answer_size(&scans, &log, now);
+                if bytes > MAX_READ_RESPONSE_BYTES {
+                    return Err(read_too_large(entries, bytes));
+                }
             }
             let Some(after) = self.commits_after(database, from, None).await? else {
                 // More commits since the version it started from than a read takes
@@ -652,6 +673,19 @@ mod tests {
         assert!(!follows(&log(&[8, 10]), 7, 10), "a gap");
         assert!(!follows(&log(&[9]), 7, 9), "the first is missing");
         assert!(!follows(&log(&[8]), 7, 9));
+    }
+
+    #[test]
+    fn the_size_of_an_answer_counts_what_it_would_return() {
+        let r = range("a", "z", 2, false);
+        let seen = [
+            entry("b", 1, None),
+            entry("c", 1, None),
+            entry("d", 1, None),
+        ];
+        let scan = scanned(&r, &seen, Some("d"));
+        // Two entries of a one-byte key and a one-byte value; "d" is past the limit.
+        assert_eq!(answer_size(&[scan], &[], 0), (2, 4));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub const MAX_ITEM_BYTES: usize = 400_000;
 /// this is refused with a 400 naming the limit, before any byte is sent.
 pub const MAX_READ_RESPONSE_BYTES: usize = 19 * 1024 * 1024;
 
+/// The refusal of a read whose answer is over [`MAX_READ_RESPONSE_BYTES`]:
+/// `entries` entries that take (at least) `bytes` bytes.
+pub fn read_too_large(entries: usize, bytes: usize) -> crate::error::KvError {
+    crate::error::KvError::bad(format!(
+        "read too large: its {entries} entries take {bytes} bytes (the limit is \
+         {MAX_READ_RESPONSE_BYTES} bytes per read, what one streamed AWS Lambda response \
+         carries); read fewer entries at once (a smaller list batchSize or limit)"
+    ))
+}
+
 /// Largest request body a data-path function accepts: the biggest valid commit
 /// (800 KiB of keys and values) plus protobuf framing.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
