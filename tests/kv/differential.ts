@@ -664,10 +664,23 @@ function fail(index: number, op: string, detail: string, what = "DIFFERENCE"): n
 async function compare(index: number, what: string, body: (side: Side) => Promise<unknown>) {
   const errorsBefore = sides.map((s) => s.errors.length);
   let results: unknown[];
+  const answered = sides.map(() => false);
   try {
-    results = await within(OP_TIMEOUT_MS, what, Promise.all(sides.map(body)));
+    const all = Promise.all(sides.map((side, i) => body(side).finally(() => answered[i] = true)));
+    results = await within(OP_TIMEOUT_MS, what, all);
   } catch (error) {
-    fail(index, what, String(error), "FAILURE");
+    const waiting = sides.filter((_, i) => !answered[i]).map((s) => s.name);
+    fail(
+      index,
+      what,
+      `${error}${
+        waiting.length
+          ? `
+no answer from: ${waiting.join(", ")}`
+          : ""
+      }`,
+      "FAILURE",
+    );
   }
   const [a, b] = sides.map((side, i) => normalize(side, results[i]));
   const messages = sides.map((s, i) =>
