@@ -143,13 +143,13 @@ const LONG_KEYS: readonly Deno.KvKey[] = [
   longKey(P(996) + "c".repeat(1045)), // 2046
   longKey(P(996) + "c".repeat(1047)), // 2048: Deno's limit
   longKey(P(995) + "a"), // 1001: bucket P(995) + "a"
-  longKey(P(995) + "a" + "z".repeat(1046)), // 2048
+  longKey(P(995) + "a" + "z".repeat(1046)), // 2047
   ["L", P(996), 1], // 1010, a third part
   ["L", P(996), "q"], // 1004
 ];
 /** Long keys whose value may be up to 64 KiB; the others hold at most SMALL_LONG_VALUE bytes. */
 const BIG_VALUED_LONG = new Set([3, 5, 8]);
-/** Worst case per bucket: 2 × (2 KiB + 64 KiB) + 6 × (2 KiB + 4 KiB) ≈ 170 KB, under subkv's 400,000. */
+/** Worst case, bucket P(996): 2 × (2 KiB + 64 KiB) + 5 × (2 KiB + 4 KiB) ≈ 165 KB, under subkv's 400,000. */
 const SMALL_LONG_VALUE = 4096;
 /** 2049 bytes: one over Deno's limit for a written key (reads allow it). */
 const TOO_LONG_KEY: Deno.KvKey = longKey(P(996) + "c".repeat(1048));
