@@ -15,15 +15,22 @@ KV_BENCH_EMULATOR_PORT ?= 4900
 DENOKV_PORT ?= 4901
 DENOKV_VERSION ?= 0.14.0
 DENOKV := target/denokv/bin/denokv
+# The differential test against denokv on demand (fuzz-kv) runs its own stack too.
+FUZZ_PORT ?= 9500
+FUZZ_EMULATOR_PORT ?= 5000
+# SEED (empty: a random one) and BUDGET (operations) of fuzz-kv.
+SEED ?=
+BUDGET ?= 2000
 # The backup engine's benchmarks (bench-backup) run their own stack as well.
 BACKUP_BENCH_PORT ?= 9700
 BACKUP_BENCH_EMULATOR_PORT ?= 5200
 
-.PHONY: help dev test unit e2e lint tools build bench bench-kv bench-backup denokv clean
+.PHONY: help dev test unit e2e lint tools build fuzz-kv bench bench-kv bench-backup denokv clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
 	@echo "make test   lint, unit tests, then end-to-end tests against a fresh local stack"
+	@echo "make fuzz-kv  differential test, subkv vs denokv serve: random SEED (or SEED=n), BUDGET=2000 operations"
 	@echo "make bench  benchmarks, including bench-kv and bench-backup (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
 	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore, busy database to active"
@@ -80,6 +87,18 @@ e2e: tools build $(DENOKV)
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 test: lint unit e2e
+
+# The differential test (tests/tests/kv_differential.rs, docs/data-plane.md) with a
+# random seed, or SEED=<n> to replay one, and BUDGET operations, on a fresh local stack
+# of its own. `make test` runs it with a fixed seed and a small budget.
+fuzz-kv: tools build $(DENOKV)
+	seed='$(SEED)'; [ -n "$$seed" ] || seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	echo "fuzz-kv: seed $$seed, budget $(BUDGET) (replay: make fuzz-kv SEED=$$seed BUDGET=$(BUDGET))"; \
+	SUBKV_DIFF_SEED=$$seed SUBKV_DIFF_BUDGET='$(BUDGET)' \
+	SUBKV_PORT=$(FUZZ_PORT) SUBKV_EMULATOR_PORT=$(FUZZ_EMULATOR_PORT) \
+	DENO=$(CURDIR)/$(VENV)/bin/deno DENO_DIR=$(CURDIR)/target/deno NODE=$(CURDIR)/$(VENV)/bin/node \
+	DENOKV=$(CURDIR)/$(DENOKV) \
+	infra/local/stack.sh run -- cargo test -p subkv-e2e --test kv_differential -- --nocapture
 
 # The release binaries of every function first: cold_start runs target/release/get-database.
 # kv_round_trips needs a local stack: bench-kv runs it; backup_stack too: bench-backup.

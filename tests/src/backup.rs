@@ -352,27 +352,9 @@ impl Restore {
         self.dir.path()
     }
 
-    /// `denokv --sqlite-path <sqlite>` with the S3 credentials and region of the
-    /// environment (moto accepts any), nothing else inherited that could redirect it.
+    /// [`denokv_on`] this copy's SQLite file.
     pub fn denokv(&self) -> Command {
-        let mut command = Command::new(tool("DENOKV"));
-        command
-            .arg("--sqlite-path")
-            .arg(&self.sqlite)
-            .env_clear()
-            .env("PATH", env_or("PATH", "/usr/bin:/bin"))
-            .env(
-                "AWS_ACCESS_KEY_ID",
-                env_or("AWS_ACCESS_KEY_ID", "subkv-local"),
-            )
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                env_or("AWS_SECRET_ACCESS_KEY", "subkv-local"),
-            )
-            .env("AWS_REGION", env_or("AWS_REGION", "us-east-1"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null());
-        command
+        denokv_on(&self.sqlite)
     }
 
     /// The `--s3-*` flags of `pitr sync` and `serve --sync-from-s3`.
@@ -489,6 +471,29 @@ impl Restore {
     }
 }
 
+/// `denokv --sqlite-path <sqlite>` with the S3 credentials and region of the
+/// environment (moto accepts any), nothing else inherited that could redirect it.
+fn denokv_on(sqlite: &Path) -> Command {
+    let mut command = Command::new(tool("DENOKV"));
+    command
+        .arg("--sqlite-path")
+        .arg(sqlite)
+        .env_clear()
+        .env("PATH", env_or("PATH", "/usr/bin:/bin"))
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            env_or("AWS_ACCESS_KEY_ID", "subkv-local"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            env_or("AWS_SECRET_ACCESS_KEY", "subkv-local"),
+        )
+        .env("AWS_REGION", env_or("AWS_REGION", "us-east-1"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    command
+}
+
 /// A running `denokv serve` (killed on drop), reachable with Deno.openKv(url) and
 /// the token.
 pub struct Server {
@@ -500,11 +505,21 @@ pub struct Server {
 
 impl Server {
     fn start(restore: &Restore, extra: &[&str]) -> Self {
-        let port = free_port();
         let token = format!("denokv-e2e-{}", Uuid::new_v4().simple());
-        let log = restore.dir().join(format!("serve-{port}.log"));
+        Self::spawn(restore.denokv(), restore.dir(), token, extra)
+    }
+
+    /// `denokv serve` of a new, empty database (a SQLite file in `dir`) that accepts
+    /// `token`: the reference server of the differential test.
+    pub fn empty(dir: &Path, token: &str) -> Self {
+        let command = denokv_on(&dir.join("reference.sqlite"));
+        Self::spawn(command, dir, token.to_string(), &[])
+    }
+
+    fn spawn(mut command: Command, dir: &Path, token: String, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("serve-{port}.log"));
         let file = std::fs::File::create(&log).expect("serve log");
-        let mut command = restore.denokv();
         command
             .args(["serve", "--access-token", &token, "--addr"])
             .arg(format!("127.0.0.1:{port}"))

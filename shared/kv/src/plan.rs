@@ -207,7 +207,18 @@ pub fn plan_within(
         return Ok(PlanOutcome::CheckFailed(failed));
     }
 
-    // Mutations, in order, on the items' new content.
+    // Mutations, in order, on the items' new content. Checks come first: a
+    // mutation that fails (sum/min/max on another type) fails the commit only if
+    // every check holds, as in denokv. So with checks still to be decided by
+    // conditions, such an error asks for their items instead, and the next plan
+    // decides the checks on the snapshot first.
+    let unless_a_check_fails = |error: KvError| -> KvResult<PlanOutcome> {
+        if deferred.is_empty() {
+            Err(error)
+        } else {
+            Ok(PlanOutcome::NeedRead(deferred.keys().cloned().collect()))
+        }
+    };
     let vs = versionstamp(version);
     let mut touched: BTreeMap<Vec<u8>, Slot> = BTreeMap::new();
     let mut log = Vec::with_capacity(write.mutations.len());
@@ -240,16 +251,22 @@ pub fn plan_within(
                     ));
                 }
                 let current = slot.get(&key, now_ms);
-                let n = mutate_u64("sum", current, value, u64::wrapping_add)?;
-                Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None))
+                match mutate_u64("sum", current, value, u64::wrapping_add) {
+                    Ok(n) => Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None)),
+                    Err(error) => return unless_a_check_fails(error),
+                }
             }
             MutationKind::Min(value) => {
-                let n = mutate_u64("min", slot.get(&key, now_ms), value, u64::min)?;
-                Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None))
+                match mutate_u64("min", slot.get(&key, now_ms), value, u64::min) {
+                    Ok(n) => Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None)),
+                    Err(error) => return unless_a_check_fails(error),
+                }
             }
             MutationKind::Max(value) => {
-                let n = mutate_u64("max", slot.get(&key, now_ms), value, u64::max)?;
-                Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None))
+                match mutate_u64("max", slot.get(&key, now_ms), value, u64::max) {
+                    Ok(n) => Some((n.to_le_bytes().to_vec(), ENCODING_LE64, None)),
+                    Err(error) => return unless_a_check_fails(error),
+                }
             }
         };
         let index = log.len() as u16;

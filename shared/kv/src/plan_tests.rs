@@ -338,3 +338,51 @@ fn enqueue_and_empty_keys_are_rejected() {
     );
     assert!(plan(&w, &BTreeMap::new(), 1, 0).is_err());
 }
+
+/// Checks come before mutations: a sum on a value of another type fails the commit
+/// only if every check holds (found by the differential test against denokv).
+#[test]
+fn a_type_error_waits_for_checks_that_are_still_conditions() {
+    let mut text = Slot::empty(k("s"));
+    text.put(Entry {
+        key: k("s"),
+        value: vec![1, 2],
+        encoding: 1,
+        version: 1,
+        expire_at_ms: None,
+    });
+    let sum = || {
+        m(
+            "s",
+            MutationKind::Sum {
+                value: KvValue::U64(1),
+                min_v8: vec![],
+                max_v8: vec![],
+                clamp: false,
+            },
+        )
+    };
+    let check = |versionstamp| Check {
+        key: k("c"),
+        versionstamp,
+    };
+    // The check on "c" would be a condition: the planner asks for its item first.
+    let only_s = BTreeMap::from([(k("s"), text.clone())]);
+    let w = write(vec![check(Some(versionstamp(5)))], vec![sum()]);
+    match plan(&w, &only_s, 2, 0).unwrap() {
+        PlanOutcome::NeedRead(sks) => assert_eq!(sks, BTreeSet::from([k("c")])),
+        other => panic!("{other:?}"),
+    }
+    // With it: a failing check is the answer; with every check holding, the type error.
+    let with_c = BTreeMap::from([(k("s"), text), (k("c"), Slot::empty(k("c")))]);
+    match plan(&w, &with_c, 2, 0).unwrap() {
+        PlanOutcome::CheckFailed(failed) => assert_eq!(failed, vec![0]),
+        other => panic!("{other:?}"),
+    }
+    let w = write(vec![check(None)], vec![sum()]);
+    let err = plan(&w, &with_c, 2, 0).unwrap_err();
+    assert!(err.to_string().contains("non-U64 value"), "{err}");
+    // No checks: the type error at once, with no read.
+    let err = plan(&write(vec![], vec![sum()]), &only_s, 2, 0).unwrap_err();
+    assert!(err.to_string().contains("non-U64 value"), "{err}");
+}
