@@ -147,6 +147,20 @@ impl Session {
         pb::AtomicWriteOutput::decode(reply.body.as_slice()).unwrap()
     }
 
+    /// Writes these mutations in commits of 1000 (Deno's limit), each answered
+    /// with success.
+    pub async fn write_all(&self, mutations: Vec<pb::Mutation>) {
+        for chunk in mutations.chunks(1000) {
+            let out = self
+                .write(pb::AtomicWrite {
+                    mutations: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await;
+            assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
+        }
+    }
+
     /// Every entry in `[start, end)`, one page of up to 1000.
     pub async fn list(&self, start: Vec<u8>, end: Vec<u8>) -> Vec<pb::KvEntry> {
         let read = pb::SnapshotRead {

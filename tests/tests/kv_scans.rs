@@ -42,28 +42,17 @@ fn delete(k: Vec<u8>) -> pb::Mutation {
     }
 }
 
-/// Writes these mutations in commits of 1000 (Deno's limit).
-async fn write_all(s: &Session, mutations: Vec<pb::Mutation>) {
-    for chunk in mutations.chunks(1000) {
-        let out = s
-            .write(pb::AtomicWrite {
-                mutations: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await;
-        assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
-    }
-}
-
 #[tokio::test]
 async fn deleted_keys_leave_nothing_for_a_list_to_scan() {
     let s = Session::open().await;
     let keys: Vec<Vec<u8>> = (0..2000).map(|i| numbered("t/", i)).collect();
-    write_all(&s, keys.iter().map(|k| set(k, b"v", 0)).collect()).await;
-    write_all(&s, keys.into_iter().map(delete).collect()).await;
+    s.write_all(keys.iter().map(|k| set(k, b"v", 0)).collect())
+        .await;
+    s.write_all(keys.into_iter().map(delete).collect()).await;
     // Keys that never existed, deleted.
-    write_all(&s, (0..1000).map(|i| delete(numbered("n/", i))).collect()).await;
-    write_all(&s, vec![set(&key("t/zzzz"), b"last", 0)]).await;
+    s.write_all((0..1000).map(|i| delete(numbered("n/", i))).collect())
+        .await;
+    s.write_all(vec![set(&key("t/zzzz"), b"last", 0)]).await;
 
     assert_eq!(
         data_items(s.id()).await,
@@ -93,7 +82,7 @@ async fn expired_entries_cost_a_list_a_few_queries() {
         .map(|i| set(&numbered("e/", i), b"gone", expired))
         .collect();
     mutations.push(set(&key("e/zzzz"), b"stays", 0));
-    write_all(&s, mutations).await;
+    s.write_all(mutations).await;
 
     let (kv, requests) = counting_store().await;
     let read = kv
@@ -119,11 +108,8 @@ async fn expired_entries_cost_a_list_a_few_queries() {
 #[tokio::test]
 async fn reads_use_no_transaction() {
     let s = Session::open().await;
-    write_all(
-        &s,
-        (0..5).map(|i| set(&numbered("r/", i), b"x", 0)).collect(),
-    )
-    .await;
+    s.write_all((0..5).map(|i| set(&numbered("r/", i), b"x", 0)).collect())
+        .await;
     let (kv, requests) = counting_store().await;
     let keys: Vec<Vec<u8>> = (0..5).map(|i| numbered("r/", i)).collect();
     let got = kv.get_many(s.id(), &keys).await.unwrap();

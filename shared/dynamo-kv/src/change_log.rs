@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 impl DynamoKv {
     /// A consistent query of a database's change records after commit `after`.
-    fn log_after(
+    pub(crate) fn log_after(
         &self,
         database: Uuid,
         after: u64,

@@ -514,15 +514,9 @@ impl DynamoKv {
         let mut start_key = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.log_table)
-                .key_condition_expression("pk = :pk AND sk > :after")
-                .expression_attribute_values(":pk", AttributeValue::S(database.to_string()))
-                .expression_attribute_values(":after", b(log_sk(after, u16::MAX)))
+                .log_after(database, after)
                 .projection_expression("sk, #req")
                 .expression_attribute_names("#req", LOG_REQUEST)
-                .consistent_read(true)
                 .set_exclusive_start_key(start_key.take())
                 .send()
                 .await
