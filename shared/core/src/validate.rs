@@ -99,6 +99,30 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !blocked
 }
 
+/// Whether a backup may reach this address: a public one, or with
+/// `allow_insecure` (the local stack, whose emulator listens on loopback) also a
+/// loopback one. Never a private, link-local (instance metadata) or other
+/// non-public one, even then: the local stack refuses what production refuses.
+pub fn is_allowed_ip(ip: IpAddr, allow_insecure: bool) -> bool {
+    is_public_ip(ip) || (allow_insecure && is_loopback(ip))
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Whether a host name is `localhost` (or under `.localhost`): loopback by
+/// definition (RFC 6761).
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 /// Host names that never name a public S3 endpoint.
 fn is_local_name(host: &str) -> bool {
     let host = host.trim_end_matches('.');
@@ -117,7 +141,9 @@ fn is_local_name(host: &str) -> bool {
 /// Checks a backup endpoint. Without `allow_insecure` it must be an `https` URL
 /// whose host is public: no user info, no loopback/private/link-local/multicast/
 /// unspecified address, no `localhost`. With `allow_insecure` (development only),
-/// `http` and local hosts are accepted; user info never is.
+/// `http` is accepted, and so are loopback hosts (`localhost`, `127.0.0.0/8`,
+/// `::1`: where the local emulator listens), nothing else that is not public;
+/// user info never is.
 /// Returns the URL normalised (scheme and host lower-cased, no trailing slash).
 pub fn endpoint(raw: &str, allow_insecure: bool) -> Result<String, String> {
     if raw.len() > MAX_ENDPOINT_BYTES {
@@ -145,20 +171,19 @@ pub fn endpoint(raw: &str, allow_insecure: bool) -> Result<String, String> {
         );
     }
     let host = url.host().ok_or("endpoint must have a host")?;
-    if !allow_insecure {
-        match host {
-            Host::Domain(name) if is_local_name(name) => {
-                return Err(format!("endpoint host {name} is not a public host name"));
-            }
-            Host::Domain(_) => {}
-            Host::Ipv4(ip) if !is_public_v4(ip) => {
-                return Err(format!("endpoint address {ip} is not a public address"));
-            }
-            Host::Ipv6(ip) if !is_public_v6(ip) => {
-                return Err(format!("endpoint address {ip} is not a public address"));
-            }
-            Host::Ipv4(_) | Host::Ipv6(_) => {}
+    match host {
+        Host::Domain(name) if allow_insecure && is_localhost(name) => {}
+        Host::Domain(name) if is_local_name(name) => {
+            return Err(format!("endpoint host {name} is not a public host name"));
         }
+        Host::Domain(_) => {}
+        Host::Ipv4(ip) if !is_allowed_ip(IpAddr::V4(ip), allow_insecure) => {
+            return Err(format!("endpoint address {ip} is not a public address"));
+        }
+        Host::Ipv6(ip) if !is_allowed_ip(IpAddr::V6(ip), allow_insecure) => {
+            return Err(format!("endpoint address {ip} is not a public address"));
+        }
+        Host::Ipv4(_) | Host::Ipv6(_) => {}
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
@@ -330,6 +355,21 @@ mod tests {
     fn development_setting_allows_http_and_local_hosts_but_never_user_info() {
         assert!(endpoint("http://127.0.0.1:4566", true).is_ok());
         assert!(endpoint("http://localhost:9000", true).is_ok());
+        assert!(endpoint("http://[::1]:9000", true).is_ok());
+        // Even the local stack refuses what no emulator needs: instance
+        // metadata, private and other non-public ranges, local names.
+        for refused in [
+            "http://169.254.169.254",
+            "http://[::ffff:169.254.169.254]",
+            "http://10.0.0.1:9000",
+            "http://192.168.1.20",
+            "http://[fd00::1]",
+            "http://0.0.0.0:4566",
+            "http://metadata.google.internal",
+            "http://moto:4566",
+        ] {
+            assert!(endpoint(refused, true).is_err(), "{refused}");
+        }
         assert!(endpoint("http://u:p@127.0.0.1:4566", true).is_err());
         assert!(endpoint("gopher://127.0.0.1", true).is_err());
     }

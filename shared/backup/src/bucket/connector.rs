@@ -1,6 +1,6 @@
 //! The HTTP client every tenant's [`super::Bucket`] shares, and the SSRF rules it
-//! keeps after DNS: its resolver drops every address [`is_public_ip`] rejects
-//! (unless private endpoints are allowed, for development), and a resolver refusal
+//! keeps after DNS: its resolver drops every address [`is_allowed_ip`] rejects
+//! (only public ones; also loopback ones for the local stack), and a resolver refusal
 //! is never retried.
 
 use aws_sdk_s3::config::interceptors::InterceptorContext;
@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriorit
 use std::error::Error as StdError;
 use std::net::{IpAddr, ToSocketAddrs};
 use subkv_core::config::{ConfigError, Env};
-use subkv_core::validate::is_public_ip;
+use subkv_core::validate::is_allowed_ip;
 
 /// The HTTP client every [`Bucket`] shares; build it once per cold start.
 #[derive(Clone, Debug)]
@@ -36,8 +36,9 @@ impl Connector {
         }
     }
 
-    /// `SUBKV_ALLOW_INSECURE_ENDPOINTS=true` (or `1`) allows private endpoints, as
-    /// the management API does; anything else does not.
+    /// `SUBKV_ALLOW_INSECURE_ENDPOINTS=true` (or `1`) allows loopback endpoints
+    /// (the local emulator), as the management API does; never other non-public
+    /// ones. Anything else allows public ones only.
     /// `SUBKV_ALLOW_INSECURE_ENDPOINTS` decides, by the one rule for booleans.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self::new(env.allow_insecure_endpoints()?))
@@ -88,7 +89,7 @@ impl ResolveDns for PublicOnlyResolver {
 pub(super) fn allowed_addresses(addrs: Vec<IpAddr>, allow_private: bool) -> Vec<IpAddr> {
     addrs
         .into_iter()
-        .filter(|ip| allow_private || is_public_ip(*ip))
+        .filter(|ip| is_allowed_ip(*ip, allow_private))
         .collect()
 }
 

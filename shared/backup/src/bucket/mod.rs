@@ -2,8 +2,8 @@
 //! checked again after DNS resolution.
 //!
 //! - One [`Connector`] per cold start: the HTTP client every tenant's [`Bucket`]
-//!   shares. Its DNS resolver drops every address [`is_public_ip`] rejects (unless
-//!   private endpoints are allowed, for development), so a host name that passed
+//!   shares. Its DNS resolver drops every address [`is_allowed_ip`] rejects (only
+//!   public ones; also loopback ones for the local stack), so a host name that passed
 //!   validation and later resolves inside the VPC is never connected to.
 //! - One [`Bucket`] per backup target: static credentials, the target's region,
 //!   virtual-hosted addressing on AWS and path-style everywhere else, no CRC checksum
@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use subkv_core::control::records::BackupRecord;
 use subkv_core::secrets::SecretString;
-use subkv_core::validate::is_public_ip;
+use subkv_core::validate::is_allowed_ip;
 use url::{Host, Url};
 
 /// The longest message a [`BucketFault`] carries (the tenant sees it).
@@ -158,7 +158,7 @@ impl Bucket {
             Host::Domain(_) => None,
         };
         if let Some(ip) = literal {
-            if !connector.allow_private && !is_public_ip(ip) {
+            if !is_allowed_ip(ip, connector.allow_private) {
                 return Err(refuse(format!(
                     "endpoint address {ip} is not a public address"
                 )));

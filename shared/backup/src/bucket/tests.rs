@@ -346,11 +346,20 @@ async fn the_resolver_keeps_public_addresses_only() {
         "2606:4700::1".parse().unwrap(),
     ];
     assert_eq!(
-        allowed_addresses(mixed, false),
+        allowed_addresses(mixed.clone(), false),
         vec![
             "8.8.8.8".parse::<IpAddr>().unwrap(),
             "2606:4700::1".parse().unwrap()
         ]
+    );
+    // The local stack's setting adds loopback, nothing else that is not public:
+    // a name resolving to instance metadata or a private range stays refused.
+    let mut with_local = mixed;
+    with_local
+        .extend(["127.0.0.1", "::1", "169.254.169.254"].map(|a| a.parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        allowed_addresses(with_local, true),
+        ["8.8.8.8", "2606:4700::1", "127.0.0.1", "::1"].map(|a| a.parse::<IpAddr>().unwrap())
     );
 }
 
