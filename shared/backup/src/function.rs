@@ -417,7 +417,7 @@ mod tests {
                 "dynamodb": {
                     "ApproximateCreationDateTime": 1_764_000_000,
                     "Keys": {"pk": {"S": db}, "sk": {"B": "AAAAAAAAAAEAAA=="}},
-                    "SequenceNumber": seq, "SizeBytes": 10, "StreamViewType": "NEW_IMAGE"
+                    "SequenceNumber": seq, "SizeBytes": 10, "StreamViewType": "KEYS_ONLY"
                 },
                 "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/subkv-kv-log/stream/x"
             })

@@ -70,7 +70,7 @@ pub async fn ensure_kv_tables(
             create = create.stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewImage)
+                    .stream_view_type(StreamViewType::KeysOnly)
                     .build()
                     .map_err(|e| e.to_string())?,
             );

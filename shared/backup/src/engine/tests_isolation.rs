@@ -106,7 +106,7 @@ impl Fleet {
                             "sk": {"B": "AAAAAAAAAAEAAA=="}
                         },
                         "SequenceNumber": format!("{}", 100 + n), "SizeBytes": 10,
-                        "StreamViewType": "NEW_IMAGE"
+                        "StreamViewType": "KEYS_ONLY"
                     },
                     "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/subkv-kv-log/stream/x"
                 })
