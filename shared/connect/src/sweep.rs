@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use subkv_core::config::{var, ConfigError, Env};
-use subkv_core::runtime;
+use subkv_core::{metrics, runtime};
 use subkv_dynamo_kv::{now_ms, DynamoKv, ShardCursor, EXPIRY_SHARDS};
 use uuid::Uuid;
 
@@ -201,6 +201,21 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
             };
             let mut report = sweep(&state.kv, config, started + budget).await;
             report.budget_ms = budget.as_millis() as u64;
+            // Metrics (namespace subkv/kv): the template alarms on failed
+            // databases and on a backlog left at the end of run after run.
+            metrics::print(metrics::emf(
+                "subkv/kv",
+                &[
+                    ("Swept", "Count"),
+                    ("SweepFailedDatabases", "Count"),
+                    ("SweepBacklog", "Count"),
+                ],
+                serde_json::json!({
+                    "Swept": report.swept,
+                    "SweepFailedDatabases": report.failed_databases + report.failed_pages,
+                    "SweepBacklog": u8::from(!report.caught_up),
+                }),
+            ));
             tracing::info!(
                 swept = report.swept,
                 failed_databases = report.failed_databases,

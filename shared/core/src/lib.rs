@@ -7,6 +7,7 @@
 //! | [`runtime`] | JSON logs, cold start, `serve` for HTTP and for events, the request log line |
 //! | [`auth`] | bearer tokens: minting, hashing, the admin check |
 //! | [`error`] | storage errors (each plane maps them to HTTP once) |
+//! | [`metrics`] | CloudWatch Embedded Metric Format lines, without dimensions |
 //! | [`dynamo`] | DynamoDB attribute helpers and the reading of a failed call |
 //! | [`control`] | the control table: records, [`control::ControlTable`], its DynamoDB and in-memory implementations |
 //! | [`secrets`] | backup secrets sealed and opened with KMS |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod dynamo;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod runtime;
 pub mod secrets;
