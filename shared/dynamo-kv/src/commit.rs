@@ -270,18 +270,19 @@ impl DynamoKv {
         let slots: Vec<Slot> = plan.puts.iter().map(|p| p.slot.clone()).collect();
         // The commit is decided: from here the client must learn that it
         // happened (a 5xx would make it send the same write again, and a sum
-        // would apply twice). So writing its items gets a time budget, and
-        // an error or the end of the budget leaves them to the next reader or
-        // writer, which finishes the commit before anything else.
-        let finished = tokio::time::timeout(
-            APPLY_BUDGET,
-            self.finish(database, plan.version, &record, slots, now),
-        )
-        .await;
+        // would apply twice). So writing its items gets a time budget, checked
+        // between transactions, and an error or the end of the budget leaves
+        // them to the next reader or writer, which finishes the commit before
+        // anything else. A commit DynamoDB refuses is resolved to the end
+        // (`resolve.rs`) and answered with what became of it.
+        let deadline = std::time::Instant::now() + APPLY_BUDGET;
+        let finished = self
+            .finish(database, plan.version, &record, slots, now, Some(deadline))
+            .await;
         let outcome = match finished {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(err)) if self.crash_after.is_some() => return Err(err),
-            Ok(Err(err)) => {
+            Ok(outcome) => outcome,
+            Err(err) if self.crash_after.is_some() => return Err(err),
+            Err(err) => {
                 tracing::warn!(
                     %database,
                     version = plan.version,
@@ -291,18 +292,18 @@ impl DynamoKv {
                 );
                 return Ok(CommitResult::Committed);
             }
-            Err(_) => {
+        };
+        match outcome {
+            Finished::Applied => Ok(CommitResult::Committed),
+            Finished::Deferred => {
                 tracing::warn!(
                     %database,
                     version = plan.version,
                     "a large commit is decided but writing its items outlasted its \
                      budget; the next reader or writer finishes it"
                 );
-                return Ok(CommitResult::Committed);
+                Ok(CommitResult::Committed)
             }
-        };
-        match outcome {
-            Finished::Applied => Ok(CommitResult::Committed),
             Finished::Abandoned(why) => Err(refused(&why)),
             Finished::Trimmed(why) => Err(KvError::bad(format!(
                 "the commit could be stored only in part ({why}): it was applied without the \

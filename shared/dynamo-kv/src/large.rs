@@ -46,6 +46,9 @@ pub(crate) enum Finished {
     /// cannot be: it stands without the mutations of the items that cannot be
     /// stored, and its change record says so. Why.
     Trimmed(String),
+    /// Writing its items outlasted the deadline given: still pending, the next
+    /// reader or writer finishes it.
+    Deferred,
 }
 
 /// What writing some of a pending commit's items came to.
@@ -57,6 +60,8 @@ pub(crate) enum Written {
     /// DynamoDB refused the transaction that holds these items (nothing of it
     /// was written, nor any after it). Why.
     Refused(BTreeSet<Vec<u8>>, String),
+    /// The deadline passed before all were written (none is half-written).
+    Deferred,
 }
 
 impl DynamoKv {
@@ -71,15 +76,20 @@ impl DynamoKv {
         record: &PendingRecord,
         slots: Vec<Slot>,
         now: i64,
+        deadline: Option<std::time::Instant>,
     ) -> KvResult<Finished> {
         let why = match slots.iter().find_map(|s| self.budget.refuse_item(s)) {
             Some(refusal) => refusal.to_string(),
-            None => match self.write_items(database, version, &slots).await? {
+            None => match self
+                .write_items(database, version, &slots, deadline)
+                .await?
+            {
                 Written::Done => {
                     self.clear_pending(database, version, now).await?;
                     return Ok(Finished::Applied);
                 }
                 Written::MovedOn => return Ok(Finished::Applied),
+                Written::Deferred => return Ok(Finished::Deferred),
                 Written::Refused(_, why) => why,
             },
         };
@@ -96,6 +106,7 @@ impl DynamoKv {
         database: Uuid,
         version: u64,
         slots: &[Slot],
+        deadline: Option<std::time::Instant>,
     ) -> KvResult<Written> {
         let sizes: Vec<usize> = slots.iter().map(item_bytes).collect();
         for (sent, run) in self
@@ -104,6 +115,9 @@ impl DynamoKv {
             .into_iter()
             .enumerate()
         {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(Written::Deferred);
+            }
             if self.crash_after == Some(sent) {
                 return Err(KvError::Internal(format!(
                     "simulated crash after the intent and {sent} transactions of items"
@@ -130,6 +144,7 @@ impl DynamoKv {
             match self.send_items(actions).await? {
                 Written::Done => {}
                 Written::MovedOn => return Ok(Written::MovedOn),
+                Written::Deferred => return Ok(Written::Deferred),
                 Written::Refused(_, why) => {
                     let sks = slots[run].iter().map(|s| s.sk.clone()).collect();
                     return Ok(Written::Refused(sks, why));
@@ -240,7 +255,7 @@ impl DynamoKv {
         tracing::info!(%database, version, "finishing a pending large commit");
         let record = self.pending_record(database, version).await?;
         let slots = self.rebuild(database, version, &record.entries).await?;
-        self.finish(database, version, &record, slots, now_ms())
+        self.finish(database, version, &record, slots, now_ms(), None)
             .await
             .map(|_| ())
     }

@@ -89,18 +89,19 @@ impl DynamoKv {
             .collect();
         rest.retain(|s| !refused.contains(&s.sk));
         loop {
-            let group = match self.write_items(database, version, &rest).await? {
+            let group = match self.write_items(database, version, &rest, None).await? {
                 Written::Done => break,
-                Written::MovedOn => return Ok(Finished::Trimmed(why)),
+                // (Never Deferred: resolving has no deadline.)
+                Written::MovedOn | Written::Deferred => return Ok(Finished::Trimmed(why)),
                 Written::Refused(group, _) => group,
             };
             // A transaction of several items was refused: find which, one at a
             // time (all or nothing was lost already; keep all that can be kept).
             for slot in rest.iter().filter(|s| group.contains(&s.sk)) {
                 let alone = std::slice::from_ref(slot);
-                match self.write_items(database, version, alone).await? {
+                match self.write_items(database, version, alone, None).await? {
                     Written::Done => {}
-                    Written::MovedOn => return Ok(Finished::Trimmed(why)),
+                    Written::MovedOn | Written::Deferred => return Ok(Finished::Trimmed(why)),
                     Written::Refused(..) => {
                         refused.insert(slot.sk.clone());
                     }
