@@ -408,10 +408,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn errors_are_plain_text_with_their_status() {
-        let response = error_response(&KvError::bad("too many checks"));
-        assert_eq!(response.status(), 400);
+    /// The body of a plain-text response (asserting its content type).
+    fn plain_text(response: &Response<Body>) -> &str {
         assert_eq!(
             response.headers()[CONTENT_TYPE],
             "text/plain; charset=utf-8"
@@ -419,7 +417,14 @@ mod tests {
         let Body::Text(body) = response.body() else {
             panic!("text body")
         };
-        assert_eq!(body, "too many checks\n");
+        body
+    }
+
+    #[test]
+    fn errors_are_plain_text_with_their_status() {
+        let response = error_response(&KvError::bad("too many checks"));
+        assert_eq!(response.status(), 400);
+        assert_eq!(plain_text(&response), "too many checks\n");
         let internal = error_response(&KvError::Internal("secret detail".into()));
         assert_eq!(internal.status(), 500);
         let Body::Text(body) = internal.body() else {
@@ -509,13 +514,7 @@ mod tests {
             limit: runtime::MAX_BUFFERED_RESPONSE_BYTES,
         });
         assert_eq!(response.status(), 400);
-        assert_eq!(
-            response.headers()[CONTENT_TYPE],
-            "text/plain; charset=utf-8"
-        );
-        let Body::Text(body) = response.body() else {
-            panic!("text body")
-        };
+        let body = plain_text(&response);
         assert!(
             body.contains("the limit is 6291456 bytes for a buffered response"),
             "{body}"
