@@ -31,9 +31,16 @@ And three fixes to its DynamoDB Streams, for the stream pump (stream_pump.py):
 5. Shard iterators expire 15 minutes after they are issued, as DynamoDB's do
    (ExpiredIteratorException). moto kept every iterator it ever issued: a
    reader polling an idle stream four times a second grew it by ~0.5 GB a day.
+
+And IAM (iam.py): a request signed with a function's key (`local-role-<binary>`)
+is refused unless that function's role in infra/template.yaml allows it, with
+the error AWS answers (AccessDeniedException; S3's AccessDenied).
 """
 
 import functools
+import json
+import os
+import sys
 import threading
 import time
 
@@ -54,7 +61,15 @@ from moto.dynamodb.models.utilities import dynamo_json_dump
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.kms.responses import KmsResponse
+from moto.s3.exceptions import S3AccessDeniedError
+from moto.s3.responses import S3Response
 from moto.server import main
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import iam  # noqa: E402
+from sam_transform import transform  # noqa: E402
 
 _dynamodb = threading.Lock()
 
@@ -229,6 +244,105 @@ def _size_of_binary_as_bytes(self):
 
 DynamoType.size = _size_of_binary_as_bytes
 moto.dynamodb.responses.TRANSACTION_MAX_ITEMS = 100  # TransactGetItems, as DynamoDB
+
+
+# ---------------------------------------------------------------------------
+# IAM (iam.py)
+
+_TEMPLATE = os.environ.get(
+    "SUBKV_IAM_TEMPLATE",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "template.yaml"),
+)
+_transformed = transform(_TEMPLATE)
+_authorizer: iam.Authorizer | None = None
+_authorizer_lock = threading.Lock()
+
+
+def _backend(service: str):
+    from moto.backends import get_backend
+
+    return get_backend(service)[iam.ACCOUNT][iam.REGION]
+
+
+def _key_arn(key_id: str) -> str | None:
+    kms = _backend("kms")
+    try:
+        return kms.describe_key(kms.any_id_to_key_id(key_id)).arn
+    except Exception:
+        return None
+
+
+def _attribute(logical: str, attribute: str, local_id: str) -> str | None:
+    """`Fn::GetAtt` of a resource, from the emulator's state (its local name)."""
+    resource = _transformed["Resources"].get(logical, {})
+    kind = resource.get("Type")
+    if kind == "AWS::IAM::Role" and attribute == "Arn":
+        return iam.role_arn(logical)
+    if kind == "AWS::DynamoDB::Table" and local_id:
+        table = _backend("dynamodb").get_table(local_id)
+        if attribute == "Arn":
+            return table.table_arn
+        if attribute == "StreamArn":
+            return f"{table.table_arn}/stream/{table.latest_stream_label}"
+    if kind == "AWS::KMS::Key" and local_id and attribute == "Arn":
+        return _key_arn(local_id)
+    return None
+
+
+def _authorizer_now() -> iam.Authorizer:
+    global _authorizer
+    with _authorizer_lock:
+        if _authorizer is None:
+            _authorizer = iam.Authorizer(_transformed, dict(os.environ), _attribute, _key_arn)
+            iam.log(f"enforcing the roles of {len(_authorizer.roles)} functions from {_TEMPLATE}")
+        return _authorizer
+
+
+def _params(handler) -> dict:
+    body = getattr(handler, "body", None)
+    if isinstance(body, dict):
+        return body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        return json.loads(body or "{}")
+    except ValueError:
+        return {}
+
+
+def _table_arn(name: str) -> str:
+    return f"arn:{iam.PARTITION}:dynamodb:{iam.REGION}:{iam.ACCOUNT}:table/{name}"
+
+
+def _authorize(self, iam_request_cls, resource="*"):
+    """Replaces moto's IAM check (which authorizes DynamoDB and KMS against `*`)."""
+    role_key = iam.access_key_of(self.headers)
+    if not role_key.startswith(iam.KEY_PREFIX):
+        return  # an operator's, a test's or a tenant's credentials
+    authorizer = _authorizer_now()
+    role = authorizer.role_of(role_key)
+    action = self._get_action()
+    if isinstance(self, DynamoHandler):
+        calls = iam.dynamodb_calls(action, _params(self), _table_arn)
+    elif isinstance(self, DynamoDBStreamsHandler):
+        calls = iam.streams_calls(action, _params(self))
+    elif isinstance(self, KmsResponse):
+        calls = iam.kms_calls(action, _params(self), _key_arn)
+    elif isinstance(self, S3Response):
+        calls = [iam.Call(f"s3:{self.data.get('Action') or action}", resource)]
+    else:
+        service = iam.scope_service(self.headers) or "unknown"
+        calls = [iam.Call(f"{service}:{action}", resource)]
+    try:
+        authorizer.check(role, calls)
+    except iam.Denied as denied:
+        iam.log(f"denied: {denied}")
+        if isinstance(self, S3Response):
+            raise S3AccessDeniedError() from None
+        raise JsonRESTError("AccessDeniedException", str(denied)) from None
+
+
+ActionAuthenticatorMixin._authenticate_and_authorize_action = _authorize
 
 if __name__ == "__main__":
     main()

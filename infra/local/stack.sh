@@ -148,8 +148,10 @@ watch_flags=(--invoke-address 127.0.0.1 --invoke-port "$api_port" --concurrency 
 if [ "$mode" != dev ]; then
   watch_flags+=(--ignore-changes)
 fi
+# Each function gets its own key from the workspace Cargo.toml (its role, enforced by
+# the emulator: infra/local/iam.py); one without gets this key, which may do nothing.
 start_in_session api "$state_dir/api.log" \
-  env PATH="$venv/bin:$PATH" cargo lambda watch "${watch_flags[@]}"
+  env PATH="$venv/bin:$PATH" AWS_ACCESS_KEY_ID=local-role-none cargo lambda watch "${watch_flags[@]}"
 wait_for_port api "$api_port" "${sessions[-1]}" 300
 
 # Scheduled functions: what EventBridge rules do in AWS, through watch's invoke API.
@@ -160,7 +162,8 @@ start_in_session scheduler "$state_dir/scheduler.log" \
 # The change log's stream to backup-forward: what the event source mapping does in AWS.
 start_in_session stream-pump "$state_dir/stream-pump.log" \
   "$venv/bin/python" "$root/infra/local/stream_pump.py" "http://127.0.0.1:$api_port" \
-  backup-forward subkv-kv-log --failure-file "$state_dir/stream-failures.jsonl"
+  backup-forward subkv-kv-log --failure-file "$state_dir/stream-failures.jsonl" \
+  --stream-access-key-id local-role-backup-forward
 
 export SUBKV_API_URL="http://127.0.0.1:$api_port"
 export SUBKV_STACK_LOG_DIR="$state_dir"

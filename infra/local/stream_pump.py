@@ -578,6 +578,10 @@ def main(argv: list[str] | None = None) -> None:
         "--failure-file", default=None, help="JSON lines of discarded batches (default: stderr)"
     )
     parser.add_argument("--poll-seconds", type=float, default=0.25, help="idle polling interval of a shard")
+    parser.add_argument(
+        "--stream-access-key-id", default=None,
+        help="read the stream with this key: the function's role's, as the event source mapping does",
+    )
     args = parser.parse_args(argv)
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint:
@@ -587,7 +591,13 @@ def main(argv: list[str] | None = None) -> None:
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
-    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name=region)
+    role = {}
+    if args.stream_access_key_id:
+        role = {
+            "aws_access_key_id": args.stream_access_key_id,
+            "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        }
+    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name=region, **role)
     stop = threading.Event()
 
     def terminate(*_: Any) -> None:

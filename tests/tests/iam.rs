@@ -1,0 +1,171 @@
+//! IAM on the local stack (issue 13, §1): the emulator refuses a function what
+//! its role in infra/template.yaml does not allow (infra/local/iam.py), so every
+//! other end-to-end test is also a test of the template's grants. Here, calls
+//! made with a function's own credentials (`local-role-<function>`, as the stack
+//! gives them) show both sides: what its role allows goes through, what it lacks
+//! is refused with DynamoDB's and KMS's AccessDeniedException, naming the action.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::MacAlgorithmSpec;
+
+/// The SDK configuration of the local stack, signed as `function`'s role.
+async fn as_function(function: &str) -> aws_config::SdkConfig {
+    let credentials = aws_sdk_dynamodb::config::Credentials::new(
+        format!("local-role-{function}"),
+        "local",
+        None,
+        None,
+        "subkv-e2e",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+fn control_table() -> String {
+    std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into())
+}
+
+fn data_token_key() -> String {
+    std::env::var("SUBKV_DATA_TOKEN_KEY_ID").unwrap_or_else(|_| "alias/subkv-data-token".into())
+}
+
+fn key(pk: &str) -> [(String, AttributeValue); 2] {
+    [
+        ("pk".into(), AttributeValue::S(pk.into())),
+        ("sk".into(), AttributeValue::S("iam-test".into())),
+    ]
+}
+
+/// The code and message of a refused call (panics on success).
+fn refusal<T: std::fmt::Debug, E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    result: Result<T, E>,
+) -> (String, String) {
+    let error = result.expect_err("the call went through");
+    (
+        error.code().unwrap_or_default().to_owned(),
+        error.message().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_read_route_reads_the_control_table_and_is_refused_a_write() {
+    let dynamo = aws_sdk_dynamodb::Client::new(&as_function("get-database").await);
+    let [pk, sk] = key("IAM#read-route");
+    let read = dynamo
+        .get_item()
+        .table_name(control_table())
+        .key(pk.0.clone(), pk.1.clone())
+        .key(sk.0.clone(), sk.1.clone())
+        .send()
+        .await;
+    assert!(read.is_ok(), "GetItem, which its role allows: {read:?}");
+
+    let write = dynamo
+        .put_item()
+        .table_name(control_table())
+        .item(pk.0, pk.1)
+        .item(sk.0, sk.1)
+        .send()
+        .await;
+    let (code, message) = refusal(write);
+    assert_eq!(code, "AccessDeniedException", "{message}");
+    assert!(
+        message.contains("GetDatabaseFunctionRole")
+            && message.contains("dynamodb:PutItem")
+            && message.contains(&format!("table/{}", control_table())),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_needs_every_item_allowed() {
+    // create-database may put into the control table, but not delete from it:
+    // a transaction with one Delete is refused whole, and writes nothing.
+    let dynamo = aws_sdk_dynamodb::Client::new(&as_function("create-database").await);
+    let put = |pk: &str| {
+        let [a, b] = key(pk);
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .put(
+                aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(control_table())
+                    .item(a.0, a.1)
+                    .item(b.0, b.1)
+                    .build()
+                    .expect("put"),
+            )
+            .build()
+    };
+    let [a, b] = key("IAM#other");
+    let delete = aws_sdk_dynamodb::types::TransactWriteItem::builder()
+        .delete(
+            aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(control_table())
+                .key(a.0, a.1)
+                .key(b.0, b.1)
+                .build()
+                .expect("delete"),
+        )
+        .build();
+    let written = dynamo
+        .transact_write_items()
+        .transact_items(put("IAM#transaction"))
+        .transact_items(delete)
+        .send()
+        .await;
+    let (code, message) = refusal(written);
+    assert_eq!(code, "AccessDeniedException", "{message}");
+    assert!(message.contains("dynamodb:DeleteItem"), "{message}");
+
+    let admin = aws_sdk_dynamodb::Client::new(
+        &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    );
+    let [pk, sk] = key("IAM#transaction");
+    let item = admin
+        .get_item()
+        .table_name(control_table())
+        .key(pk.0, pk.1)
+        .key(sk.0, sk.1)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read as the operator")
+        .item;
+    assert!(item.is_none(), "the refused transaction wrote {item:?}");
+}
+
+#[tokio::test]
+async fn only_the_data_path_derives_the_token_key() {
+    let derive = |sdk: aws_config::SdkConfig| async move {
+        aws_sdk_kms::Client::new(&sdk)
+            .generate_mac()
+            .key_id(data_token_key())
+            .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+            .message(Blob::new("iam-test"))
+            .send()
+            .await
+    };
+    let granted = derive(as_function("kv-connect").await).await;
+    assert!(granted.is_ok(), "kv-connect, named by the key policy: {granted:?}");
+
+    let (code, message) = refusal(derive(as_function("get-database").await).await);
+    assert_eq!(code, "AccessDeniedException", "{message}");
+    assert!(message.contains("kms:GenerateMac"), "{message}");
+}
+
+#[tokio::test]
+async fn a_function_without_a_role_in_the_template_may_do_nothing() {
+    let dynamo = aws_sdk_dynamodb::Client::new(&as_function("none").await);
+    let [pk, sk] = key("IAM#none");
+    let read = dynamo
+        .get_item()
+        .table_name(control_table())
+        .key(pk.0, pk.1)
+        .key(sk.0, sk.1)
+        .send()
+        .await;
+    let (code, message) = refusal(read);
+    assert_eq!(code, "AccessDeniedException", "{message}");
+}
