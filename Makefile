@@ -49,13 +49,21 @@ $(TOOLS): infra/local/requirements.txt
 	  && chmod +x $(VENV)/bin/npm
 	touch $@
 
+# checkov in a venv of its own: it pins boto3 exactly (infra/local/requirements-checkov.txt).
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_TOOLS := $(CHECKOV_VENV)/.installed
+$(CHECKOV_TOOLS): infra/local/requirements-checkov.txt | $(TOOLS)
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/local/requirements-checkov.txt
+	touch $@
+
 # The npm client @deno/kv (and nothing else), exactly as locked.
 KV_NODE_MODULES := tests/kv-node/node_modules/.package-lock.json
 $(KV_NODE_MODULES): $(TOOLS) tests/kv-node/package.json tests/kv-node/package-lock.json
 	cd tests/kv-node && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-tools: $(TOOLS) $(KV_NODE_MODULES)
+tools: $(TOOLS) $(KV_NODE_MODULES) $(CHECKOV_TOOLS)
 
 # Exactly what `cargo lambda watch` runs (`cargo run --bin <function>`): every function
 # and the bootstrap share one dependency feature set, so building them together here
