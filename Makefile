@@ -49,13 +49,21 @@ $(TOOLS): infra/local/requirements.txt
 	  && chmod +x $(VENV)/bin/npm
 	touch $@
 
+# checkov in a venv of its own: it pins boto3 exactly (infra/local/requirements-checkov.txt).
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_TOOLS := $(CHECKOV_VENV)/.installed
+$(CHECKOV_TOOLS): infra/local/requirements-checkov.txt | $(TOOLS)
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/local/requirements-checkov.txt
+	touch $@
+
 # The npm client @deno/kv (and nothing else), exactly as locked.
 KV_NODE_MODULES := tests/kv-node/node_modules/.package-lock.json
 $(KV_NODE_MODULES): $(TOOLS) tests/kv-node/package.json tests/kv-node/package-lock.json
 	cd tests/kv-node && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-tools: $(TOOLS) $(KV_NODE_MODULES)
+tools: $(TOOLS) $(KV_NODE_MODULES) $(CHECKOV_TOOLS)
 
 # Exactly what `cargo lambda watch` runs (`cargo run --bin <function>`): every function
 # and the bootstrap share one dependency feature set, so building them together here
@@ -71,7 +79,15 @@ dev: tools build
 lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/cfn-lint infra/template.yaml
+	@# The template and its SAM transform (docs/operations.md, "Security scans"):
+	@# cfn-lint with the serverless rules, then checkov, offline (no platform, no
+	@# policy download, no version check). Suppressions live in the template.
+	mkdir -p target
+	$(VENV)/bin/python infra/local/sam_transform.py infra/template.yaml >target/template.transformed.json
+	$(VENV)/bin/cfn-lint -a cfn_lint_serverless.rules -- infra/template.yaml target/template.transformed.json
+	env -u BC_API_KEY BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true \
+	  $(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
+	  -f infra/template.yaml -f target/template.transformed.json
 	$(VENV)/bin/deno fmt --check --line-width 110 tests/kv tests/kv-node/kv.test.mjs
 	cd tests/kv && DENO_DIR=$(CURDIR)/target/deno $(CURDIR)/$(VENV)/bin/deno check *.ts
 
