@@ -256,6 +256,7 @@ _TEMPLATE = os.environ.get(
 _transformed = transform(_TEMPLATE)
 _authorizer: iam.Authorizer | None = None
 _authorizer_lock = threading.Lock()
+_seen: set[str] = set()
 
 
 def _backend(service: str):
@@ -321,6 +322,9 @@ def _authorize(self, iam_request_cls, resource="*"):
         return  # an operator's, a test's or a tenant's credentials
     authorizer = _authorizer_now()
     role = authorizer.role_of(role_key)
+    if role_key not in _seen:
+        _seen.add(role_key)  # one line per function: which role it calls as
+        iam.log(f"{role_key} calls as {role.arn}")
     action = self._get_action()
     if isinstance(self, DynamoHandler):
         calls = iam.dynamodb_calls(action, _params(self), _table_arn)

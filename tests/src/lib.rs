@@ -30,6 +30,12 @@ pub fn api_log_path() -> String {
     required_env("SUBKV_STACK_LOG_DIR") + "/api.log"
 }
 
+/// The emulator's log (`moto.log`): among others, one `iam:` line per function
+/// naming the role it calls as, and one per refused call (infra/local/iam.py).
+pub fn emulator_log_path() -> String {
+    required_env("SUBKV_STACK_LOG_DIR") + "/moto.log"
+}
+
 /// Where the stack's stream pump writes one line per delivered batch
 /// (`<shard>: <n> record(s) <first>..<last>: ok (<ms> ms)`).
 pub fn stream_pump_log_path() -> String {

@@ -51,6 +51,23 @@ fn refusal<T: std::fmt::Debug, E: aws_sdk_dynamodb::error::ProvideErrorMetadata>
 }
 
 #[tokio::test]
+async fn the_functions_call_as_their_roles() {
+    // An organization and a database, through the management API's functions.
+    let db = subkv_e2e::backup::kv_database("iam-roles").await;
+    assert!(!db.id.is_empty());
+    let log = std::fs::read_to_string(subkv_e2e::emulator_log_path()).expect("the emulator's log");
+    for (function, role) in [
+        ("create-organization", "CreateOrganizationFunctionRole"),
+        ("create-database", "CreateDatabaseFunctionRole"),
+    ] {
+        let line = format!(
+            "iam: local-role-{function} calls as arn:aws:iam::123456789012:role/subkv-{role}"
+        );
+        assert!(log.contains(&line), "no `{line}` in the emulator's log");
+    }
+}
+
+#[tokio::test]
 async fn a_read_route_reads_the_control_table_and_is_refused_a_write() {
     let dynamo = aws_sdk_dynamodb::Client::new(&as_function("get-database").await);
     let [pk, sk] = key("IAM#read-route");
@@ -148,7 +165,10 @@ async fn only_the_data_path_derives_the_token_key() {
             .await
     };
     let granted = derive(as_function("kv-connect").await).await;
-    assert!(granted.is_ok(), "kv-connect, named by the key policy: {granted:?}");
+    assert!(
+        granted.is_ok(),
+        "kv-connect, named by the key policy: {granted:?}"
+    );
 
     let (code, message) = refusal(derive(as_function("get-database").await).await);
     assert_eq!(code, "AccessDeniedException", "{message}");
