@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use subkv_core::auth::{bearer_token, is_admin, token_sha256_hex, Caller};
 use subkv_core::routes::{Access, Route};
-use subkv_core::runtime::{self, RequestLog};
+use subkv_core::runtime::{self, Refused, RequestLog};
 use uuid::Uuid;
 
 /// One authenticated request, as a handler sees it.
@@ -215,6 +215,9 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// The message of a request the origin check refuses (403 `forbidden`).
+const NOT_THROUGH_EDGE: &str = "requests are served through the deployment's domain only";
+
 /// The whole of a management function's `main`: its state built once, then every
 /// request through [`handle`].
 pub async fn serve<F, Fut>(route: &'static Route, handler: F) -> Result<(), lambda_http::Error>
@@ -230,7 +233,10 @@ where
             let handler = handler.clone();
             async move { handle(state, route, handler.as_ref(), request).await }
         },
-        |err| error_response(&ApiError::ResponseTooLarge(err.clone())),
+        |refused| match refused {
+            Refused::TooLarge(err) => error_response(&ApiError::ResponseTooLarge(err.clone())),
+            Refused::NotThroughEdge => error_response(&ApiError::Forbidden(NOT_THROUGH_EDGE)),
+        },
     )
     .await
 }

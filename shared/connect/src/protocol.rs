@@ -10,7 +10,7 @@ use prost::Message;
 use std::sync::Arc;
 use subkv_core::auth::{bearer_token, token_sha256_hex};
 use subkv_core::routes::{Access, Route};
-use subkv_core::runtime::{self, RequestLog, ResponseTooLarge};
+use subkv_core::runtime::{self, Refused, RequestLog, ResponseTooLarge};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
 use subkv_kv::limits::{
@@ -352,10 +352,19 @@ pub async fn handle(
     finish(route, started, result)
 }
 
-/// What a data-plane function answers instead of a response AWS Lambda would not
-/// deliver: a 400 naming the limit (a 5xx would be retried forever).
-pub fn too_large(err: &ResponseTooLarge) -> Response<Body> {
-    error_response(&KvError::bad(err.to_string()))
+/// What a data-plane function answers for the runtime: instead of a response AWS
+/// Lambda would not deliver, a 400 naming the limit (a 5xx would be retried
+/// forever); to a request around the distribution, a 403.
+pub fn refusal(refused: &Refused) -> Response<Body> {
+    error_response(&refused_error(refused))
+}
+
+/// The data plane's error for what the runtime refuses.
+pub fn refused_error(refused: &Refused) -> KvError {
+    match refused {
+        Refused::TooLarge(err) => KvError::bad(err.to_string()),
+        Refused::NotThroughEdge => KvError::Forbidden(refused.to_string()),
+    }
 }
 
 /// The whole of a request/response data-plane function's `main`. A route whose
@@ -367,10 +376,10 @@ pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Err
         handle(&state, route, op, request).await
     };
     if route.access == Access::KvStream {
-        runtime::serve_http_streaming(route.function, ConnectState::from_env(), handler, too_large)
+        runtime::serve_http_streaming(route.function, ConnectState::from_env(), handler, refusal)
             .await
     } else {
-        runtime::serve_http(route.function, ConnectState::from_env(), handler, too_large).await
+        runtime::serve_http(route.function, ConnectState::from_env(), handler, refusal).await
     }
 }
 
@@ -508,17 +517,26 @@ mod tests {
 
     #[test]
     fn a_response_too_large_for_lambda_is_a_plain_400_naming_the_limit() {
-        let response = too_large(&ResponseTooLarge {
+        let response = refusal(&Refused::TooLarge(ResponseTooLarge {
             mode: runtime::ResponseMode::Buffered,
             bytes: 8_742_890,
             limit: runtime::MAX_BUFFERED_RESPONSE_BYTES,
-        });
+        }));
         assert_eq!(response.status(), 400);
         let body = plain_text(&response);
         assert!(
             body.contains("the limit is 6291456 bytes for a buffered response"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn a_request_around_the_distribution_is_a_plain_403() {
+        // Deno's client shows a 4xx as an error and does not retry it.
+        let response = refusal(&Refused::NotThroughEdge);
+        assert_eq!(response.status(), 403);
+        let body = plain_text(&response);
+        assert!(body.contains("through the deployment's domain"), "{body}");
     }
 
     #[test]

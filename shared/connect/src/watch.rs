@@ -15,7 +15,7 @@
 //! `SUBKV_WATCH_MAX_PER_DEPLOYMENT` (500); over either, the watch is refused
 //! with a 429 naming the limit, which Deno raises to the caller.
 
-use crate::protocol::{authorize, log_request, pb_entry};
+use crate::protocol::{authorize, log_request, pb_entry, refused_error};
 use crate::state::ConnectState;
 use bytes::Bytes;
 use denokv_proto::datapath as pb;
@@ -234,7 +234,7 @@ pub async fn serve(route: &'static Route) -> Result<(), lambda_http::Error> {
         route.function,
         ConnectState::from_env(),
         move |state, request| watch(state, route, request),
-        |err| error_body(KvError::bad(err.to_string())),
+        |refused| error_body(refused_error(refused)),
     )
     .await
 }

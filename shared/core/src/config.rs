@@ -19,6 +19,10 @@ pub mod var {
     pub const BACKUP_KMS_KEY_ID: &str = "SUBKV_BACKUP_KMS_KEY_ID";
     /// `true` accepts `http` and local backup endpoints: development only.
     pub const ALLOW_INSECURE_ENDPOINTS: &str = "SUBKV_ALLOW_INSECURE_ENDPOINTS";
+    /// The secret CloudFront adds to every request it sends to an origin
+    /// ([`crate::runtime::ORIGIN_SECRET_HEADER`]); set, a request without it is
+    /// refused (403). Unset on the local stack, which has no distribution.
+    pub const ORIGIN_SECRET: &str = "SUBKV_ORIGIN_SECRET";
 
     /// KV data table.
     pub const KV_DATA_TABLE: &str = "SUBKV_KV_DATA_TABLE";

@@ -151,9 +151,57 @@ pub struct ResponseTooLarge {
     pub limit: usize,
 }
 
-/// What a function answers instead of a response Lambda would refuse: a 4xx
-/// naming the limit, in the plane's error format. It must be small.
-pub type TooLarge<B> = fn(&ResponseTooLarge) -> Response<B>;
+/// What the runtime answers for the function, in the plane's error format (it
+/// must be small): a 4xx naming the limit instead of a response Lambda would
+/// refuse, or a 403 for a request that did not come through the distribution.
+pub type Refusal<B> = fn(&Refused) -> Response<B>;
+
+/// What the runtime refuses on a function's behalf.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    TooLarge(#[from] ResponseTooLarge),
+    /// The origin check ([`OriginCheck`]) failed.
+    #[error("requests are served through the deployment's domain only")]
+    NotThroughEdge,
+}
+
+/// The header CloudFront adds to every request it sends to an origin (the HTTP
+/// API, the function URLs), with the deployment's origin secret as its value.
+pub const ORIGIN_SECRET_HEADER: &str = "x-subkv-origin-secret";
+
+/// The origin check: behind CloudFront, a request that reaches a function
+/// without the origin secret came around the distribution (the HTTP API's own
+/// endpoint, a function URL) and skipped its TLS policy, WAF and throttling.
+/// Compared in constant time; never logged.
+pub struct OriginCheck {
+    secret: Option<Vec<u8>>,
+}
+
+impl OriginCheck {
+    /// From [`var::ORIGIN_SECRET`](crate::config::var::ORIGIN_SECRET): unset or
+    /// empty admits every request (the local stack).
+    pub fn from_env(env: &crate::config::Env) -> Self {
+        Self::new(env.string(crate::config::var::ORIGIN_SECRET))
+    }
+
+    pub fn new(secret: Option<String>) -> Self {
+        Self {
+            secret: secret.filter(|s| !s.is_empty()).map(String::into_bytes),
+        }
+    }
+
+    /// Whether a request with `headers` may be served.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(secret) = &self.secret else {
+            return true;
+        };
+        headers
+            .get(ORIGIN_SECRET_HEADER)
+            .is_some_and(|got| bool::from(got.as_bytes().ct_eq(secret)))
+    }
+}
 
 /// Bytes of `s` as a JSON string, quotes included, escaped as serde_json escapes.
 fn json_string_bytes(s: &str) -> usize {
@@ -213,7 +261,7 @@ pub fn streamed_head_bytes(headers: &HeaderMap) -> usize {
 fn fit_buffered(
     function: &str,
     response: Response<Body>,
-    too_large: TooLarge<Body>,
+    too_large: Refusal<Body>,
 ) -> Response<Body> {
     let bytes = buffered_response_bytes(&response);
     if bytes <= MAX_BUFFERED_RESPONSE_BYTES {
@@ -224,7 +272,7 @@ fn fit_buffered(
         bytes,
         limit: MAX_BUFFERED_RESPONSE_BYTES,
     };
-    let replacement = too_large(&err);
+    let replacement = too_large(&Refused::TooLarge(err.clone()));
     tracing::warn!(route = function, status = replacement.status().as_u16(), error = %err, "response replaced");
     replacement
 }
@@ -304,7 +352,7 @@ where
 fn fit_streamed<B: http_body::Body>(
     function: &'static str,
     response: Response<B>,
-    too_large: TooLarge<B>,
+    too_large: Refusal<B>,
 ) -> Response<Capped<B>> {
     let head = streamed_head_bytes(response.headers());
     let bytes = response
@@ -319,7 +367,7 @@ fn fit_streamed<B: http_body::Body>(
                 bytes,
                 limit: MAX_STREAMED_RESPONSE_BYTES,
             };
-            let replacement = too_large(&err);
+            let replacement = too_large(&Refused::TooLarge(err.clone()));
             tracing::warn!(route = function, status = replacement.status().as_u16(), error = %err, "response replaced");
             replacement
         }
@@ -330,13 +378,14 @@ fn fit_streamed<B: http_body::Body>(
 }
 
 /// The whole of an HTTP function's `main`: its state built once, then each request
-/// through `handler`, which never fails (errors are responses). A response Lambda
-/// would refuse becomes `too_large`'s.
+/// that passes the [`OriginCheck`] through `handler`, which never fails (errors are
+/// responses). A request refused by the check, or a response Lambda would refuse,
+/// becomes `refusal`'s.
 pub async fn serve_http<S, E, H, Fut>(
     function: &'static str,
     build: impl Future<Output = Result<S, E>>,
     handler: H,
-    too_large: TooLarge<Body>,
+    refusal: Refusal<Body>,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: Send + Sync + 'static,
@@ -345,25 +394,36 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let state = cold_start(function, build).await?;
+    let origin = Arc::new(OriginCheck::from_env(&crate::config::Env::process()));
     let handler = Arc::new(handler);
     lambda_http::run(lambda_http::service_fn(move |request: Request| {
-        let (state, handler) = (state.clone(), handler.clone());
+        let (state, handler, origin) = (state.clone(), handler.clone(), origin.clone());
         async move {
+            if !origin.admits(request.headers()) {
+                return Ok::<_, Infallible>(refuse_origin(function, refusal));
+            }
             let response = handler(state, request).await;
-            Ok::<_, Infallible>(fit_buffered(function, response, too_large))
+            Ok::<_, Infallible>(fit_buffered(function, response, refusal))
         }
     }))
     .await
 }
 
+/// The answer to a request the [`OriginCheck`] refuses, logged as a request.
+fn refuse_origin<B>(function: &'static str, refusal: Refusal<B>) -> Response<B> {
+    let response = refusal(&Refused::NotThroughEdge);
+    tracing::warn!(route = function, status = response.status().as_u16(), "request refused: not through the distribution");
+    response
+}
+
 /// [`serve_http`] for a function whose responses stream (Lambda response
 /// streaming). A response whose body length is known and too large becomes
-/// `too_large`'s before anything is sent; one of unknown length is [`Capped`].
+/// `refusal`'s before anything is sent; one of unknown length is [`Capped`].
 pub async fn serve_http_streaming<S, E, H, Fut, B>(
     function: &'static str,
     build: impl Future<Output = Result<S, E>>,
     handler: H,
-    too_large: TooLarge<B>,
+    refusal: Refusal<B>,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: Send + Sync + 'static,
@@ -375,12 +435,17 @@ where
     B::Error: Into<lambda_runtime::Error> + Send + std::fmt::Debug,
 {
     let state = cold_start(function, build).await?;
+    let origin = Arc::new(OriginCheck::from_env(&crate::config::Env::process()));
     let handler = Arc::new(handler);
     lambda_http::run_with_streaming_response(lambda_http::service_fn(move |request: Request| {
-        let (state, handler) = (state.clone(), handler.clone());
+        let (state, handler, origin) = (state.clone(), handler.clone(), origin.clone());
         async move {
+            if !origin.admits(request.headers()) {
+                let refused = refuse_origin(function, refusal);
+                return Ok::<_, Infallible>(fit_streamed(function, refused, refusal));
+            }
             let response = handler(state, request).await;
-            Ok::<_, Infallible>(fit_streamed(function, response, too_large))
+            Ok::<_, Infallible>(fit_streamed(function, response, refusal))
         }
     }))
     .await
@@ -553,10 +618,47 @@ mod tests {
         assert!(buffered_response_bytes(&r) > MAX_BUFFERED_RESPONSE_BYTES);
     }
 
-    fn refuse(err: &ResponseTooLarge) -> Response<Body> {
-        let mut r = Response::new(Body::Text(err.to_string()));
-        *r.status_mut() = lambda_http::http::StatusCode::BAD_REQUEST;
+    fn refuse(refused: &Refused) -> Response<Body> {
+        let mut r = Response::new(Body::Text(refused.to_string()));
+        *r.status_mut() = match refused {
+            Refused::TooLarge(_) => lambda_http::http::StatusCode::BAD_REQUEST,
+            Refused::NotThroughEdge => lambda_http::http::StatusCode::FORBIDDEN,
+        };
         r
+    }
+
+    fn with_header(value: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(ORIGIN_SECRET_HEADER, value.parse().expect("header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_origin_check_admits_only_the_secret_when_one_is_set() {
+        let open = OriginCheck::new(None);
+        assert!(open.admits(&with_header(None)), "no secret: every request");
+        assert!(OriginCheck::new(Some(String::new())).admits(&with_header(None)));
+
+        let check = OriginCheck::new(Some("s3cr3t-value".into()));
+        assert!(check.admits(&with_header(Some("s3cr3t-value"))));
+        for wrong in [None, Some(""), Some("s3cr3t-valu"), Some("s3cr3t-value2"), Some("S3CR3T-VALUE")] {
+            assert!(!check.admits(&with_header(wrong)), "{wrong:?}");
+        }
+        let env = crate::config::Env::from_pairs(&[(crate::config::var::ORIGIN_SECRET, "from-env")]);
+        assert!(OriginCheck::from_env(&env).admits(&with_header(Some("from-env"))));
+        assert!(!OriginCheck::from_env(&env).admits(&with_header(None)));
+    }
+
+    #[test]
+    fn a_request_around_the_distribution_gets_the_planes_403() {
+        let refused = refuse_origin("f", refuse);
+        assert_eq!(refused.status(), 403);
+        let Body::Text(text) = refused.body() else {
+            panic!("text body")
+        };
+        assert!(text.contains("through the deployment's domain"), "{text}");
     }
 
     #[test]
