@@ -59,10 +59,15 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern(pattern: str, case: bool) -> re.Pattern[str]:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(regex, 0 if case else re.IGNORECASE)
+
+
 def _wildcard(pattern: str, value: str, case: bool = True) -> bool:
     """IAM's `*` and `?` matching (no character classes)."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, 0 if case else re.IGNORECASE) is not None
+    return _pattern(pattern, case).fullmatch(value) is not None
 
 
 def _string_equals(expected: str, actual: str) -> bool:
@@ -422,6 +427,9 @@ def kms_calls(action: str, params: dict[str, Any], key_arn: Callable[[str], str 
 # The authorizer
 
 
+_UNDECIDED = object()
+
+
 class Authorizer:
     """Decides the emulator's requests. Built lazily on a function's first request
     (the tables and keys exist by then: the stack bootstraps them first)."""
@@ -431,6 +439,7 @@ class Authorizer:
                  key_arn: Callable[[str], str | None]):
         self.local_ids = local_ids_from_env(transformed, env)
         self.key_arn = key_arn
+        self._decided: dict[tuple[Any, ...], str | None] = {}
         resolver = Resolver(transformed, self.local_ids, lambda n, a: attr(n, a, self.local_ids.get(n, "")))
         self.roles = load_roles(transformed, resolver)
         policies = key_policies(transformed, resolver)
@@ -450,14 +459,29 @@ class Authorizer:
         return self.roles.get(binary) or Role(binary=binary, arn=role_arn(f"unknown-{binary}"))
 
     def check(self, role: Role, calls: list[Call]) -> None:
+        """Raises Denied unless every call is allowed. Decisions are remembered
+        (the policies do not change while the emulator runs): the emulator checks
+        under its DynamoDB lock, so a check must cost next to nothing."""
         for call in calls:
-            try:
-                self._check_one(role, call)
-            except UnsupportedCondition as unsupported:
-                raise Denied(
-                    f"User: {role.arn} is not authorized to perform: {call.action} on resource: "
-                    f"{call.resource} (the local stack cannot evaluate condition operator {unsupported})"
-                ) from None
+            memo = (role.arn, call.action, call.resource, call.key,
+                    tuple(sorted((k, tuple(v)) for k, v in call.context.items())))
+            refusal = self._decided.get(memo, _UNDECIDED)
+            if refusal is _UNDECIDED:
+                refusal = None
+                try:
+                    self._check_one(role, call)
+                except UnsupportedCondition as unsupported:
+                    refusal = (
+                        f"User: {role.arn} is not authorized to perform: {call.action} on resource: "
+                        f"{call.resource} (the local stack cannot evaluate condition operator {unsupported})"
+                    )
+                except Denied as denied:
+                    refusal = str(denied)
+                if len(self._decided) >= 65536:
+                    self._decided.clear()
+                self._decided[memo] = refusal
+            if refusal is not None:
+                raise Denied(refusal)
 
     def _check_one(self, role: Role, call: Call) -> None:
         identity = decide(role.statements, call.action, call.resource, call.context)
