@@ -412,7 +412,11 @@ where
 /// The answer to a request the [`OriginCheck`] refuses, logged as a request.
 fn refuse_origin<B>(function: &'static str, refusal: Refusal<B>) -> Response<B> {
     let response = refusal(&Refused::NotThroughEdge);
-    tracing::warn!(route = function, status = response.status().as_u16(), "request refused: not through the distribution");
+    tracing::warn!(
+        route = function,
+        status = response.status().as_u16(),
+        "request refused: not through the distribution"
+    );
     response
 }
 
@@ -643,10 +647,17 @@ mod tests {
 
         let check = OriginCheck::new(Some("s3cr3t-value".into()));
         assert!(check.admits(&with_header(Some("s3cr3t-value"))));
-        for wrong in [None, Some(""), Some("s3cr3t-valu"), Some("s3cr3t-value2"), Some("S3CR3T-VALUE")] {
+        for wrong in [
+            None,
+            Some(""),
+            Some("s3cr3t-valu"),
+            Some("s3cr3t-value2"),
+            Some("S3CR3T-VALUE"),
+        ] {
             assert!(!check.admits(&with_header(wrong)), "{wrong:?}");
         }
-        let env = crate::config::Env::from_pairs(&[(crate::config::var::ORIGIN_SECRET, "from-env")]);
+        let env =
+            crate::config::Env::from_pairs(&[(crate::config::var::ORIGIN_SECRET, "from-env")]);
         assert!(OriginCheck::from_env(&env).admits(&with_header(Some("from-env"))));
         assert!(!OriginCheck::from_env(&env).admits(&with_header(None)));
     }
