@@ -44,6 +44,8 @@ use uuid::Uuid;
 /// Time one stream batch may spend on one database; the catch-up gets more.
 const STREAM_BUDGET: Duration = Duration::from_secs(20);
 const CATCH_UP_BUDGET: Duration = Duration::from_secs(45);
+/// A database that holds a stream batch this long is logged (warn).
+const SLOW_STREAM_PASS: Duration = Duration::from_millis(2500);
 /// Backups the catch-up syncs at once.
 const CATCH_UP_PARALLEL: usize = 16;
 /// Longest one backup's pass may take within the catch-up: a slow one (a big
@@ -143,8 +145,14 @@ pub async fn on_stream(engine: Arc<Engine>, event: Event) -> DynamoDbEventRespon
     for (db, first_seq) in databases_of(&event) {
         let engine = engine.clone();
         tasks.spawn(async move {
-            let deadline = Instant::now() + STREAM_BUDGET;
-            (first_seq, db, engine.sync_database(db, deadline).await)
+            let started = Instant::now();
+            let synced = engine.sync_database(db, started + STREAM_BUDGET).await;
+            let took = started.elapsed();
+            if took >= SLOW_STREAM_PASS {
+                // The batch, and the shard behind it, waited this long for it.
+                tracing::warn!(database = %db, elapsed_ms = took.as_millis() as u64, "slow database in a stream batch");
+            }
+            (first_seq, db, synced)
         });
     }
     let mut response = DynamoDbEventResponse::default();
