@@ -362,14 +362,33 @@ async fn a_malformed_change_record_parks_its_backup_and_fails_no_batch() {
     // The other tenant goes on; no stream batch failed meanwhile.
     let last_b = commit(&store, &b, "after", Some(b"b")).await;
     wait_backed_up(&b.org.token, &id_b, &last_b, DEADLINE).await;
-    let log = pump_log();
+    // The catch-up may have written B's commit first: wait for the stream's
+    // batches since the malformed record to be delivered and logged.
+    let log = poll(
+        "a stream batch in the pump's log since the malformed record",
+        DEADLINE,
+        Duration::from_millis(200),
+        || async {
+            let log = pump_log();
+            let batches = log
+                .get(window..)
+                .unwrap_or_default()
+                .matches("record(s)")
+                .count();
+            if batches > 0 {
+                Ok(log)
+            } else {
+                Err(format!("{batches} batches"))
+            }
+        },
+    )
+    .await;
     let window: Vec<&str> = log
         .get(window..)
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("record(s)"))
         .collect();
-    assert!(!window.is_empty(), "no stream batch in the pump's log");
     assert!(
         window.iter().all(|l| l.contains(": ok (")),
         "a stream batch failed: {window:?}"
