@@ -10,7 +10,7 @@ use prost::Message;
 use std::sync::Arc;
 use subkv_core::auth::{bearer_token, token_sha256_hex};
 use subkv_core::routes::{Access, Route};
-use subkv_core::runtime::{self, Refused, RequestLog, ResponseTooLarge};
+use subkv_core::runtime::{self, Refused, RequestLog};
 use subkv_dynamo_kv::WriteOutcome;
 use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
 use subkv_kv::limits::{
@@ -388,6 +388,7 @@ mod tests {
     use super::*;
     use lambda_http::http;
     use lambda_http::http::header::HOST;
+    use subkv_core::runtime::ResponseTooLarge;
     use subkv_kv::limits::{MAX_READ_ENTRIES, MAX_VALUE_BYTES, MAX_WRITE_KEY_BYTES};
 
     fn request(path: &str, host: &str) -> Request {
