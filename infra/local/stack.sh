@@ -144,6 +144,26 @@ wait_for_port moto "$emulator_port" "${sessions[-1]}" 60
 
 "$root/target/debug/subkv-local" bootstrap
 
+# Every function instance of cargo lambda watch puts an inotify watch on each
+# directory of the workspace, .venv included (even with --ignore-changes): 18
+# functions, up to 4 instances each, times ~10,000 directories. Past the kernel's
+# limit a function's watcher fails and cargo lambda answers its requests with a
+# 500 of its own. As root, raise the limits (each watch costs the kernel ~1 KB);
+# otherwise say so.
+raise_limit() { # file minimum
+  local current
+  current=$(cat "$1" 2>/dev/null || echo 0)
+  if [ "$current" -lt "$2" ]; then
+    if { echo "$2" > "$1"; } 2>/dev/null; then
+      echo "stack: raised $(basename "$1") from $current to $2 (cargo lambda watch's watchers)" >&2
+    else
+      echo "stack: $(basename "$1") is $current, below $2: functions may fail to start (run as root, or raise it)" >&2
+    fi
+  fi
+}
+raise_limit /proc/sys/fs/inotify/max_user_watches 1048576
+raise_limit /proc/sys/fs/inotify/max_user_instances 1024
+
 watch_flags=(--invoke-address 127.0.0.1 --invoke-port "$api_port" --concurrency 4)
 if [ "$mode" != dev ]; then
   watch_flags+=(--ignore-changes)
