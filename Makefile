@@ -25,7 +25,7 @@ BUDGET ?= 2000
 BACKUP_BENCH_PORT ?= 9700
 BACKUP_BENCH_EMULATOR_PORT ?= 5200
 
-.PHONY: help dev test unit e2e lint tools build fuzz-kv bench bench-kv bench-backup denokv clean
+.PHONY: help dev test unit e2e lint tools build package fuzz-kv bench bench-kv bench-backup denokv clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
@@ -103,6 +103,20 @@ e2e: tools build $(DENOKV)
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 test: lint unit e2e
+
+# Lambda packages as `sam build` makes them (issue 13 §4): the release arm64
+# bootstrap of one function of each kind (an HTTP route, a streamed route, an event
+# function), cross-compiled with Zig by cargo-lambda (.venv: ziglang, pinned by
+# cargo-lambda's wheel); each checked to be an aarch64 ELF executable, sizes printed.
+# The arm64 standard library comes from rustup (the machine's Rust toolchain).
+PACKAGE_FUNCTIONS := kv-connect kv-watch backup-forward
+package: tools
+	rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+	  || rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 \
+	  $(addprefix --bin ,$(PACKAGE_FUNCTIONS))
+	$(VENV)/bin/python infra/local/check_package.py aarch64 \
+	  $(addprefix target/lambda/,$(addsuffix /bootstrap,$(PACKAGE_FUNCTIONS)))
 
 # The differential test (tests/tests/kv_differential.rs, docs/data-plane.md) with a
 # random seed, or SEED=<n> to replay one, and BUDGET operations, on a fresh local stack
