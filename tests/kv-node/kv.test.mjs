@@ -152,7 +152,9 @@ for (const version of remote ? [1, 2, 3] : [0]) {
       const k = [...p, "expiring"];
       const started = Date.now();
       assert.ok((await kv.set(k, "short", { expireIn: 1000 })).ok);
-      assert.equal((await kv.get(k)).value, "short");
+      const read = (await kv.get(k)).value;
+      // A reply before the deadline was read before it (a loaded machine may be later).
+      if (Date.now() - started < 1000) assert.equal(read, "short");
       if (!remote) return;
       // Polls until it is gone: never before its deadline, and soon after.
       for (;;) {

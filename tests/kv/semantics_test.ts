@@ -332,7 +332,9 @@ Deno.test("expireIn: readable until its deadline, never before", () =>
     const expireIn = 1500;
     const started = Date.now();
     assert((await kv.atomic().set(k, "short-lived", { expireIn }).set(kept, "kept").commit()).ok);
-    assertEquals((await kv.get(k)).value, "short-lived");
+    const read = (await kv.get(k)).value;
+    // A reply before the deadline was read before it (a loaded machine may be later).
+    if (Date.now() - started < expireIn) assertEquals(read, "short-lived");
     if (!REMOTE) return; // Deno's own backend may keep expired keys readable for a while.
 
     // Poll until the key is gone: it must not vanish before its deadline, and must by shortly after.
