@@ -112,8 +112,10 @@ test: tools
 	setsid nice -n 19 $(MAKE) --no-print-directory $(DENOKV) >target/denokv.log 2>&1 & denokv=$$!; \
 	setsid $(IDLE) $(MAKE) --no-print-directory package >target/package.log 2>&1 & package=$$!; \
 	trap 'kill -- -$$denokv -$$package 2>/dev/null || true' EXIT; \
-	beside() { echo "make test: waiting for $$1 (target/$$1.log)"; \
-	  if wait "$$2"; then tail -n "$$3" "target/$$1.log"; else cat "target/$$1.log"; echo "make test: $$1 failed"; exit 1; fi; }; \
+	beside() { echo "make test: waiting for $$1 (target/$$1.log) at $$(date +%T)"; \
+	  if wait "$$2"; then tail -n "$$3" "target/$$1.log"; else cat "target/$$1.log"; echo "make test: $$1 failed"; exit 1; fi; \
+	  echo "make test: $$1 ended at $$(date -r "target/$$1.log" +%T)"; }; \
+	echo "make test: started at $$(date +%T)"; \
 	$(MAKE) --no-print-directory lint unit build e2e-build; \
 	beside denokv "$$denokv" 1; \
 	$(MAKE) --no-print-directory e2e; \

@@ -45,12 +45,12 @@ fn delete(k: Vec<u8>) -> pb::Mutation {
 #[tokio::test]
 async fn deleted_keys_leave_nothing_for_a_list_to_scan() {
     let s = Session::open().await;
-    let keys: Vec<Vec<u8>> = (0..2000).map(|i| numbered("t/", i)).collect();
+    let keys: Vec<Vec<u8>> = (0..600).map(|i| numbered("t/", i)).collect();
     s.write_all(keys.iter().map(|k| set(k, b"v", 0)).collect())
         .await;
     s.write_all(keys.into_iter().map(delete).collect()).await;
     // Keys that never existed, deleted.
-    s.write_all((0..1000).map(|i| delete(numbered("n/", i))).collect())
+    s.write_all((0..300).map(|i| delete(numbered("n/", i))).collect())
         .await;
     s.write_all(vec![set(&key("t/zzzz"), b"last", 0)]).await;
 
@@ -66,8 +66,9 @@ async fn deleted_keys_leave_nothing_for_a_list_to_scan() {
         .unwrap();
     assert_eq!(read[0].len(), 1);
     assert_eq!(read[0][0].key, key("t/zzzz"));
-    println!("list(limit 1) after 3000 deletions: {:?}", requests.all());
-    // One page of the range and one of the change log.
+    println!("list(limit 1) after 900 deletions: {:?}", requests.all());
+    // One page of the range and one of the change log (with tombstones read a
+    // page of 5 at a time, as before: 180).
     assert!(requests.of("Query") <= 2, "{:?}", requests.all());
 }
 
@@ -181,7 +182,7 @@ async fn a_read_under_constant_writes_answers_at_once_with_one_snapshot() {
     let (kv, requests) = counting_store().await;
     let keys: Vec<Vec<u8>> = (0..10).map(|i| numbered("a/", i)).collect();
     let mut most = std::collections::BTreeMap::new();
-    for _ in 0..80 {
+    for _ in 0..30 {
         requests.reset();
         let listed = kv
             .snapshot_read(db, &[prefix_range("a/", 10)])
@@ -211,7 +212,7 @@ async fn a_read_under_constant_writes_answers_at_once_with_one_snapshot() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writing.await.unwrap();
     println!("{rounds} commits meanwhile; most requests of one list + getMany: {most:?}");
-    assert!(rounds > 20, "the writer kept committing");
+    assert!(rounds > 10, "the writer kept committing");
     // Each read: at most the head twice, a page (or a BatchGetItem) and the
     // change log twice. No retries.
     assert!(most.get("Query").copied().unwrap_or(0) <= 5, "{most:?}");
