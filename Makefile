@@ -103,19 +103,21 @@ e2e: tools build $(DENOKV)
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 # Beside the rest, taking only the CPU it leaves (decision 40): the denokv build at nice
-# 19 (the e2e tests wait for it) and the Lambda packages at idle priority (SCHED_IDLE,
-# or nice 19 where that is refused), each logged to target/<name>.log. A failure of
-# either fails `make test` with its log; `make test` stops them if it fails first.
+# 19 from the start (the e2e tests wait for it) and, once the tools are in (Zig), the
+# Lambda packages at idle priority (SCHED_IDLE, or nice 19 where that is refused), each
+# logged to target/<name>.log. A failure of either fails `make test` with its log;
+# `make test` stops them if it fails first.
 IDLE := $(shell chrt --idle 0 true 2>/dev/null && echo chrt --idle 0 || echo nice -n 19)
-test: tools
+test:
 	@mkdir -p target
+	@echo "make test: started at $$(date +%T)"
 	setsid nice -n 19 $(MAKE) --no-print-directory $(DENOKV) >target/denokv.log 2>&1 & denokv=$$!; \
+	trap 'kill -- -$$denokv $${package:+-$$package} 2>/dev/null || true' EXIT; \
+	$(MAKE) --no-print-directory tools; \
 	setsid $(IDLE) $(MAKE) --no-print-directory package >target/package.log 2>&1 & package=$$!; \
-	trap 'kill -- -$$denokv -$$package 2>/dev/null || true' EXIT; \
 	beside() { echo "make test: waiting for $$1 (target/$$1.log) at $$(date +%T)"; \
 	  if wait "$$2"; then tail -n "$$3" "target/$$1.log"; else cat "target/$$1.log"; echo "make test: $$1 failed"; exit 1; fi; \
 	  echo "make test: $$1 ended at $$(date -r "target/$$1.log" +%T)"; }; \
-	echo "make test: started at $$(date +%T)"; \
 	$(MAKE) --no-print-directory lint unit build e2e-build; \
 	beside denokv "$$denokv" 1; \
 	$(MAKE) --no-print-directory e2e; \
