@@ -10,9 +10,10 @@
 //! | [`progress`] | each backup's progress (cursor, snapshot, lease, ledger, status): [`progress::Progress`], implemented in the control table by [`progress::DynamoProgress`] |
 //! | [`sink`] | where the engine writes: [`sink::ObjectSink`] (`PutObject`) and [`sink::Sinks`] (a backup's sink from its record), implemented by [`sink::TenantBuckets`] |
 //! | [`bucket`] | the tenant's bucket: an S3 client per backup target (any S3-compatible store), `PutObject` only, SSRF re-checked after DNS (`connector.rs`); [`bucket::BucketFault`] |
+//! | [`restore`] | reading a backup back (subkv's or Deno Deploy's): restore points, a restore planned to an exact point, the state at it in resumable steps (pure, over a [`restore::ReadBucket`]) |
 //! | [`function`] | the `backup-forward` Lambda (change-log stream + scheduled catch-up): wires the real source, progress and sinks |
 //! | `metrics` | the Embedded Metric Format lines (namespace `subkv/backup`, no dimension) |
-//! | `fakes` | (tests only) in-memory change source, progress store and bucket for the engine's unit tests |
+//! | `fakes` | (tests only) in-memory change source, progress store and buckets for the engine's and the restore's unit tests |
 
 pub mod bucket;
 pub mod engine;
@@ -21,6 +22,7 @@ mod fakes;
 pub mod function;
 mod metrics;
 pub mod progress;
+pub mod restore;
 pub mod sink;
 pub mod source;
 

@@ -1,6 +1,7 @@
 //! In-memory fakes of the engine's ports, for its unit tests: a change source
 //! ([`FakeKv`]), a progress store keeping [`DynamoProgress`]'s conditions
-//! ([`FakeProgress`]) and a bucket that records every put ([`FakeBucket`]).
+//! ([`FakeProgress`]), a bucket that records every put ([`FakeBucket`]) and one a
+//! restore reads ([`MemoryBucket`]).
 //!
 //!
 //! [`DynamoProgress`]: crate::progress::DynamoProgress
@@ -8,10 +9,12 @@
 mod bucket;
 mod kv;
 mod progress;
+mod read_bucket;
 
 pub use bucket::FakeBucket;
 pub use kv::{FakeKv, Op};
 pub use progress::{FakeProgress, Item};
+pub use read_bucket::MemoryBucket;
 
 use std::sync::{Mutex, MutexGuard};
 use subkv_core::control::records::{now_rfc3339, BackupRecord, BackupStatus};
