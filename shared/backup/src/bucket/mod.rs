@@ -16,10 +16,12 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`Target`], [`Bucket`] (the S3 client and `PutObject`), fault classification and the tenant's messages |
+//! | `read.rs` | the restore's side: [`Bucket`] as a [`crate::restore::ReadBucket`] (`ListObjectsV2`, `GetObject`) |
 //! | `connector.rs` | [`Connector`]: the shared HTTP client, its public-only DNS resolver and the retry rule for its refusals |
 //! | `tests.rs` | against a local HTTP server and a recording connector |
 
 mod connector;
+mod read;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +33,6 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use connector::{chain, find_non_public, NonPublicIsFinal};
 use std::error::Error as StdError;
@@ -228,15 +229,21 @@ impl Bucket {
             .await
             .map(|_| ())
             .map_err(|err| {
-                let fault = self.classify(&err);
+                let fault = self.classify("PutObject", &err);
                 tracing::debug!(host = %self.host, fault = %fault, "PutObject failed");
                 fault
             })
     }
 
-    fn classify(&self, err: &SdkError<PutObjectError>) -> BucketFault {
+    /// What the failure of operation `op` (`PutObject`, `ListObjectsV2`,
+    /// `GetObject`) means for the tenant.
+    fn classify<E>(&self, op: &str, err: &SdkError<E>) -> BucketFault
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+    {
         let fault = match err {
             SdkError::ServiceError(ctx) => classify_service(
+                op,
                 ctx.raw().status().as_u16(),
                 ctx.err().code(),
                 ctx.err().message(),
@@ -247,7 +254,7 @@ impl Bucket {
                     BucketFault::Refused(refused.to_string())
                 } else if failure.is_timeout() {
                     BucketFault::Timeout(format!(
-                        "PutObject timed out connecting to the store at {}",
+                        "{op} timed out connecting to the store at {}",
                         self.host
                     ))
                 } else {
@@ -256,23 +263,23 @@ impl Bucket {
                         None => describe(err),
                     };
                     BucketFault::Transient(format!(
-                        "PutObject could not reach the store at {}: {why}",
+                        "{op} could not reach the store at {}: {why}",
                         self.host
                     ))
                 }
             }
             SdkError::TimeoutError(_) => BucketFault::Timeout(format!(
-                "PutObject timed out: the store at {} did not answer in time",
+                "{op} timed out: the store at {} did not answer in time",
                 self.host
             )),
             SdkError::ResponseError(_) => BucketFault::Transient(format!(
-                "PutObject got an unreadable response from the store at {}",
+                "{op} got an unreadable response from the store at {}",
                 self.host
             )),
             SdkError::ConstructionFailure(_) => {
-                BucketFault::Refused(format!("PutObject could not be sent: {}", describe(err)))
+                BucketFault::Refused(format!("{op} could not be sent: {}", describe(err)))
             }
-            _ => BucketFault::Transient(format!("PutObject failed: {}", describe(err))),
+            _ => BucketFault::Transient(format!("{op} failed: {}", describe(err))),
         };
         tenant_fault(fault, &self.secret)
     }
@@ -315,7 +322,12 @@ const REFUSED_CODES: [&str; 9] = [
 /// `InternalError`, a code nobody knows, a 4xx without a code such as a proxy's
 /// HTML page) is transient: the engine notes it and retries, within its budget
 /// (`EngineConfig::transient_budget`).
-fn classify_service(status: u16, code: Option<&str>, message: Option<&str>) -> BucketFault {
+fn classify_service(
+    op: &str,
+    status: u16,
+    code: Option<&str>,
+    message: Option<&str>,
+) -> BucketFault {
     let refused = code.is_some_and(|c| REFUSED_CODES.contains(&c));
     let detail = match (code, message) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -324,9 +336,9 @@ fn classify_service(status: u16, code: Option<&str>, message: Option<&str>) -> B
         (None, None) => format!("HTTP {status}"),
     };
     if refused {
-        BucketFault::Refused(format!("PutObject refused by the store: {detail}"))
+        BucketFault::Refused(format!("{op} refused by the store: {detail}"))
     } else {
-        BucketFault::Transient(format!("PutObject failed at the store: {detail}"))
+        BucketFault::Transient(format!("{op} failed at the store: {detail}"))
     }
 }
 

@@ -557,7 +557,7 @@ fn service_errors_are_classified() {
         (403, "AccountProblem"),
     ];
     for (status, code) in refused {
-        let fault = classify_service(status, Some(code), Some("m"));
+        let fault = classify_service("PutObject", status, Some(code), Some("m"));
         assert_eq!(
             fault,
             BucketFault::Refused(format!("PutObject refused by the store: {code}: m"))
@@ -584,12 +584,12 @@ fn service_errors_are_classified() {
     ];
     for (status, code) in transient {
         assert!(
-            classify_service(status, code, None).is_transient(),
+            classify_service("PutObject", status, code, None).is_transient(),
             "{status} {code:?}"
         );
     }
     assert_eq!(
-        classify_service(404, None, None),
+        classify_service("PutObject", 404, None, None),
         BucketFault::Transient("PutObject failed at the store: HTTP 404".into())
     );
 }
@@ -613,4 +613,77 @@ fn the_secret_never_prints() {
     assert!(!format!("{t:?}").contains(SECRET));
     let b = Bucket::new(&Connector::new(false), &t).unwrap();
     assert!(!format!("{b:?}").contains(SECRET));
+}
+
+// The restore's reads (`read.rs`).
+
+use crate::restore::{ReadBucket, ReadFault};
+
+#[tokio::test]
+async fn lists_in_name_order_after_a_key() {
+    let server = serve(
+        200,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bucket</Name>
+<Prefix>root/logs/</Prefix><KeyCount>2</KeyCount><MaxKeys>2</MaxKeys><IsTruncated>true</IsTruncated>
+<Contents><Key>root/logs/a.bin</Key><Size>10</Size></Contents>
+<Contents><Key>root/logs/b.bin</Key><Size>20</Size></Contents>
+<NextContinuationToken>t</NextContinuationToken></ListBucketResult>"#,
+    )
+    .await;
+    let b = bucket(&Connector::new(true), &format!("http://{}", server.addr));
+    let listed = b.list("root/logs/", Some("root/logs/0"), 2).await.unwrap();
+    let keys: Vec<(&str, u64)> = listed.iter().map(|l| (l.key.as_str(), l.size)).collect();
+    assert_eq!(keys, [("root/logs/a.bin", 10), ("root/logs/b.bin", 20)]);
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "a full page needs no continuation");
+    let line = &seen[0].request_line;
+    assert!(line.starts_with("GET /bucket/?list-type=2"), "{line}");
+    assert!(line.contains("start-after=root%2Flogs%2F0"), "{line}");
+    assert!(line.contains("max-keys=2"), "{line}");
+}
+
+#[tokio::test]
+async fn a_missing_object_is_not_found_and_a_refusal_is_denied() {
+    let missing = serve(
+        404,
+        "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+    )
+    .await;
+    let b = bucket(&Connector::new(true), &format!("http://{}", missing.addr));
+    assert_eq!(
+        b.get("root/differential").await,
+        Err(ReadFault::NotFound("root/differential".into()))
+    );
+    assert_eq!(missing.requests(), 1, "not retried");
+
+    let denied = serve(
+        403,
+        "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    )
+    .await;
+    let b = bucket(&Connector::new(true), &format!("http://{}", denied.addr));
+    assert_eq!(
+        b.list("root/", None, 10).await,
+        Err(ReadFault::Denied(
+            "ListObjectsV2 refused by the store: AccessDenied: Access Denied".into()
+        ))
+    );
+    let fault = b.get("root/differential").await.unwrap_err();
+    assert!(!fault.is_transient(), "{fault}");
+    assert!(!fault.to_string().contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_body_is_read_whole() {
+    let server = serve(200, "00000000000000010000").await;
+    let b = bucket(&Connector::new(true), &format!("http://{}", server.addr));
+    assert_eq!(
+        b.get("root/differential").await.unwrap(),
+        b"00000000000000010000"
+    );
+    assert_eq!(
+        server.seen.lock().unwrap()[0].request_line,
+        "GET /bucket/root/differential?x-id=GetObject"
+    );
 }

@@ -1,0 +1,244 @@
+//! The restore core (issue 14, `subkv_backup::restore`) reads a live backup in the
+//! emulator's S3 as the real `denokv` does: the same restore points (versionstamps and
+//! times), and at each point checked the same keys, values, encodings and versions as
+//! `denokv pitr checkout` leaves in its SQLite copy, with the original deadlines kept.
+//! The bucket is read through the engine's own S3 client (`Bucket` as a
+//! `ReadBucket`: `ListObjectsV2`, `GetObject`). No database is restored into yet:
+//! the restore function and the API come next (docs/decisions.md, decision 41).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use subkv_backup::bucket::{Bucket, Connector, Target as BucketTarget};
+use subkv_backup::restore::{self, StepLimits, Target, Write};
+use subkv_core::secrets::SecretString;
+use subkv_e2e::backup::*;
+
+const PREFIX: &str = "restore-core/";
+
+/// (key, value, encoding, version) as hex strings and numbers, sorted by key.
+type Rows = BTreeMap<String, (String, i64, u64)>;
+
+/// The rows of denokv's copy as checked out: its `kv` table (versions are the first
+/// 8 bytes of the versionstamp, as denokv stores them).
+fn sqlite_rows(restore: &Restore) -> Rows {
+    let script = "import sqlite3, sys\n\
+        for k, v, e, n in sqlite3.connect(sys.argv[1]).execute(\
+        'select hex(k), hex(v), v_encoding, version from kv order by k'):\n\
+        \x20   print(k.lower(), v.lower(), e, n)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&restore.sqlite)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            (
+                f[0].to_string(),
+                (
+                    f[1].to_string(),
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The state at `target` by the restore core, step after step (small steps, so that
+/// snapshot ranges and log objects take several), as rows plus each key's deadline.
+async fn core_state(
+    bucket: &Bucket,
+    root: &str,
+    target: Target,
+) -> (restore::Plan, Rows, BTreeMap<String, i64>) {
+    let plan = restore::plan(bucket, root, target, now_ms() as i64)
+        .await
+        .unwrap_or_else(|e| panic!("plan {target}: {e}"));
+    let limits = StepLimits {
+        max_writes: 7,
+        ..StepLimits::default()
+    };
+    let mut cursor = restore::Cursor::start();
+    let (mut rows, mut deadlines) = (Rows::new(), BTreeMap::new());
+    let mut steps = 0;
+    while !cursor.is_done() {
+        let step = restore::step(bucket, &plan, &cursor, limits)
+            .await
+            .unwrap_or_else(|e| panic!("step {steps} of {target}: {e}"));
+        for write in step.writes {
+            match write {
+                Write::Put(entry) => {
+                    let key = hex::encode(&entry.key);
+                    let version = u64::from_be_bytes(entry.versionstamp[..8].try_into().unwrap());
+                    if let Some(at) = entry.expire_at_ms {
+                        deadlines.insert(key.clone(), at);
+                    } else {
+                        deadlines.remove(&key);
+                    }
+                    rows.insert(key, (hex::encode(&entry.value), entry.encoding, version));
+                }
+                Write::Delete { key } => {
+                    rows.remove(&hex::encode(&key));
+                    deadlines.remove(&hex::encode(&key));
+                }
+            }
+        }
+        cursor = step.next;
+        steps += 1;
+    }
+    eprintln!("{target}: {} keys in {steps} steps", rows.len());
+    (plan, rows, deadlines)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// RFC 3339 with milliseconds in UTC, as `denokv pitr list` prints times.
+fn rfc3339_ms(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+#[tokio::test]
+async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
+    let db = kv_database("restore-core").await;
+    run_workload(&db, 0, 16);
+    let bucket_name = fresh_bucket("restore-core").await;
+    let backup_id = enable_backup(&db, &bucket_name, PREFIX).await;
+    let during = run_workload(&db, 16, 32);
+    let last = during.iter().rev().find(|c| c.recovery_point).unwrap();
+    wait_backed_up(&db.org.token, &backup_id, &last.versionstamp, DEADLINE).await;
+    let after = run_workload(&db, 32, 44);
+    let newest = after.iter().rev().find(|c| c.recovery_point).unwrap();
+    wait_backed_up(&db.org.token, &backup_id, &newest.versionstamp, DEADLINE).await;
+    let root = format!("{PREFIX}{}/", db.id);
+
+    // The engine's client, reading with the emulator's credentials (moto accepts any).
+    let bucket = Bucket::new(
+        &Connector::new(true),
+        &BucketTarget {
+            endpoint: emulator_url(),
+            bucket: bucket_name.clone(),
+            region: "us-east-1".into(),
+            access_key_id: "subkv-local".into(),
+            secret_access_key: SecretString::new("subkv-local"),
+        },
+    )
+    .expect("a client for the emulator");
+
+    let copy = Restore::new(&bucket_name, &root);
+    copy.sync();
+    let listed = copy.list();
+    assert!(listed.len() >= 10, "{listed:?}");
+
+    // Restore points, newest first, in pages of 4: exactly denokv's list.
+    let mut points = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = restore::restore_points(&bucket, &root, 4, cursor.as_deref())
+            .await
+            .expect("restore points");
+        assert!(page.points.len() <= 4);
+        points.extend(page.points);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let ours: Vec<RecoveryPoint> = points
+        .iter()
+        .map(|p| RecoveryPoint {
+            versionstamp: hex::encode(p.versionstamp),
+            time: rfc3339_ms(
+                p.time_ms
+                    .expect("every point of a backup with logs has a time"),
+            ),
+        })
+        .collect();
+    assert_eq!(ours, listed, "restore points vs denokv pitr list");
+    assert_eq!(listed[0].versionstamp, newest.versionstamp);
+
+    // The state at points spread over the list (the first, the newest and three
+    // between), by versionstamp: denokv's rows exactly. Deadlines: denokv drops
+    // them; the core keeps the workload's one-hour deadlines.
+    let n = listed.len();
+    for i in [n - 1, n * 3 / 4, n / 2, n / 4, 0] {
+        let vs = &listed[i].versionstamp;
+        copy.checkout(vs);
+        let expected = sqlite_rows(&copy);
+        let target = Target::Versionstamp(hex::decode(vs).unwrap().try_into().unwrap());
+        let (plan, rows, deadlines) = core_state(&bucket, &root, target).await;
+        assert_eq!(hex::encode(plan.point.versionstamp), *vs);
+        assert_eq!(rows, expected, "state at {vs} (point {i} of {n}) vs denokv");
+        let in_50_min = now_ms() as i64 + 50 * 60_000;
+        assert!(
+            deadlines.values().all(|at| *at > in_50_min),
+            "deadlines kept: {deadlines:?}"
+        );
+        if i == 0 {
+            assert!(
+                !deadlines.is_empty(),
+                "the workload's expiring keys are there"
+            );
+        }
+    }
+
+    // By time: the last point at or before it. Latest: the newest.
+    let middle = &points[n / 2];
+    let time = middle.time_ms.unwrap();
+    let expected = points
+        .iter()
+        .find(|p| p.time_ms.unwrap() <= time)
+        .unwrap()
+        .versionstamp;
+    let plan = restore::plan(&bucket, &root, Target::Timestamp(time), now_ms() as i64)
+        .await
+        .expect("plan by time");
+    assert_eq!(plan.point.versionstamp, expected);
+    let plan = restore::plan(&bucket, &root, Target::Latest, now_ms() as i64)
+        .await
+        .expect("plan latest");
+    assert_eq!(hex::encode(plan.point.versionstamp), newest.versionstamp);
+
+    // A versionstamp the backup does not hold, and a root without a backup.
+    let mut past = hex::decode(&newest.versionstamp).unwrap();
+    past[7] = past[7].wrapping_add(1);
+    let err = restore::plan(
+        &bucket,
+        &root,
+        Target::Versionstamp(past.try_into().unwrap()),
+        now_ms() as i64,
+    )
+    .await
+    .expect_err("a point past the newest");
+    assert!(err.to_string().contains("is not in this backup"), "{err}");
+    let err = restore::plan(&bucket, "restore-core/nothing/", Target::Latest, 0)
+        .await
+        .expect_err("no backup there");
+    assert!(err.to_string().contains("no backup at"), "{err}");
+}
