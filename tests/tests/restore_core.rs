@@ -1,6 +1,6 @@
 //! The restore core (issue 14, `subkv_backup::restore`) reads a live backup in the
 //! emulator's S3 as the real `denokv` does: the same restore points (versionstamps and
-//! times), and at each point checked the same keys, values, encodings and versions as
+//! times), and at each point checked the same keys, values, encodings and versionstamps as
 //! `denokv pitr checkout` leaves in its SQLite copy, with the original deadlines kept.
 //! The bucket is read through the engine's own S3 client (`Bucket` as a
 //! `ReadBucket`: `ListObjectsV2`, `GetObject`). No database is restored into yet:
@@ -15,16 +15,16 @@ use subkv_e2e::backup::*;
 
 const PREFIX: &str = "restore-core/";
 
-/// (key, value, encoding, version) as hex strings and numbers, sorted by key.
-type Rows = BTreeMap<String, (String, i64, u64)>;
+/// key -> (value, encoding, versionstamp): hex strings and a number, sorted by key.
+type Rows = BTreeMap<String, (String, i64, String)>;
 
-/// The rows of denokv's copy as checked out: its `kv` table (versions are the first
-/// 8 bytes of the versionstamp, as denokv stores them).
+/// The rows of denokv's copy as checked out: its `kv` view (`version` holds the
+/// first 8 bytes of the versionstamp, `seq` the last 2).
 fn sqlite_rows(restore: &Restore) -> Rows {
     let script = "import sqlite3, sys\n\
-        for k, v, e, n in sqlite3.connect(sys.argv[1]).execute(\
-        'select hex(k), hex(v), v_encoding, version from kv order by k'):\n\
-        \x20   print(k.lower(), v.lower(), e, n)\n";
+        for k, v, e, n, q in sqlite3.connect(sys.argv[1]).execute(\
+        'select hex(k), hex(v), v_encoding, version, seq from kv order by k'):\n\
+        \x20   print(k.lower(), v.lower(), e, '%016x%04x' % (n, q))\n";
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -39,11 +39,7 @@ fn sqlite_rows(restore: &Restore) -> Rows {
             let f: Vec<&str> = line.split(' ').collect();
             (
                 f[0].to_string(),
-                (
-                    f[1].to_string(),
-                    f[2].parse().unwrap(),
-                    f[3].parse().unwrap(),
-                ),
+                (f[1].to_string(), f[2].parse().unwrap(), f[3].to_string()),
             )
         })
         .collect()
@@ -74,13 +70,19 @@ async fn core_state(
             match write {
                 Write::Put(entry) => {
                     let key = hex::encode(&entry.key);
-                    let version = u64::from_be_bytes(entry.versionstamp[..8].try_into().unwrap());
                     if let Some(at) = entry.expire_at_ms {
                         deadlines.insert(key.clone(), at);
                     } else {
                         deadlines.remove(&key);
                     }
-                    rows.insert(key, (hex::encode(&entry.value), entry.encoding, version));
+                    rows.insert(
+                        key,
+                        (
+                            hex::encode(&entry.value),
+                            entry.encoding,
+                            hex::encode(entry.versionstamp),
+                        ),
+                    );
                 }
                 Write::Delete { key } => {
                     rows.remove(&hex::encode(&key));
