@@ -4,7 +4,7 @@
 //! no AWS client, no Lambda, no KV writes (the restore function applies the
 //! [`Write`]s a [`step`] returns through the KV engine's write path).
 //!
-//! docs/restore-draft.md is the design; the facts of the format are in
+//! docs/restore.md is the design; the facts of the format are in
 //! docs/backup-format.md.
 //!
 //! | file | what |
