@@ -102,31 +102,7 @@ e2e: tools build $(DENOKV)
 	DENOKV=$(CURDIR)/$(DENOKV) \
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
-# Beside the rest, taking only the CPU it leaves (decision 40): the denokv build at nice
-# 19 from the start (the e2e tests wait for it), then, during the e2e tests (which leave
-# a core mostly idle), the Lambda packages at idle priority (SCHED_IDLE, or nice 19
-# where that is refused), each logged to target/<name>.log. A failure of either fails `make test` with its log;
-# `make test` stops them if it fails first.
-IDLE := $(shell chrt --idle 0 true 2>/dev/null && echo chrt --idle 0 || echo nice -n 19)
-# A session of its own, so `make test` can stop the job with all it started. Linux
-# shares the CPU between sessions' autogroups first and applies nice and SCHED_IDLE
-# only inside one: the job's autogroup is lowered to nice 19 too, or it would get as
-# much CPU as the foreground (measured: a core of two).
-BACKGROUND = setsid sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec "$$@"' background
-test:
-	@mkdir -p target
-	@echo "make test: started at $$(date +%T)"
-	$(BACKGROUND) nice -n 19 $(MAKE) --no-print-directory $(DENOKV) >target/denokv.log 2>&1 & denokv=$$!; \
-	trap 'kill -- -$$denokv $${package:+-$$package} 2>/dev/null || true' EXIT; \
-	$(MAKE) --no-print-directory tools; \
-	beside() { echo "make test: waiting for $$1 (target/$$1.log) at $$(date +%T)"; \
-	  if wait "$$2"; then tail -n "$$3" "target/$$1.log"; else cat "target/$$1.log"; echo "make test: $$1 failed"; exit 1; fi; \
-	  echo "make test: $$1 ended at $$(date -r "target/$$1.log" +%T)"; }; \
-	$(MAKE) --no-print-directory lint unit build e2e-build; \
-	beside denokv "$$denokv" 1; \
-	$(BACKGROUND) $(IDLE) $(MAKE) --no-print-directory package >target/package.log 2>&1 & package=$$!; \
-	$(MAKE) --no-print-directory e2e; \
-	beside package "$$package" 4
+test: lint unit e2e
 
 e2e-build:
 	cargo test -p subkv-e2e --no-run
