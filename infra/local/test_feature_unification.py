@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HACK = "subkv-workspace-hack"
+# Left out of the hack on purpose (see its Cargo.toml): ring comes only with reqwest.
+NOT_UNIFIED = ("rustls ", "rustls-webpki ", "tokio-rustls ", "hyper-rustls ")
 
 
 def package_name(manifest: str) -> str:
@@ -86,7 +88,9 @@ class FeatureUnification(unittest.TestCase):
         for tree in trees.values():
             for package, features in tree.items():
                 seen.setdefault(package, set()).add(features)
-        differing = sorted(package for package, variants in seen.items() if len(variants) > 1)
+        differing = sorted(
+            package for package, variants in seen.items() if len(variants) > 1 and not package.startswith(NOT_UNIFIED)
+        )
         lines = []
         for package in differing:
             name, version = package.rsplit(" v", 1)
