@@ -25,7 +25,7 @@ BUDGET ?= 2000
 BACKUP_BENCH_PORT ?= 9700
 BACKUP_BENCH_EMULATOR_PORT ?= 5200
 
-.PHONY: help dev test unit e2e e2e-build lint tools build package fuzz-kv bench bench-kv bench-backup denokv clean
+.PHONY: help dev test unit e2e lint tools build package fuzz-kv bench bench-kv bench-backup denokv clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
@@ -103,9 +103,6 @@ e2e: tools build $(DENOKV)
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
 test: lint unit e2e
-
-e2e-build:
-	cargo test -p subkv-e2e --no-run
 
 # Lambda packages as `sam build` makes them (issue 13 §4): the release arm64
 # bootstrap of one function of each kind (an HTTP route, a streamed route, an event

@@ -484,12 +484,24 @@ async fn a_time_search_reads_few_objects_of_a_long_backup() {
     assert!(gets < 30, "{gets} objects read");
 }
 
-#[tokio::test]
-async fn a_bucket_not_in_the_format_is_refused_with_what_is_wrong() {
-    let layout = |err: RestoreError| match err {
+fn layout(err: RestoreError) -> LayoutError {
+    match err {
         RestoreError::Layout(e) => e,
         other => panic!("{other:?}"),
-    };
+    }
+}
+
+/// Why planning the latest state of [`root`] fails: a layout error.
+async fn layout_error(bucket: &MemoryBucket) -> LayoutError {
+    layout(
+        super::plan(bucket, &root(), Target::Latest, NOW)
+            .await
+            .unwrap_err(),
+    )
+}
+
+#[tokio::test]
+async fn a_bucket_not_in_the_format_is_refused_with_what_is_wrong() {
     // The wrong prefix: nothing there.
     let (bucket, _) = standard();
     let wrong = format::root("other/", DB);
@@ -502,11 +514,7 @@ async fn a_bucket_not_in_the_format_is_refused_with_what_is_wrong() {
     let (bucket, _) = standard();
     bucket.remove(&format!("{}differential", root()));
     assert!(matches!(
-        layout(
-            super::plan(&bucket, &root(), Target::Latest, NOW)
-                .await
-                .unwrap_err()
-        ),
+        layout_error(&bucket).await,
         LayoutError::NoDifferential { .. }
     ));
     // A differential that is not 20 hex characters.
@@ -577,11 +585,7 @@ async fn a_bucket_not_in_the_format_is_refused_with_what_is_wrong() {
     );
     bucket.put(&zero, BackupMutationRange::default().encode_to_vec());
     assert!(matches!(
-        layout(
-            super::plan(&bucket, &root(), Target::Latest, NOW)
-                .await
-                .unwrap_err()
-        ),
+        layout_error(&bucket).await,
         LayoutError::MixedFormats { .. }
     ));
     // Log names out of versionstamp order.
@@ -592,11 +596,7 @@ async fn a_bucket_not_in_the_format_is_refused_with_what_is_wrong() {
         .replace("0001_000000000000000c", "0001_00000000000000ff");
     bucket.put_object(late);
     assert!(matches!(
-        layout(
-            super::plan(&bucket, &root(), Target::Latest, NOW)
-                .await
-                .unwrap_err()
-        ),
+        layout_error(&bucket).await,
         LayoutError::OutOfOrder { .. }
     ));
 }
