@@ -233,6 +233,7 @@ impl Model {
                     value,
                     encoding,
                     version: *version,
+                    seq: 0,
                     // The reader ignores expiries: a restored key never expires.
                     expire_at_ms: (version % 2 == 1).then_some(4_102_444_800_000),
                 }

@@ -46,11 +46,14 @@ fn sqlite_rows(restore: &Restore) -> Rows {
 }
 
 /// The state at `target` by the restore core, step after step (small steps, so that
-/// snapshot ranges and log objects take several), as rows plus each key's deadline.
+/// snapshot ranges and log objects take several), as rows plus each key's deadline;
+/// each step also applied, if `into` names a database, by the KV engine's restore
+/// write path.
 async fn core_state(
     bucket: &Bucket,
     root: &str,
     target: Target,
+    into: Option<(&subkv_dynamo_kv::DynamoKv, uuid::Uuid)>,
 ) -> (restore::Plan, Rows, BTreeMap<String, i64>) {
     let plan = restore::plan(bucket, root, target, now_ms() as i64)
         .await
@@ -66,6 +69,13 @@ async fn core_state(
         let step = restore::step(bucket, &plan, &cursor, limits)
             .await
             .unwrap_or_else(|e| panic!("step {steps} of {target}: {e}"));
+        if let Some((kv, database)) = into {
+            let writes: Vec<subkv_dynamo_kv::RestoreWrite> =
+                step.writes.iter().cloned().map(Into::into).collect();
+            kv.restore_writes(database, &writes)
+                .await
+                .unwrap_or_else(|e| panic!("applying step {steps} of {target}: {e}"));
+        }
         for write in step.writes {
             match write {
                 Write::Put(entry) => {
@@ -205,13 +215,18 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
     // The state at points spread over the list (the first, the newest and three
     // between), by versionstamp: denokv's rows exactly. Deadlines: denokv drops
     // them; the core keeps the workload's one-hour deadlines.
+    // The newest is also applied into a new database by the KV engine's restore
+    // write path and read back through KV Connect: denokv's rows again.
     let n = listed.len();
+    let session = subkv_e2e::kv_wire::Session::open().await;
+    let kv = subkv_e2e::kv_wire::store().await;
     for i in [n - 1, n * 3 / 4, n / 2, n / 4, 0] {
         let vs = &listed[i].versionstamp;
         copy.checkout(vs);
         let expected = sqlite_rows(&copy);
         let target = Target::Versionstamp(hex::decode(vs).unwrap().try_into().unwrap());
-        let (plan, rows, deadlines) = core_state(&bucket, &root, target).await;
+        let into = (i == 0).then_some((&kv, session.id()));
+        let (plan, rows, deadlines) = core_state(&bucket, &root, target, into).await;
         assert_eq!(hex::encode(plan.point.versionstamp), *vs);
         assert_eq!(rows, expected, "state at {vs} (point {i} of {n}) vs denokv");
         let in_50_min = now_ms() as i64 + 50 * 60_000;
@@ -224,6 +239,23 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
                 !deadlines.is_empty(),
                 "the workload's expiring keys are there"
             );
+            let version = subkv_kv::model::split_stamp(&plan.point.versionstamp).0;
+            kv.raise_head(session.id(), version)
+                .await
+                .expect("raise head");
+            let read: Rows = session
+                .list(vec![], vec![0xff])
+                .await
+                .into_iter()
+                .map(|e| {
+                    let vs = hex::encode(&e.versionstamp);
+                    (
+                        hex::encode(e.key),
+                        (hex::encode(e.value), i64::from(e.encoding), vs),
+                    )
+                })
+                .collect();
+            assert_eq!(read, expected, "restored database vs denokv");
         }
     }
 
@@ -260,4 +292,117 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
         .await
         .expect_err("no backup there");
     assert!(err.to_string().contains("no backup at"), "{err}");
+}
+
+/// The KV engine's restore write path (`DynamoKv::restore_writes`, `raise_head`):
+/// entries written with their source's versionstamps, including the last two
+/// bytes Deno Deploy's carry and subkv's commits leave zero, and long keys sharing
+/// a bucket item, read back exactly through KV Connect; checks compare all ten
+/// bytes; the next commit's versionstamp is greater than every restored one.
+#[tokio::test]
+async fn restored_entries_keep_their_versionstamps_through_kv_connect() {
+    use denokv_proto::datapath as pb;
+    use subkv_dynamo_kv::{head_after, RestoreWrite};
+    use subkv_e2e::kv_wire::{key, store, Session};
+    use subkv_kv::model::{stamp, Entry};
+
+    let session = Session::open().await;
+    let kv = store().await;
+    let long = |tail: &str| {
+        [
+            vec![2u8],
+            vec![b'l'; 1100],
+            tail.as_bytes().to_vec(),
+            vec![0],
+        ]
+        .concat()
+    };
+    let entry = |key: Vec<u8>, version: u64, seq: u16, expire_at_ms: Option<i64>| Entry {
+        value: format!("{version}.{seq}").into_bytes(),
+        key,
+        encoding: 3,
+        version,
+        seq,
+        expire_at_ms,
+    };
+    let far = now_ms() as i64 + 3_600_000;
+    let step = vec![
+        RestoreWrite::Put(entry(key("a"), 0x10, 0x0102, None)),
+        RestoreWrite::Put(entry(key("b"), 0x10, 0, Some(far))),
+        RestoreWrite::Put(entry(key("c"), 0x03, 9, None)),
+        RestoreWrite::Put(entry(long("1"), 0x20, 7, None)),
+        RestoreWrite::Put(entry(long("2"), 0x05, 0, Some(far))),
+        RestoreWrite::Put(entry(long("3"), 0x06, 1, None)),
+    ];
+    // A later step deletes one short and one long key; both steps are applied
+    // twice, the second time in the wrong order, as a retried restore may.
+    let later = vec![
+        RestoreWrite::Delete(key("c")),
+        RestoreWrite::Delete(long("3")),
+    ];
+    for writes in [&step, &later, &step, &later] {
+        kv.restore_writes(session.id(), writes)
+            .await
+            .expect("restore step");
+    }
+    let restored: Vec<&Entry> = step
+        .iter()
+        .filter_map(|w| match w {
+            RestoreWrite::Put(e) if e.key != key("c") && e.key != long("3") => Some(e),
+            _ => None,
+        })
+        .collect();
+    let head = head_after(restored.iter().map(|e| (e.version, e.seq)));
+    assert_eq!(head, 0x21, "0x20 with seq 7 needs the next version");
+    kv.raise_head(session.id(), head).await.expect("raise head");
+    kv.raise_head(session.id(), 2).await.expect("never lowers");
+
+    let mut expected: Vec<(Vec<u8>, Vec<u8>, String)> = restored
+        .iter()
+        .map(|e| {
+            (
+                e.key.clone(),
+                e.value.clone(),
+                hex::encode(e.versionstamp()),
+            )
+        })
+        .collect();
+    expected.sort();
+    let listed: Vec<(Vec<u8>, Vec<u8>, String)> = session
+        .list(vec![2], vec![3])
+        .await
+        .into_iter()
+        .map(|e| (e.key, e.value, hex::encode(e.versionstamp)))
+        .collect();
+    assert_eq!(listed, expected);
+
+    // A check with the whole versionstamp holds; one differing in its last two
+    // bytes fails, on a short key (a DynamoDB condition) and on a long key (the
+    // bucket, decided on the item read).
+    let check = |k: Vec<u8>, vs: [u8; 10]| pb::Check {
+        key: k,
+        versionstamp: vs.to_vec(),
+    };
+    let write = |checks: Vec<pb::Check>| pb::AtomicWrite {
+        checks,
+        mutations: vec![subkv_e2e::kv_wire::set(&key("next"), b"n", 0)],
+        ..Default::default()
+    };
+    for wrong in [
+        check(key("a"), stamp(0x10, 0x0103)),
+        check(long("1"), stamp(0x20, 6)),
+    ] {
+        let out = session.write(write(vec![wrong])).await;
+        assert_eq!(out.status, pb::AtomicWriteStatus::AwCheckFailure as i32);
+        assert_eq!(out.failed_checks, vec![0]);
+    }
+    let out = session
+        .write(write(vec![
+            check(key("a"), stamp(0x10, 0x0102)),
+            check(key("b"), stamp(0x10, 0)),
+            check(long("1"), stamp(0x20, 7)),
+        ]))
+        .await;
+    assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
+    assert_eq!(hex::encode(out.versionstamp), hex::encode(stamp(0x22, 0)));
 }

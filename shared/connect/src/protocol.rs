@@ -16,7 +16,7 @@ use subkv_kv::error::{KvError, KvResult, ENQUEUE_UNSUPPORTED};
 use subkv_kv::limits::{
     read_too_large, MAX_EXPIRE_AT_MS, MAX_READ_RESPONSE_BYTES, MAX_REQUEST_BYTES,
 };
-use subkv_kv::model::{versionstamp, Entry};
+use subkv_kv::model::Entry;
 use uuid::Uuid;
 
 /// Protocol versions subkv speaks.
@@ -227,11 +227,12 @@ pub fn check_read_answer(output: &pb::SnapshotReadOutput) -> KvResult<()> {
 }
 
 pub fn pb_entry(entry: Entry) -> pb::KvEntry {
+    let versionstamp = entry.versionstamp().to_vec();
     pb::KvEntry {
         key: entry.key,
         value: entry.value,
         encoding: entry.encoding as i32,
-        versionstamp: versionstamp(entry.version).to_vec(),
+        versionstamp,
     }
 }
 
@@ -390,6 +391,7 @@ mod tests {
     use lambda_http::http::header::HOST;
     use subkv_core::runtime::ResponseTooLarge;
     use subkv_kv::limits::{MAX_READ_ENTRIES, MAX_VALUE_BYTES, MAX_WRITE_KEY_BYTES};
+    use subkv_kv::model::versionstamp;
 
     fn request(path: &str, host: &str) -> Request {
         let mut r = Request::new(Body::Empty);

@@ -250,6 +250,7 @@ mod tests {
             value: vec![1],
             encoding: 3,
             version,
+            seq: 0,
             expire_at_ms: None,
         }
     }

@@ -184,7 +184,7 @@ mod tests {
     fn cond(check_index: u32, expect: Option<u64>) -> Cond {
         Cond {
             check_index,
-            expect,
+            expect: expect.map(subkv_kv::model::versionstamp),
         }
     }
 

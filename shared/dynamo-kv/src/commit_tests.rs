@@ -30,6 +30,7 @@ fn put(i: u32, conds: Vec<Cond>) -> PlannedPut {
         value: vec![1],
         encoding: 1,
         version: 8,
+        seq: 0,
         expire_at_ms: None,
     });
     PlannedPut { slot, conds }
@@ -38,7 +39,7 @@ fn put(i: u32, conds: Vec<Cond>) -> PlannedPut {
 fn cond(check_index: u32) -> Cond {
     Cond {
         check_index,
-        expect: Some(3),
+        expect: Some(versionstamp(3)),
     }
 }
 

@@ -14,13 +14,16 @@ use denokv_proto::backup::BackupMutationRange;
 use prost::Message;
 use subkv_core::dynamo::{b, describe, get_b, get_n, is_transient, n, Item};
 use subkv_kv::error::{KvError, KvResult};
-use subkv_kv::model::{versionstamp, Entry, Slot};
+use subkv_kv::model::{split_stamp, stamp, versionstamp, Entry, Slot};
 use subkv_kv::plan::Cond;
 use uuid::Uuid;
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
 pub(crate) const VER: &str = "kv_ver";
+/// A single entry's versionstamp's last two bytes when not zero (restored
+/// entries only: every commit subkv makes ends in `0000`).
+pub(crate) const SEQ: &str = "kv_seq";
 pub(crate) const VALUE: &str = "v";
 pub(crate) const ENCODING: &str = "enc";
 pub(crate) const EXPIRE: &str = "kv_exp";
@@ -116,6 +119,9 @@ struct BucketEntry {
     /// 0: never expires.
     #[prost(int64, tag = "5")]
     expire_at_ms: i64,
+    /// The versionstamp's last two bytes (0 but for restored entries).
+    #[prost(uint32, tag = "6")]
+    seq: u32,
 }
 
 pub(crate) fn slot_from_item(item: &Item) -> KvResult<Slot> {
@@ -139,6 +145,7 @@ pub(crate) fn slot_from_item(item: &Item) -> KvResult<Slot> {
                 value: e.value,
                 encoding: e.encoding,
                 version: e.version,
+                seq: u16::try_from(e.seq).unwrap_or(u16::MAX),
                 expire_at_ms: (e.expire_at_ms > 0).then_some(e.expire_at_ms),
             })
             .collect();
@@ -151,6 +158,7 @@ pub(crate) fn slot_from_item(item: &Item) -> KvResult<Slot> {
             .to_vec(),
         encoding: get_n(item, ENCODING).ok_or_else(|| malformed("no encoding"))?,
         version,
+        seq: get_n(item, SEQ).unwrap_or(0),
         expire_at_ms: get_n(item, EXPIRE),
     });
     Ok(slot)
@@ -184,6 +192,7 @@ pub(crate) fn item_from_slot(database: Uuid, slot: &Slot) -> Item {
                     encoding: e.encoding,
                     version: e.version,
                     expire_at_ms: e.expire_at_ms.unwrap_or(0),
+                    seq: e.seq.into(),
                 })
                 .collect(),
         };
@@ -192,6 +201,9 @@ pub(crate) fn item_from_slot(database: Uuid, slot: &Slot) -> Item {
         let entry = &slot.entries[0];
         item.insert(VALUE.into(), b(entry.value.clone()));
         item.insert(ENCODING.into(), n(entry.encoding));
+        if entry.seq != 0 {
+            item.insert(SEQ.into(), n(entry.seq));
+        }
     }
     if let Some(at) = slot.earliest_expiry() {
         item.insert(EXPIRE.into(), n(at));
@@ -253,10 +265,18 @@ pub(crate) fn condition(conds: &[Cond], values: &mut Item, now_ms: i64) -> Strin
     conds
         .iter()
         .map(|cond| match cond.expect {
-            Some(version) => {
+            Some(vs) => {
+                let (version, seq) = split_stamp(&vs);
                 let name = format!(":c{}", cond.check_index);
                 values.insert(name.clone(), n(version));
-                format!("({VER} = {name} AND attribute_not_exists({DELETED}) AND (attribute_not_exists({EXPIRE}) OR {EXPIRE} > :now))")
+                let seq = if seq == 0 {
+                    format!("attribute_not_exists({SEQ})")
+                } else {
+                    let name = format!(":s{}", cond.check_index);
+                    values.insert(name.clone(), n(seq));
+                    format!("{SEQ} = {name}")
+                };
+                format!("({VER} = {name} AND {seq} AND attribute_not_exists({DELETED}) AND (attribute_not_exists({EXPIRE}) OR {EXPIRE} > :now))")
             }
             None => format!(
                 "(attribute_not_exists({VER}) OR attribute_exists({DELETED}) OR {EXPIRE} <= :now)"
@@ -274,7 +294,9 @@ pub(crate) fn cond_holds(cond: &Cond, item: Option<&Item>, now_ms: i64) -> bool 
         .filter(|i| !i.contains_key(DELETED))
         .filter(|i| get_n::<i64>(i, EXPIRE).is_none_or(|at| at > now_ms));
     match cond.expect {
-        Some(version) => live.and_then(|i| get_n::<u64>(i, VER)) == Some(version),
+        Some(vs) => {
+            live.and_then(|i| Some(stamp(get_n(i, VER)?, get_n(i, SEQ).unwrap_or(0)))) == Some(vs)
+        }
         None => live.is_none(),
     }
 }
@@ -346,11 +368,18 @@ mod tests {
             value: vec![9],
             encoding: 3,
             version: 5,
+            seq: 0,
             expire_at_ms: Some(77),
         });
         let item = item_from_slot(db, &single);
         assert_eq!(slot_from_item(&item).unwrap(), single);
         assert!(item.contains_key(SHARD));
+        assert!(!item.contains_key(SEQ), "a commit's entry stores no seq");
+        // A restored entry keeps its versionstamp's last two bytes.
+        single.entries[0].seq = 0x0102;
+        let item = item_from_slot(db, &single);
+        assert_eq!(item.get(SEQ), Some(&n(0x0102)));
+        assert_eq!(slot_from_item(&item).unwrap(), single);
 
         let long = [vec![1u8; 1200], vec![0]].concat();
         let mut bucket = Slot::empty(sort_key(&long));
@@ -360,6 +389,7 @@ mod tests {
             value: vec![],
             encoding: 1,
             version: 6,
+            seq: 0xfffe,
             expire_at_ms: None,
         });
         let item = item_from_slot(db, &bucket);
@@ -396,6 +426,7 @@ mod tests {
             value: vec![1],
             encoding: 3,
             version: 9,
+            seq: 0,
             expire_at_ms: None,
         });
         let conds = Some(("attribute_not_exists(pk)".to_string(), Item::new()));
@@ -440,6 +471,7 @@ mod tests {
             value: vec![0xab; len],
             encoding: i64::MAX,
             version: u64::MAX,
+            seq: 0,
             expire_at_ms: expire,
         };
         let short = vec![2u8; 1000];
@@ -481,9 +513,18 @@ mod tests {
         };
         let at = |expect: Option<u64>| Cond {
             check_index: 0,
-            expect,
+            expect: expect.map(versionstamp),
         };
         let live = item(&[(VER, n(3))]);
+        // A restored entry: its versionstamp's last two bytes count too.
+        let restored = item(&[(VER, n(3)), (SEQ, n(5))]);
+        let stamped = |seq| Cond {
+            check_index: 0,
+            expect: Some(stamp(3, seq)),
+        };
+        assert!(cond_holds(&stamped(5), Some(&restored), 50));
+        assert!(!cond_holds(&stamped(0), Some(&restored), 50));
+        assert!(!cond_holds(&stamped(5), Some(&live), 50));
         let expiring = item(&[(VER, n(3)), (EXPIRE, n(100))]);
         let tomb = item(&[(VER, n(3)), (DELETED, AttributeValue::Bool(true))]);
         // Expecting version 3: only a live item at 3.
@@ -508,7 +549,11 @@ mod tests {
             &[
                 Cond {
                     check_index: 3,
-                    expect: Some(9),
+                    expect: Some(versionstamp(9)),
+                },
+                Cond {
+                    check_index: 5,
+                    expect: Some(stamp(9, 2)),
                 },
                 Cond {
                     check_index: 4,
@@ -518,8 +563,10 @@ mod tests {
             &mut values,
             10,
         );
-        assert!(expr.contains("kv_ver = :c3"));
+        assert!(expr.contains("kv_ver = :c3 AND attribute_not_exists(kv_seq)"));
+        assert!(expr.contains("kv_ver = :c5 AND kv_seq = :s5"));
         assert!(expr.contains("attribute_not_exists(kv_ver) OR"));
         assert_eq!(values.get(":c3"), Some(&n(9)));
+        assert_eq!(values.get(":s5"), Some(&n(2)));
     }
 }

@@ -305,6 +305,7 @@ impl DynamoKv {
                     value: entry.value.clone(),
                     encoding: entry.value_encoding as i64,
                     version,
+                    seq: 0,
                     expire_at_ms: (entry.expire_at_ms > 0).then_some(entry.expire_at_ms as i64),
                 });
             }

@@ -19,6 +19,7 @@
 //! | `cancellation` | what a cancelled commit transaction means, which checks failed (pure, unit-tested) |
 //! | `large` | large commits: their items applied after the commit, a pending commit rolled forward |
 //! | `resolve` | a pending commit that cannot be written whole: abandoned, or trimmed |
+//! | `restore` | [`DynamoKv::restore_writes`] (a restore step's entries, with their source's versionstamps) and [`DynamoKv::raise_head`] |
 //! | `expiry` | [`DynamoKv::expired_page`] (one page of a shard of the expiry index) and [`DynamoKv::sweep_items`] |
 //! | `change_log` | [`DynamoKv::change_log`] (its items assembled into commits by [`CommitAssembly`], pure), [`DynamoKv::live_entries_page`], [`DynamoKv::change_records`] |
 //! | `watches` | leases of open watches and their caps: [`DynamoKv::open_watch`], [`DynamoKv::close_watch`] |
@@ -32,11 +33,13 @@ mod items;
 mod large;
 mod read;
 mod resolve;
+mod restore;
 mod tables;
 mod watches;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
 pub use expiry::ShardCursor;
+pub use restore::{head_after, RestoreWrite};
 pub use tables::ensure_kv_tables;
 pub use watches::WatchCaps;
 

@@ -141,6 +141,7 @@ impl<'r> Scan<'r> {
                         value: m.value.clone(),
                         encoding: i64::from(m.value_encoding),
                         version: commit.version,
+                        seq: 0,
                         expire_at_ms: (m.expire_at_ms > 0)
                             .then(|| i64::try_from(m.expire_at_ms).unwrap_or(i64::MAX)),
                     };
@@ -526,6 +527,7 @@ mod tests {
             value: vec![version as u8],
             encoding: 3,
             version,
+            seq: 0,
             expire_at_ms,
         }
     }

@@ -264,7 +264,7 @@ pub fn snapshot_object(
             encoding: entry.encoding,
         })?;
         let meta = KeyMetadata {
-            versionstamp: versionstamp(entry.version),
+            versionstamp: entry.versionstamp(),
             encoding,
             expire_at_ms: entry.expire_at_ms,
         };
@@ -669,6 +669,7 @@ mod tests {
             value: format!("value of {}", hex::encode(key)).into_bytes(),
             encoding: 3,
             version,
+            seq: 0,
             expire_at_ms,
         }
     }
@@ -701,7 +702,7 @@ mod tests {
             assert_eq!(data.key[1..], entry.key[..]);
             assert_eq!(data.value, entry.value);
             let decoded = KeyMetadata::decode(&meta.value).unwrap();
-            assert_eq!(decoded.versionstamp, versionstamp(entry.version));
+            assert_eq!(decoded.versionstamp, entry.versionstamp());
             assert_eq!(decoded.encoding, 3);
             assert_eq!(decoded.expire_at_ms, entry.expire_at_ms);
         }

@@ -34,7 +34,7 @@ use std::ops::Range;
 /// `ttl` (about 160 bytes); the sort key and the value or bucket come on top.
 const ITEM_OVERHEAD: usize = 256;
 /// Per entry of a bucket's protobuf blob: the entry's tag and length, and the
-/// tags, lengths and varints of its key, value, encoding, version and expiry.
+/// tags, lengths and varints of its key, value, encoding, version, expiry and seq.
 const BUCKET_ENTRY_OVERHEAD: usize = 48;
 /// The head item (`pk`, `sk`, `kv_ver`, `ts`, `req`, `kv_pending`), bounded.
 pub const HEAD_ITEM_BYTES: usize = 256;

@@ -45,6 +45,7 @@ fn bucket(entries: impl IntoIterator<Item = u8>) -> BTreeMap<Vec<u8>, Slot> {
             value: vec![2; VALUE],
             encoding: 3,
             version: 1,
+            seq: 0,
             expire_at_ms: None,
         });
     }
@@ -120,6 +121,7 @@ fn item_sizes_bound_keys_values_and_bucket_entries() {
         value: vec![0; 100],
         encoding: 1,
         version: 1,
+        seq: 0,
         expire_at_ms: Some(5),
     });
     assert_eq!(item_bytes(&single), ITEM_OVERHEAD + short(1).len() + 100);
@@ -150,6 +152,7 @@ fn a_commit_fits_one_transaction_by_actions_and_by_bytes() {
                 value: vec![2; VALUE],
                 encoding: 3,
                 version: 1,
+                seq: 0,
                 expire_at_ms: None,
             });
         }

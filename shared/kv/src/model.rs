@@ -12,6 +12,10 @@ pub struct Entry {
     pub encoding: i64,
     /// The commit that last wrote it.
     pub version: u64,
+    /// The versionstamp's last two bytes: 0 for every commit subkv makes; a
+    /// restored entry keeps its source's (Deno Deploy's order within a commit
+    /// version, denokv's `seq`).
+    pub seq: u16,
     /// Milliseconds since the Unix epoch; None never expires.
     pub expire_at_ms: Option<i64>,
 }
@@ -19,6 +23,11 @@ pub struct Entry {
 impl Entry {
     pub fn is_live(&self, now_ms: i64) -> bool {
         self.expire_at_ms.is_none_or(|at| at > now_ms)
+    }
+
+    /// The versionstamp clients see for this entry.
+    pub fn versionstamp(&self) -> Versionstamp {
+        stamp(self.version, self.seq)
     }
 }
 
@@ -81,6 +90,21 @@ pub fn versionstamp(version: u64) -> Versionstamp {
     vs
 }
 
+/// The versionstamp of order `seq` within commit version `version`.
+pub fn stamp(version: u64, seq: u16) -> Versionstamp {
+    let mut vs = versionstamp(version);
+    vs[8..].copy_from_slice(&seq.to_be_bytes());
+    vs
+}
+
+/// A versionstamp's commit version and order within it (`seq`): what an entry
+/// stores. Every 10-byte value is one (restored entries keep their source's).
+pub fn split_stamp(vs: &Versionstamp) -> (u64, u16) {
+    let mut be = [0u8; 8];
+    be.copy_from_slice(&vs[..8]);
+    (u64::from_be_bytes(be), u16::from_be_bytes([vs[8], vs[9]]))
+}
+
 /// The version a versionstamp names, if it is one subkv could have issued.
 pub fn version_of(vs: &[u8]) -> Option<u64> {
     if vs.len() != 10 || vs[8] != 0 || vs[9] != 0 {
@@ -104,6 +128,16 @@ mod tests {
     }
 
     #[test]
+    fn stamps_keep_all_ten_bytes_and_sort_like_them() {
+        let vs = [0, 0, 0, 0, 0, 0, 0, 7, 0x01, 0x02];
+        assert_eq!(split_stamp(&vs), (7, 0x0102));
+        assert_eq!(stamp(7, 0x0102), vs);
+        assert_eq!(stamp(7, 0), versionstamp(7));
+        assert!(stamp(7, 0xffff) < stamp(8, 0));
+        assert!(stamp(7, 1) > versionstamp(7));
+    }
+
+    #[test]
     fn expired_entries_are_not_live() {
         let mut slot = Slot::empty(b"\x02k".to_vec());
         slot.put(Entry {
@@ -111,6 +145,7 @@ mod tests {
             value: vec![1],
             encoding: 3,
             version: 1,
+            seq: 0,
             expire_at_ms: Some(1000),
         });
         assert!(slot.get(b"\x02k", 999).is_some());

@@ -10,9 +10,9 @@
 use crate::budget::{log_parts, Budget};
 use crate::error::{KvError, KvResult};
 use crate::keys::{is_bucket, sort_key};
-use crate::model::{version_of, versionstamp, Entry, Slot};
+use crate::model::{versionstamp, Entry, Slot};
 use denokv_proto::backup::{BackupKvMutationKind, BackupReplicationLogEntry};
-use denokv_proto::{AtomicWrite, KvValue, MutationKind};
+use denokv_proto::{AtomicWrite, KvValue, MutationKind, Versionstamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Value encoding of `Deno.KvU64` (little-endian u64).
@@ -23,8 +23,8 @@ pub const ENCODING_LE64: i64 = 2;
 pub struct Cond {
     /// Index of the check in the request, for `failed_checks`.
     pub check_index: u32,
-    /// The version the key must have; None: the key must not exist.
-    pub expect: Option<u64>,
+    /// The versionstamp the key's entry must have; None: the key must not exist.
+    pub expect: Option<Versionstamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,21 +179,13 @@ pub fn plan_within(
     let mut deferred: BTreeMap<Vec<u8>, Vec<Cond>> = BTreeMap::new();
     for (i, check) in write.checks.iter().enumerate() {
         let index = i as u32;
-        let expect = match check.versionstamp {
-            None => None,
-            Some(vs) => match version_of(&vs) {
-                Some(v) => Some(v),
-                // Not a versionstamp subkv issues: no key can have it.
-                None => {
-                    failed.push(index);
-                    continue;
-                }
-            },
-        };
+        // Every 10 bytes may be an entry's: a restored entry keeps its source's
+        // versionstamp, whose last two bytes need not be zero.
+        let expect = check.versionstamp;
         let sk = sort_key(&check.key);
         match snapshot.get(&sk) {
             Some(slot) => {
-                if slot.get(&check.key, now_ms).map(|e| e.version) != expect {
+                if slot.get(&check.key, now_ms).map(Entry::versionstamp) != expect {
                     failed.push(index);
                 }
             }
@@ -287,6 +279,7 @@ pub fn plan_within(
                     value,
                     encoding,
                     version,
+                    seq: 0,
                     expire_at_ms,
                 });
             }

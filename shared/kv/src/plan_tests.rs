@@ -31,6 +31,7 @@ fn u64_slot(key: &str, n: u64, version: u64) -> (Vec<u8>, Slot) {
         value: n.to_le_bytes().to_vec(),
         encoding: ENCODING_LE64,
         version,
+        seq: 0,
         expire_at_ms: None,
     });
     (k(key), slot)
@@ -143,6 +144,7 @@ fn u64_operations_on_other_values_are_type_errors() {
         value: vec![1, 2],
         encoding: 1,
         version: 1,
+        seq: 0,
         expire_at_ms: None,
     });
     let snapshot = BTreeMap::from([(k("s"), slot)]);
@@ -201,7 +203,7 @@ fn checks_without_a_snapshot_become_conditions_merged_with_puts() {
         plan.puts[0].conds,
         vec![Cond {
             check_index: 0,
-            expect: Some(3)
+            expect: Some(versionstamp(3))
         }]
     );
     assert_eq!(
@@ -302,6 +304,7 @@ fn long_keys_are_read_modify_write_of_their_bucket() {
         value: vec![2],
         encoding: 3,
         version: 1,
+        seq: 0,
         expire_at_ms: None,
     });
     bucket.version = 1;
@@ -349,6 +352,7 @@ fn a_type_error_waits_for_checks_that_are_still_conditions() {
         value: vec![1, 2],
         encoding: 1,
         version: 1,
+        seq: 0,
         expire_at_ms: None,
     });
     let sum = || {

@@ -104,6 +104,7 @@ impl Db {
                         value: value.clone().into_bytes(),
                         encoding: 3,
                         version,
+                        seq: 0,
                         expire_at_ms: None,
                     };
                     self.live.insert(key, entry);

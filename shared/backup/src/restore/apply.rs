@@ -135,6 +135,27 @@ impl Write {
     }
 }
 
+/// A write as the KV engine applies it (`DynamoKv::restore_writes`): the
+/// versionstamp as the entry's commit version and order within it.
+impl From<Write> for subkv_dynamo_kv::RestoreWrite {
+    fn from(write: Write) -> Self {
+        match write {
+            Write::Put(r) => {
+                let (version, seq) = subkv_kv::model::split_stamp(&r.versionstamp);
+                Self::Put(subkv_kv::model::Entry {
+                    key: r.key,
+                    value: r.value,
+                    encoding: r.encoding,
+                    version,
+                    seq,
+                    expire_at_ms: r.expire_at_ms,
+                })
+            }
+            Write::Delete { key } => Self::Delete(key),
+        }
+    }
+}
+
 /// What one step produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {

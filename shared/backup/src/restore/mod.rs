@@ -1,8 +1,8 @@
 //! Restoring a backup: reading a bucket in the `denokv` backup format (subkv's own,
 //! or Deno Deploy's: the same format) as `denokv`'s reader does, and producing the
 //! state at a restore point in resumable steps. Pure logic over a [`ReadBucket`]:
-//! no AWS client, no Lambda, no KV writes (the restore function applies the
-//! [`Write`]s a [`step`] returns through the KV engine's write path).
+//! no AWS client, no Lambda: the KV writes go through a [`RestoreSink`] (the KV
+//! engine's restore write path in the function) and the job through a [`JobStore`].
 //!
 //! docs/restore.md is the design; the facts of the format are in
 //! docs/backup-format.md.
@@ -15,6 +15,7 @@
 //! | `plan.rs` | [`Scan`] (resumable: every name checked) and [`Plan`] (the target resolved to an exact commit end) |
 //! | `points.rs` | [`restore_points`]: newest first, paginated, fetching only the page's log objects |
 //! | `apply.rs` | [`step`]: the state at the plan's point, one bounded step at a time, with a serializable [`Cursor`] |
+//! | `job.rs` | [`Job`] and [`advance`]: a restore from start to end across invocations, each change stored after the writes it stands for |
 //!
 //! **Restore points** are the commits whose last log entry (index `0xffff`) is in
 //! `logs/` and whose versionstamp is at or after the `differential` (`denokv`'s
@@ -26,6 +27,9 @@
 
 mod apply;
 mod bucket;
+mod job;
+#[cfg(test)]
+mod job_tests;
 mod names;
 mod objects;
 mod plan;
@@ -37,6 +41,7 @@ mod tests_points;
 
 pub use apply::{step, Cursor, Restored, Step, StepLimits, Write};
 pub use bucket::{Listed, ReadBucket, ReadFault};
+pub use job::{advance, Job, JobStore, RestoreSink, SinkFault, Stopped, StoreFault};
 pub use names::{log_floor, parse_log, parse_snapshot, LogName, SnapshotName};
 pub use plan::{plan, Plan, Scan};
 pub use points::{restore_points, PointsPage, MAX_POINTS_PAGE};

@@ -121,6 +121,7 @@ impl History {
                                 value: val.as_bytes().to_vec(),
                                 encoding: 3,
                                 version: *v,
+                                seq: 0,
                                 expire_at_ms: *exp,
                             },
                         );
@@ -939,6 +940,7 @@ async fn a_long_scan_is_resumable_and_a_large_snapshot_is_bounded_per_step() {
             value: vec![7; 10],
             encoding: 3,
             version: 1 + i % 7,
+            seq: 0,
             expire_at_ms: None,
         })
         .collect();
