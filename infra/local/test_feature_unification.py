@@ -16,8 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HACK = "subkv-workspace-hack"
-# Left out of the hack on purpose (see its Cargo.toml): ring comes only with reqwest.
-NOT_UNIFIED = ("rustls ", "rustls-webpki ", "tokio-rustls ", "hyper-rustls ")
 
 
 def package_name(manifest: str) -> str:
@@ -89,7 +87,7 @@ class FeatureUnification(unittest.TestCase):
             for package, features in tree.items():
                 seen.setdefault(package, set()).add(features)
         differing = sorted(
-            package for package, variants in seen.items() if len(variants) > 1 and not package.startswith(NOT_UNIFIED)
+            package for package, variants in seen.items() if len(variants) > 1
         )
         lines = []
         for package in differing:
