@@ -212,6 +212,40 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
     );
     assert_eq!(listed[0].versionstamp, newest.versionstamp);
 
+    // The same points through the management API, in pages of 4 linked by the
+    // `Link` header's cursor.
+    let route = format!("/v1/database_backups/{backup_id}/restore_points");
+    let mut api_points: Vec<RecoveryPoint> = Vec::new();
+    let mut path = format!("{route}?limit=4");
+    loop {
+        let reply = subkv_e2e::get(&path, &db.org.token).await;
+        let page = reply.assert_ok().as_array().expect("a list").clone();
+        assert!(page.len() <= 4, "{page:?}");
+        api_points.extend(page.iter().map(|p| RecoveryPoint {
+            versionstamp: p["versionstamp"].as_str().unwrap().to_string(),
+            time: p["timestamp"].as_str().unwrap().to_string(),
+        }));
+        let Some(link) = reply.headers.get("link") else {
+            break;
+        };
+        let link = link.to_str().unwrap();
+        let next = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(url, _)| url)
+            .unwrap_or_else(|| panic!("a next link: {link}"));
+        path = next[next.find("/v1/").unwrap()..].to_string();
+    }
+    assert_eq!(api_points, ours, "the API's restore points vs the core's");
+    // Another organization's token sees no such backup; a bad query is a 400.
+    let other = subkv_e2e::create_org("restore-core-other").await;
+    subkv_e2e::get(&route, &other.token)
+        .await
+        .assert_error(404, "databaseBackupNotFound");
+    subkv_e2e::get(&format!("{route}?limit=0"), &db.org.token)
+        .await
+        .assert_error(400, "invalidQueryParameter");
+
     // The state at points spread over the list (the first, the newest and three
     // between), by versionstamp: denokv's rows exactly. Deadlines: denokv drops
     // them; the core keeps the workload's one-hour deadlines.

@@ -66,6 +66,14 @@ pub enum ApiError {
     BackupNotFailed { id: String, status: &'static str },
     #[error("another change to this resource is in progress; retry")]
     ChangeInProgress,
+    /// The backup's bucket refused, or does not hold a backup in the format:
+    /// the tenant's to fix (credentials, permissions, the bucket's contents).
+    #[error("the backup's bucket cannot be read: {0}")]
+    BackupUnreadable(String),
+    /// The backup's bucket failed in a way worth retrying (5xx, throttling, a
+    /// timeout).
+    #[error("the backup's bucket did not answer: {0}; retry")]
+    BucketUnavailable(String),
     #[error("internal error")]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -99,7 +107,9 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BackupAlreadyEnabled { .. }
             | ApiError::BackupNotFailed { .. }
-            | ApiError::ChangeInProgress => StatusCode::CONFLICT,
+            | ApiError::ChangeInProgress
+            | ApiError::BackupUnreadable(_) => StatusCode::CONFLICT,
+            ApiError::BucketUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +127,8 @@ impl ApiError {
             ApiError::BackupAlreadyEnabled { .. } => "backupAlreadyEnabled",
             ApiError::BackupNotFailed { .. } => "backupNotFailed",
             ApiError::ChangeInProgress => "changeInProgress",
+            ApiError::BackupUnreadable(_) => "backupUnreadable",
+            ApiError::BucketUnavailable(_) => "bucketUnavailable",
             ApiError::Store(_) | ApiError::Internal(_) => "internalServerError",
         }
     }

@@ -73,6 +73,7 @@ routes! {
     GET_BACKUP = "get-backup", "GET", "/v1/database_backups/{databaseBackupId}", Organization;
     DELETE_BACKUP = "delete-backup", "DELETE", "/v1/database_backups/{databaseBackupId}", Organization;
     RETRY_BACKUP = "retry-backup", "POST", "/v1/database_backups/{databaseBackupId}/retry", Organization;
+    LIST_RESTORE_POINTS = "list-restore-points", "GET", "/v1/database_backups/{databaseBackupId}/restore_points", Organization;
     KV_CONNECT = "kv-connect", "POST", "/databases/{databaseId}/connect", KvConnect;
     KV_SNAPSHOT_READ = "kv-snapshot-read", "POST", "/databases/{databaseId}/snapshot_read", KvStream;
     KV_ATOMIC_WRITE = "kv-atomic-write", "POST", "/databases/{databaseId}/atomic_write", KvData;

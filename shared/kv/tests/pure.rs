@@ -67,6 +67,7 @@ fn planes_depend_one_way() {
         "subkv-dynamo-kv",
         "subkv-connect",
         "subkv-backup",
+        "subkv-restore",
     ];
     // The core links no plane.
     let core = linked("subkv-core");
@@ -81,6 +82,7 @@ fn planes_depend_one_way() {
         "subkv-dynamo-kv",
         "subkv-connect",
         "subkv-backup",
+        "subkv-restore",
     ] {
         assert!(!api.contains(plane), "subkv-api links {plane}");
     }
@@ -90,11 +92,22 @@ fn planes_depend_one_way() {
         assert!(!engine.contains(plane), "subkv-dynamo-kv links {plane}");
     }
     let connect = linked("subkv-connect");
-    for plane in ["subkv-api", "subkv-backup"] {
+    for plane in ["subkv-api", "subkv-backup", "subkv-restore"] {
         assert!(!connect.contains(plane), "subkv-connect links {plane}");
     }
     let backup = linked("subkv-backup");
-    for plane in ["subkv-api", "subkv-connect"] {
+    for plane in ["subkv-api", "subkv-connect", "subkv-restore"] {
         assert!(!backup.contains(plane), "subkv-backup links {plane}");
     }
+    // The restore plane joins the management API and the backup's read side; it
+    // serves no KV Connect.
+    let restore = linked("subkv-restore");
+    assert!(
+        restore.contains("subkv-api") && restore.contains("subkv-backup"),
+        "the tree was read: {restore:?}"
+    );
+    assert!(
+        !restore.contains("subkv-connect"),
+        "subkv-restore links subkv-connect"
+    );
 }
