@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 use subkv_backup::bucket::{Bucket, Connector, Target as BucketTarget};
-use subkv_backup::restore::{self, StepLimits, Target, Write};
+use subkv_backup::restore::{self, Job, StepLimits, Target, Write};
 use subkv_core::secrets::SecretString;
 use subkv_e2e::backup::*;
 
@@ -105,6 +105,59 @@ async fn core_state(
     }
     eprintln!("{target}: {} keys in {steps} steps", rows.len());
     (plan, rows, deadlines)
+}
+
+/// A sink that lands half of one step's writes, then fails as throttling would.
+struct Flaky {
+    inner: subkv_restore::store::KvSink,
+    fail_at: usize,
+    calls: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl restore::RestoreSink for Flaky {
+    async fn apply(
+        &self,
+        writes: Vec<subkv_dynamo_kv::RestoreWrite>,
+    ) -> Result<(), restore::SinkFault> {
+        use std::sync::atomic::Ordering;
+        if self.calls.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+            let half = writes[..writes.len() / 2].to_vec();
+            self.inner.apply(half).await?;
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(restore::SinkFault::Transient("injected".into()));
+        }
+        self.inner.apply(writes).await
+    }
+
+    async fn raise_head(&self, version: u64) -> Result<(), restore::SinkFault> {
+        self.inner.raise_head(version).await
+    }
+}
+
+/// A new database (through the API), its restore job's store in the stack's
+/// control table, and a flaky sink into it.
+async fn job_parts() -> (
+    subkv_restore::store::DynamoJobStore,
+    Flaky,
+    subkv_e2e::kv_wire::Session,
+) {
+    let session = subkv_e2e::kv_wire::Session::open().await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
+    let jobs = subkv_restore::store::DynamoJobStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+        session.id(),
+    );
+    let sink = Flaky {
+        inner: subkv_restore::store::KvSink::new(subkv_e2e::kv_wire::store().await, session.id()),
+        fail_at: 2,
+        calls: Default::default(),
+        failed: Default::default(),
+    };
+    (jobs, sink, session)
 }
 
 fn now_ms() -> u64 {
@@ -292,6 +345,74 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
             assert_eq!(read, expected, "restored database vs denokv");
         }
     }
+
+    // The restore job, as the restore function runs it: its job in the control
+    // table, the new database through the KV engine, invocations of a few steps,
+    // one of them failing half-way through a step's writes. The middle point.
+    let vs = &listed[n / 2].versionstamp;
+    copy.checkout(vs);
+    let expected = sqlite_rows(&copy);
+    let target = Target::Versionstamp(hex::decode(vs).unwrap().try_into().unwrap());
+    let (jobs, sink, session) = job_parts().await;
+    assert!(jobs.create(&Job::new(&root, target)).await.unwrap());
+    assert!(
+        !jobs.create(&Job::new(&root, target)).await.unwrap(),
+        "one job per database"
+    );
+    let limits = StepLimits {
+        max_writes: 5,
+        ..StepLimits::default()
+    };
+    let mut invocations = 0;
+    let job = loop {
+        let job = jobs.load().await.unwrap().expect("the stored job");
+        if job.is_done() {
+            break job;
+        }
+        let mut steps = 4;
+        let mut more = move || {
+            steps -= 1;
+            steps >= 0
+        };
+        let ran = restore::advance(
+            job,
+            &bucket,
+            &sink,
+            &jobs,
+            limits,
+            now_ms() as i64,
+            &mut more,
+        )
+        .await;
+        if let Err(stopped) = ran {
+            assert_eq!(stopped, restore::Stopped::Transient("injected".into()));
+        }
+        invocations += 1;
+        assert!(invocations < 500, "no progress");
+    };
+    assert!(
+        sink.failed.load(std::sync::atomic::Ordering::SeqCst),
+        "the fault was injected"
+    );
+    assert_eq!(hex::encode(job.point().unwrap().versionstamp), *vs);
+    assert!(job.keys() >= expected.len() as u64);
+    let read: Rows = session
+        .list(vec![], vec![0xff])
+        .await
+        .into_iter()
+        .map(|e| {
+            let vs = hex::encode(&e.versionstamp);
+            (
+                hex::encode(e.key),
+                (hex::encode(e.value), i64::from(e.encoding), vs),
+            )
+        })
+        .collect();
+    assert_eq!(
+        read, expected,
+        "restored by the job ({invocations} invocations) vs denokv"
+    );
+    eprintln!("job: {} keys in {invocations} invocations", job.keys());
 
     // By time: the last point at or before it. Latest: the newest.
     let middle = &points[n / 2];

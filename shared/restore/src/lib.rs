@@ -5,10 +5,12 @@
 //! | module | what |
 //! |---|---|
 //! | [`points`] | `GET /v1/database_backups/{databaseBackupId}/restore_points`: the points a restore can target, newest first, paginated by cursor |
+//! | [`store`] | a restore's job in the control table ([`store::DynamoJobStore`]) and the new database as its sink ([`store::KvSink`]) |
 //!
 //! docs/restore.md has the design; docs/api.md the route.
 
 pub mod points;
+pub mod store;
 
 use std::sync::Arc;
 use subkv_backup::bucket::{Bucket, BucketFault, Connector, Target};
