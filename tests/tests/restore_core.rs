@@ -561,3 +561,116 @@ async fn restored_entries_keep_their_versionstamps_through_kv_connect() {
     assert_eq!(out.status, pb::AtomicWriteStatus::AwSuccess as i32);
     assert_eq!(hex::encode(out.versionstamp), hex::encode(stamp(0x22, 0)));
 }
+
+/// A database being restored, or whose restore failed, is refused by KV Connect
+/// with a 4xx that the real Deno client reports (rather than retrying, as it does
+/// any 5xx); the management API shows the restore; once it is `active` the
+/// database opens as any other. The restore state is set in the control table
+/// directly, as the restore function will.
+#[tokio::test]
+async fn a_database_being_restored_is_refused_until_its_restore_is_active() {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    use std::collections::HashMap;
+
+    let db = kv_database("restore-refused").await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let control = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
+    let backup_id = uuid::Uuid::new_v4().to_string();
+    let set_status = |status: HashMap<String, A>| {
+        let (control, table, db, backup_id) = (&control, &table, &db, &backup_id);
+        async move {
+            let restore = HashMap::from([
+                (
+                    "source".to_string(),
+                    A::M(HashMap::from([(
+                        "databaseBackupId".to_string(),
+                        A::S(backup_id.clone()),
+                    )])),
+                ),
+                ("status".to_string(), A::M(status)),
+            ]);
+            control
+                .update_item()
+                .table_name(table)
+                .key("pk", A::S(format!("ORG#{}", db.org.id)))
+                .key("sk", A::S(format!("DB#{}", db.id)))
+                .update_expression("SET #r = :r")
+                .expression_attribute_names("#r", "restore")
+                .expression_attribute_values(":r", A::M(restore))
+                .send()
+                .await
+                .expect("restore state set");
+        }
+    };
+    let code = |code: &str| ("code".to_string(), A::S(code.into()));
+    let keys = |n: u64| ("keysRestored".to_string(), A::N(n.to_string()));
+    let open = |what: &str| {
+        output_within(
+            what,
+            deno_script("dump.ts")
+                .arg(&db.url)
+                .env("DENO_KV_ACCESS_TOKEN", &db.org.token),
+            DEADLINE,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    set_status(HashMap::from([code("pending"), keys(1200)])).await;
+    let shown = subkv_e2e::get(&format!("/v1/databases/{}", db.id), &db.org.token).await;
+    assert_eq!(
+        shown.assert_ok()["restore"],
+        serde_json::json!({
+            "source": {"databaseBackupId": backup_id},
+            "status": {"code": "pending", "keysRestored": 1200}
+        })
+    );
+    let reply =
+        subkv_e2e::kv_wire::connect(&db.id, &db.org.token, r#"{"supportedVersions":[1,2,3]}"#)
+            .await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("is being restored from a backup (1200 keys so far)"),
+        "{}",
+        reply.text()
+    );
+    let out = open("dump.ts while pending");
+    assert!(
+        !out.status.success(),
+        "Deno must fail, not hang or succeed: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is being restored"),
+        "Deno shows the reason: {}",
+        describe(&out)
+    );
+
+    set_status(HashMap::from([
+        code("failed"),
+        (
+            "message".to_string(),
+            A::S("reading the backup failed: AccessDenied".into()),
+        ),
+        keys(0),
+    ]))
+    .await;
+    let reply =
+        subkv_e2e::kv_wire::connect(&db.id, &db.org.token, r#"{"supportedVersions":[3]}"#).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("could not be restored from its backup"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("AccessDenied"), "{}", reply.text());
+
+    set_status(HashMap::from([code("active"), keys(1200)])).await;
+    let out = open("dump.ts once active");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

@@ -90,6 +90,7 @@ impl Fixture {
                 description: format!("database {i}"),
                 created_at: now.clone(),
                 updated_at: now.clone(),
+                restore: None,
             };
             store.create_database(&db).await.expect("seed database");
             ids.push(db.id);

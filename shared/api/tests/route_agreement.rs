@@ -337,6 +337,7 @@ fn openapi_schemas_match_what_the_code_serializes() {
         description: String::new(),
         created_at: now_rfc3339(),
         updated_at: now_rfc3339(),
+        restore: None,
     };
     assert_eq!(
         schema_fields(&doc, "KvDatabase"),

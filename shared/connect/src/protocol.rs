@@ -141,12 +141,17 @@ pub async fn connect(
         .await
         .map_err(store_err)?
         .ok_or(KvError::Unauthorized("invalid access token"))?;
-    state
+    let db = state
         .control
         .get_database(record.organization_id, database)
         .await
         .map_err(store_err)?
         .ok_or_else(|| KvError::NotFound(format!("database {database} not found")))?;
+    // A database being restored (or whose restore failed) gets no data-path
+    // token, so no read or write reaches it until it is active.
+    if let Some(refusal) = db.restore.as_ref().and_then(|r| r.refusal(database)) {
+        return Err(KvError::Conflict(refusal));
+    }
     let (data_token, expires) = state.signer.issue(database, now_seconds());
     let expires_at = chrono::DateTime::from_timestamp(expires, 0)
         .ok_or_else(|| KvError::Internal("token expiry out of range".into()))?;

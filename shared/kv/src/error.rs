@@ -24,6 +24,11 @@ pub enum KvError {
     /// (Deno raises it), and may try again later.
     #[error("{0}")]
     TooManyRequests(String),
+    /// The database exists but may not be served in its state (being restored,
+    /// or its restore failed): a 4xx, so Deno's client reports it instead of
+    /// retrying.
+    #[error("{0}")]
+    Conflict(String),
     /// Throttling or contention that outlasted our retries: the client retries.
     #[error("{0}")]
     Unavailable(String),
@@ -53,6 +58,7 @@ impl KvError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

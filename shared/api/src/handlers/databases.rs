@@ -36,6 +36,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         description,
         created_at: now.clone(),
         updated_at: now,
+        restore: None,
     };
     ctx.state.control.create_database(&db).await?;
     Reply::json(&db)

@@ -29,7 +29,8 @@ pub struct TokenRecord {
     pub created_at: String,
 }
 
-/// `KvDatabase` of the API: every field always present.
+/// `KvDatabase` of the API: every field always present, but `restore`, only on a
+/// database made by restoring a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KvDatabase {
@@ -38,6 +39,83 @@ pub struct KvDatabase {
     pub description: String,
     pub created_at: String,
     pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<DatabaseRestore>,
+}
+
+/// How a database made from a backup came to be (issue 14, docs/restore.md):
+/// where from, to which point, how far. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRestore {
+    pub source: RestoreSource,
+    /// The point restored, 20 hex digits, once the backup was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versionstamp: Option<String>,
+    pub status: RestoreStatusView,
+}
+
+/// `restoreFrom`'s source as shown: one of the two fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_backup_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<RestoreBucket>,
+}
+
+/// A bucket named by `restoreFrom.s3`, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreBucket {
+    pub endpoint: String,
+    pub bucket_name: String,
+    pub bucket_region: String,
+    pub access_key_id: String,
+    pub prefix: String,
+}
+
+/// Where a restore stands. Serialized as `{"code": "pending"}` and so on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "camelCase")]
+pub enum RestoreStatus {
+    /// Being restored: KV Connect refuses the database.
+    Pending,
+    /// Holds exactly the state at `versionstamp`; an ordinary database.
+    Active,
+    /// Cannot be restored (the message says why); KV Connect refuses it.
+    Failed { message: String },
+}
+
+/// `restore.status`: the code (and message when failed), and the keys written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatusView {
+    #[serde(flatten)]
+    pub status: RestoreStatus,
+    /// Entries written so far (a key rewritten by a later part of the backup
+    /// counts again).
+    #[serde(default)]
+    pub keys_restored: u64,
+}
+
+impl DatabaseRestore {
+    /// Why the data plane must not serve the database yet, if it must not.
+    pub fn refusal(&self, database: Uuid) -> Option<String> {
+        match &self.status.status {
+            RestoreStatus::Active => None,
+            RestoreStatus::Pending => Some(format!(
+                "database {database} is being restored from a backup ({} keys so far); it \
+                 opens once its restore is active (GET /v1/databases/{database} shows it)",
+                self.status.keys_restored
+            )),
+            RestoreStatus::Failed { message } => Some(format!(
+                "database {database} could not be restored from its backup, so it cannot be \
+                 opened: {message}"
+            )),
+        }
+    }
 }
 
 /// Where a backup stands. Serialized as `{"code": "pending"}` and so on.
@@ -199,6 +277,62 @@ mod tests {
             .unwrap(),
             serde_json::json!({"code": "failed", "message": "denied"})
         );
+    }
+
+    #[test]
+    fn a_restore_shows_its_source_point_and_progress_and_refuses_until_active() {
+        let db = Uuid::from_u128(7);
+        let mut restore = DatabaseRestore {
+            source: RestoreSource {
+                database_backup_id: Some(Uuid::from_u128(9)),
+                s3: None,
+            },
+            versionstamp: None,
+            status: RestoreStatusView {
+                status: RestoreStatus::Pending,
+                keys_restored: 1200,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&restore).unwrap(),
+            serde_json::json!({
+                "source": {"databaseBackupId": "00000000-0000-0000-0000-000000000009"},
+                "status": {"code": "pending", "keysRestored": 1200}
+            })
+        );
+        let pending = restore.refusal(db).expect("refused while pending");
+        assert!(
+            pending.contains("is being restored") && pending.contains("1200 keys"),
+            "{pending}"
+        );
+        restore.status.status = RestoreStatus::Failed {
+            message: "AccessDenied".into(),
+        };
+        assert!(restore
+            .refusal(db)
+            .unwrap()
+            .contains("could not be restored"));
+        restore.status.status = RestoreStatus::Active;
+        restore.versionstamp = Some("000000000000002a0000".into());
+        assert_eq!(restore.refusal(db), None);
+        let shown = serde_json::to_value(&restore).unwrap();
+        assert_eq!(shown["versionstamp"], "000000000000002a0000");
+        assert_eq!(
+            shown["status"],
+            serde_json::json!({"code": "active", "keysRestored": 1200})
+        );
+        // A database without one shows no `restore` at all, and reads back so.
+        let plain = KvDatabase {
+            id: db,
+            organization_id: db,
+            description: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            restore: None,
+        };
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("restore").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<KvDatabase>(json).unwrap(), plain);
     }
 
     #[test]
