@@ -138,26 +138,27 @@ impl restore::RestoreSink for Flaky {
 
 /// A new database (through the API), its restore job's store in the stack's
 /// control table, and a flaky sink into it.
-async fn job_parts() -> (
-    subkv_restore::store::DynamoJobStore,
-    Flaky,
-    subkv_e2e::kv_wire::Session,
-) {
-    let session = subkv_e2e::kv_wire::Session::open().await;
+async fn job_parts() -> (subkv_restore::store::DynamoJobStore, Flaky, KvDatabase) {
+    let db = kv_database("restore-job").await;
+    let id: uuid::Uuid = db.id.parse().unwrap();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
     let jobs = subkv_restore::store::DynamoJobStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
-        table,
-        session.id(),
+        control_table(),
+        id,
     );
     let sink = Flaky {
-        inner: subkv_restore::store::KvSink::new(subkv_e2e::kv_wire::store().await, session.id()),
+        inner: subkv_restore::store::KvSink::new(subkv_e2e::kv_wire::store().await, id),
         fail_at: 2,
         calls: Default::default(),
         failed: Default::default(),
     };
-    (jobs, sink, session)
+    (jobs, sink, db)
+}
+
+/// The stack's control table.
+fn control_table() -> String {
+    std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into())
 }
 
 fn now_ms() -> u64 {
@@ -348,69 +349,98 @@ async fn the_restore_core_reads_a_live_backup_as_denokv_does() {
 
     // The restore job, as the restore function runs it: its job in the control
     // table, the new database through the KV engine, invocations of a few steps,
-    // one of them failing half-way through a step's writes. The middle point.
+    // one of them failing half-way through a step's writes, each recording the
+    // restore on the database. The middle point, read back by Deno.
     let vs = &listed[n / 2].versionstamp;
-    copy.checkout(vs);
-    let expected = sqlite_rows(&copy);
     let target = Target::Versionstamp(hex::decode(vs).unwrap().try_into().unwrap());
-    let (jobs, sink, session) = job_parts().await;
+    let (jobs, sink, restored) = job_parts().await;
     assert!(jobs.create(&Job::new(&root, target)).await.unwrap());
     assert!(
         !jobs.create(&Job::new(&root, target)).await.unwrap(),
         "one job per database"
     );
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let control = subkv_core::control::DynamoControl::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        control_table(),
+    );
+    let on = subkv_restore::run::Target {
+        organization_id: restored.org.id.parse().unwrap(),
+        database_id: restored.id.parse().unwrap(),
+        source: subkv_core::control::records::RestoreSource {
+            database_backup_id: Some(backup_id.parse().unwrap()),
+            s3: None,
+        },
+        control: &control,
+    };
     let limits = StepLimits {
         max_writes: 5,
         ..StepLimits::default()
     };
     let mut invocations = 0;
+    let mut retried = 0;
+    let shown = |restored: &KvDatabase| {
+        let path = format!("/v1/databases/{}", restored.id);
+        let token = restored.org.token.clone();
+        async move { subkv_e2e::get(&path, &token).await.assert_ok()["restore"].clone() }
+    };
     let job = loop {
         let job = jobs.load().await.unwrap().expect("the stored job");
         if job.is_done() {
             break job;
         }
-        let mut steps = 4;
-        let mut more = move || {
-            steps -= 1;
-            steps >= 0
-        };
-        let ran = restore::advance(
+        // An invocation with 31 s left: the 30 s margin leaves one step or so.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(30_050);
+        let ran = subkv_restore::run::run(
+            &on,
             job,
             &bucket,
             &sink,
             &jobs,
             limits,
             now_ms() as i64,
-            &mut more,
+            deadline,
         )
-        .await;
-        if let Err(stopped) = ran {
-            assert_eq!(stopped, restore::Stopped::Transient("injected".into()));
+        .await
+        .expect("the control table answers");
+        match ran {
+            subkv_restore::run::Ran::Advanced(job) if !job.is_done() => {
+                let status = shown(&restored).await;
+                assert_eq!(status["status"]["code"], "pending", "{status}");
+                assert_eq!(status["status"]["keysRestored"], job.keys(), "{status}");
+            }
+            subkv_restore::run::Ran::Advanced(_) => {}
+            subkv_restore::run::Ran::Retry(why) => {
+                assert_eq!(why, "injected");
+                retried += 1;
+            }
+            other => panic!("{other:?}"),
         }
         invocations += 1;
         assert!(invocations < 500, "no progress");
     };
-    assert!(
-        sink.failed.load(std::sync::atomic::Ordering::SeqCst),
-        "the fault was injected"
-    );
+    assert_eq!(retried, 1, "the fault was injected once");
     assert_eq!(hex::encode(job.point().unwrap().versionstamp), *vs);
-    assert!(job.keys() >= expected.len() as u64);
-    let read: Rows = session
-        .list(vec![], vec![0xff])
-        .await
-        .into_iter()
-        .map(|e| {
-            let vs = hex::encode(&e.versionstamp);
-            (
-                hex::encode(e.key),
-                (hex::encode(e.value), i64::from(e.encoding), vs),
-            )
-        })
-        .collect();
+    let status = shown(&restored).await;
     assert_eq!(
-        read, expected,
-        "restored by the job ({invocations} invocations) vs denokv"
+        status,
+        serde_json::json!({
+            "source": {"databaseBackupId": backup_id},
+            "versionstamp": vs,
+            "status": {"code": "active", "keysRestored": job.keys()}
+        })
+    );
+    let expected = during
+        .iter()
+        .chain(&after)
+        .find(|c| c.versionstamp == *vs)
+        .expect("a point of the workload")
+        .state
+        .clone();
+    assert_eq!(
+        dump(&restored.url, &restored.org.token),
+        expected,
+        "restored by the job ({invocations} invocations) vs what Deno saw at {vs}"
     );
     eprintln!("job: {} keys in {invocations} invocations", job.keys());
 
@@ -575,7 +605,7 @@ async fn a_database_being_restored_is_refused_until_its_restore_is_active() {
     let db = kv_database("restore-refused").await;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let control = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".into());
+    let table = control_table();
     let backup_id = uuid::Uuid::new_v4().to_string();
     let set_status = |status: HashMap<String, A>| {
         let (control, table, db, backup_id) = (&control, &table, &db, &backup_id);

@@ -331,17 +331,33 @@ fn openapi_schemas_match_what_the_code_serializes() {
     use subkv_core::control::records::*;
     use uuid::Uuid;
     let doc = openapi();
+    // Every optional field set, so that every field is serialized.
+    let restore = DatabaseRestore {
+        source: RestoreSource {
+            database_backup_id: Some(Uuid::nil()),
+            s3: None,
+        },
+        versionstamp: Some("000000000000002a0000".into()),
+        status: RestoreStatusView {
+            status: RestoreStatus::Active,
+            keys_restored: 3,
+        },
+    };
     let db = KvDatabase {
         id: Uuid::nil(),
         organization_id: Uuid::nil(),
         description: String::new(),
         created_at: now_rfc3339(),
         updated_at: now_rfc3339(),
-        restore: None,
+        restore: Some(restore.clone()),
     };
     assert_eq!(
         schema_fields(&doc, "KvDatabase"),
         fields(serde_json::to_value(&db).expect("json"))
+    );
+    assert_eq!(
+        schema_fields(&doc, "DatabaseRestore"),
+        fields(serde_json::to_value(&restore).expect("json"))
     );
     let backup = BackupRecord {
         id: Uuid::nil(),

@@ -5,11 +5,13 @@
 //! | module | what |
 //! |---|---|
 //! | [`points`] | `GET /v1/database_backups/{databaseBackupId}/restore_points`: the points a restore can target, newest first, paginated by cursor |
+//! | [`run`] | one invocation's work on a restore: its job advanced while time remains, its status recorded on the database |
 //! | [`store`] | a restore's job in the control table ([`store::DynamoJobStore`]) and the new database as its sink ([`store::KvSink`]) |
 //!
 //! docs/restore.md has the design; docs/api.md the route.
 
 pub mod points;
+pub mod run;
 pub mod store;
 
 use std::sync::Arc;

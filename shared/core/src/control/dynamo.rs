@@ -27,7 +27,9 @@
 //! two items are single TransactWriteItems calls.
 
 use super::locator::{locator_item, DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK};
-use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use super::records::{
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+};
 use super::retired::{now_ms, retired_item, retirement, WrittenSoFar};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::dynamo::{cancellation_codes, s, store_error, Item};
@@ -458,6 +460,38 @@ impl ControlTable for DynamoControl {
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
                 Ok(None)
+            }
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
+    async fn set_database_restore(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        restore: &DatabaseRestore,
+    ) -> Result<bool, StoreError> {
+        let value: aws_sdk_dynamodb::types::AttributeValue =
+            serde_dynamo::to_attribute_value(restore)
+                .map_err(|e| StoreError::Malformed(format!("encoding a restore: {e}")))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(organization_id), format!("DB#{id}"))))
+            .update_expression("SET #restore = :r")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#restore", "restore")
+            .expression_attribute_values(":r", value)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
             }
             Err(e) => Err(store_error("UpdateItem", e)),
         }

@@ -4,7 +4,9 @@
 //! root here (the engine's fake, `subkv_backup::fakes`, does, as the DynamoDB
 //! store does).
 
-use super::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use super::records::{
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -152,6 +154,20 @@ impl ControlTable for MemoryControl {
                 db.updated_at = updated_at.to_string();
                 db.clone()
             }))
+    }
+
+    async fn set_database_restore(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        restore: &DatabaseRestore,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.lock()?;
+        Ok(s.databases
+            .get_mut(&id)
+            .filter(|(db, _)| db.organization_id == organization_id)
+            .map(|(db, _)| db.restore = Some(restore.clone()))
+            .is_some())
     }
 
     async fn enable_backup(&self, backup: &BackupRecord) -> Result<EnableOutcome, StoreError> {

@@ -19,7 +19,9 @@ pub use dynamo::DynamoControl;
 pub use memory::MemoryControl;
 pub use table::{control_table_indexes, control_table_schema, ensure_control_table, PK, SK};
 
-use self::records::{BackupRecord, BackupStatus, KvDatabase, Organization, TokenRecord};
+use self::records::{
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -77,6 +79,16 @@ pub trait ControlTable: Send + Sync {
         description: &str,
         updated_at: &str,
     ) -> Result<Option<KvDatabase>, StoreError>;
+
+    /// Records how a database's restore stands (the restore function, as it goes);
+    /// false if there is no such database. Only a database made from a backup has
+    /// one; the status moves `pending` to `active` or `failed`.
+    async fn set_database_restore(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        restore: &DatabaseRestore,
+    ) -> Result<bool, StoreError>;
 
     /// Enables a backup unless the database already has one, atomically: of two
     /// concurrent calls for one database, at most one returns `Enabled`.

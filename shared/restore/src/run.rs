@@ -1,0 +1,87 @@
+//! One invocation's work on one database's restore: its job advanced while time
+//! remains, then how the restore stands recorded on the database, which the
+//! management API shows and KV Connect obeys (`pending` and `failed` refused).
+
+use std::time::{Duration, Instant};
+use subkv_backup::restore::{advance, Job, JobStore, ReadBucket, RestoreSink, StepLimits, Stopped};
+use subkv_core::control::records::{
+    DatabaseRestore, RestoreSource, RestoreStatus, RestoreStatusView,
+};
+use subkv_core::control::ControlTable;
+use subkv_core::error::StoreError;
+use uuid::Uuid;
+
+/// Kept back from the invocation's deadline for the last step (one object read,
+/// up to 1000 writes) and the status update.
+pub const STEP_MARGIN: Duration = Duration::from_secs(30);
+
+/// The database a restore writes, and where its restore is recorded.
+pub struct Target<'a> {
+    pub organization_id: Uuid,
+    pub database_id: Uuid,
+    pub source: RestoreSource,
+    pub control: &'a dyn ControlTable,
+}
+
+/// What an invocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// The job as this invocation left it (done or not).
+    Advanced(Job),
+    /// The restore cannot succeed; the database says why (`failed`).
+    Failed(String),
+    /// A fault worth retrying: the next invocation resumes from the stored job.
+    Retry(String),
+    /// Another invocation has the job: nothing was done.
+    Superseded,
+}
+
+/// Advances `job` until `deadline - STEP_MARGIN`, then records the restore's
+/// status on the database: `pending` with the keys written and the point once
+/// known, `active` when done, `failed` with the reason.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    target: &Target<'_>,
+    job: Job,
+    bucket: &dyn ReadBucket,
+    sink: &dyn RestoreSink,
+    jobs: &dyn JobStore,
+    limits: StepLimits,
+    now_ms: i64,
+    deadline: Instant,
+) -> Result<Ran, StoreError> {
+    let stop = deadline.checked_sub(STEP_MARGIN).unwrap_or(deadline);
+    let mut more = move || Instant::now() < stop;
+    let before = job.clone();
+    let (ran, status, shown) =
+        match advance(job, bucket, sink, jobs, limits, now_ms, &mut more).await {
+            Ok(job) => {
+                let status = if job.is_done() {
+                    RestoreStatus::Active
+                } else {
+                    RestoreStatus::Pending
+                };
+                (Ran::Advanced(job.clone()), status, job)
+            }
+            Err(Stopped::Failed(message)) => (
+                Ran::Failed(message.clone()),
+                RestoreStatus::Failed { message },
+                before,
+            ),
+            Err(Stopped::Transient(message)) => return Ok(Ran::Retry(message)),
+            Err(Stopped::Superseded) => return Ok(Ran::Superseded),
+        };
+    let restore = DatabaseRestore {
+        source: target.source.clone(),
+        versionstamp: shown.point().map(|p| hex::encode(p.versionstamp)),
+        status: RestoreStatusView {
+            status,
+            keys_restored: shown.keys(),
+        },
+    };
+    target
+        .control
+        .set_database_restore(target.organization_id, target.database_id, &restore)
+        .await?;
+    Ok(ran)
+}
