@@ -40,6 +40,24 @@ pub trait Sinks: Send + Sync {
     async fn open(&self, record: &BackupRecord) -> Result<Opened, StoreError>;
 }
 
+/// A backup's bucket, from its record: the secret opened (KMS, under the context
+/// that binds it to its backup), then [`Bucket::new`]. `Err`: KMS failed;
+/// `Ok(Err(fault))`: the endpoint is one the rules refuse (the tenant's to fix).
+/// The backup engine writes through it; restore points read through it.
+pub async fn open_bucket(
+    opener: &dyn SecretOpener,
+    connector: &Connector,
+    record: &BackupRecord,
+) -> Result<Result<Bucket, BucketFault>, StoreError> {
+    let secret = opener
+        .open(
+            &record.secret_access_key_ciphertext,
+            &backup_context(&record.id.to_string(), &record.database_id.to_string()),
+        )
+        .await?;
+    Ok(Bucket::new(connector, &Target::from_record(record, secret)))
+}
+
 /// The tenants' buckets: the secret opened with KMS, then [`Bucket::new`]; each
 /// built once per backup per cold start.
 pub struct TenantBuckets {
@@ -65,15 +83,7 @@ impl Sinks for TenantBuckets {
         if let Some(bucket) = self.built.lock().ok().and_then(|b| b.get(&id).cloned()) {
             return Ok(Opened::Sink(bucket));
         }
-        let secret = self
-            .opener
-            .open(
-                &record.secret_access_key_ciphertext,
-                &backup_context(&record.id.to_string(), &record.database_id.to_string()),
-            )
-            .await?;
-        let target = Target::from_record(record, secret);
-        let bucket = match Bucket::new(&self.connector, &target) {
+        let bucket = match open_bucket(self.opener.as_ref(), &self.connector, record).await? {
             Ok(bucket) => Arc::new(bucket),
             Err(fault) => return Ok(Opened::Fault(fault)),
         };

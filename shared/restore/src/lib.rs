@@ -15,13 +15,14 @@ pub mod run;
 pub mod store;
 
 use std::sync::Arc;
-use subkv_backup::bucket::{Bucket, BucketFault, Connector, Target};
+use subkv_backup::bucket::{Bucket, BucketFault, Connector};
+use subkv_backup::sink::open_bucket;
 use subkv_core::config::{var, ConfigError, Env};
 use subkv_core::control::records::BackupRecord;
 use subkv_core::error::StoreError;
 use subkv_core::routes::Route;
 use subkv_core::runtime;
-use subkv_core::secrets::{backup_context, KmsOpener, SecretOpener};
+use subkv_core::secrets::{KmsOpener, SecretOpener};
 
 /// Opens a backup's bucket for reading: the secret opened with KMS (the key
 /// policy grants `kms:Decrypt` to the functions that read backups), then the
@@ -56,17 +57,7 @@ impl Buckets {
         &self,
         record: &BackupRecord,
     ) -> Result<Result<Bucket, BucketFault>, StoreError> {
-        let secret = self
-            .opener
-            .open(
-                &record.secret_access_key_ciphertext,
-                &backup_context(&record.id.to_string(), &record.database_id.to_string()),
-            )
-            .await?;
-        Ok(Bucket::new(
-            &self.connector,
-            &Target::from_record(record, secret),
-        ))
+        open_bucket(self.opener.as_ref(), &self.connector, record).await
     }
 }
 
