@@ -74,6 +74,10 @@ pub enum ApiError {
     /// timeout).
     #[error("the backup's bucket did not answer: {0}; retry")]
     BucketUnavailable(String),
+    /// The database is being restored (or its restore failed): what needs its
+    /// data must wait (or cannot be).
+    #[error("{0}")]
+    DatabaseRestoring(String),
     #[error("internal error")]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -108,7 +112,8 @@ impl ApiError {
             ApiError::BackupAlreadyEnabled { .. }
             | ApiError::BackupNotFailed { .. }
             | ApiError::ChangeInProgress
-            | ApiError::BackupUnreadable(_) => StatusCode::CONFLICT,
+            | ApiError::BackupUnreadable(_)
+            | ApiError::DatabaseRestoring(_) => StatusCode::CONFLICT,
             ApiError::BucketUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,6 +134,7 @@ impl ApiError {
             ApiError::ChangeInProgress => "changeInProgress",
             ApiError::BackupUnreadable(_) => "backupUnreadable",
             ApiError::BucketUnavailable(_) => "bucketUnavailable",
+            ApiError::DatabaseRestoring(_) => "databaseRestoring",
             ApiError::Store(_) | ApiError::Internal(_) => "internalServerError",
         }
     }
@@ -239,6 +245,11 @@ mod tests {
                 ApiError::from(StoreError::Conflict),
                 409,
                 "changeInProgress",
+            ),
+            (
+                ApiError::DatabaseRestoring("r".into()),
+                409,
+                "databaseRestoring",
             ),
             (
                 ApiError::Internal("boom".into()),

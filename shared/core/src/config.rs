@@ -50,6 +50,11 @@ pub mod var {
     /// How long the backup engine trusts that a database has no backup (0 to
     /// 600 s; the local stack shortens it so its tests see backups settle).
     pub const BACKUP_ABSENT_TTL_SECONDS: &str = "SUBKV_BACKUP_ABSENT_TTL_SECONDS";
+    /// How long one run of `restore-database` restores at most, seconds (1 to
+    /// 840; the local stack shortens it so restores take several runs).
+    pub const RESTORE_BUDGET_SECONDS: &str = "SUBKV_RESTORE_BUDGET_SECONDS";
+    /// Keys a restore writes per step, the unit of progress saved (1 to 1000).
+    pub const RESTORE_STEP_WRITES: &str = "SUBKV_RESTORE_STEP_WRITES";
 }
 
 pub const DEFAULT_CONTROL_TABLE: &str = "subkv-control";

@@ -46,6 +46,12 @@ pub fn backup_context(backup_id: &str, database_id: &str) -> Vec<(&'static str, 
     ]
 }
 
+/// The encryption context of a `restoreFrom.s3` secret: it opens only for the
+/// restore of the database it was given for, and never as a backup's secret.
+pub fn restore_context(database_id: &str) -> Vec<(&'static str, String)> {
+    vec![("subkv:restoreDatabaseId", database_id.to_string())]
+}
+
 #[async_trait]
 pub trait SecretSealer: Send + Sync {
     /// Encrypts a secret under the given encryption context.

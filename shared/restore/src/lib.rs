@@ -4,12 +4,14 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`function`] | `restore-database`: the pending restores, each leased, advanced and recorded per invocation |
 //! | [`points`] | `GET /v1/database_backups/{databaseBackupId}/restore_points`: the points a restore can target, newest first, paginated by cursor |
 //! | [`run`] | one invocation's work on a restore: its job advanced while time remains, its status recorded on the database |
 //! | [`store`] | a restore's job in the control table ([`store::DynamoJobStore`]) and the new database as its sink ([`store::KvSink`]) |
 //!
 //! docs/restore.md has the design; docs/api.md the route.
 
+pub mod function;
 pub mod points;
 pub mod run;
 pub mod store;
@@ -28,8 +30,8 @@ use subkv_core::secrets::{KmsOpener, SecretOpener};
 /// policy grants `kms:Decrypt` to the functions that read backups), then the
 /// engine's own S3 client with its endpoint rules. Built once per cold start.
 pub struct Buckets {
-    opener: Arc<dyn SecretOpener>,
-    connector: Connector,
+    pub(crate) opener: Arc<dyn SecretOpener>,
+    pub(crate) connector: Connector,
 }
 
 impl Buckets {

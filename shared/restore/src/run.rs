@@ -71,6 +71,23 @@ pub async fn run(
             Err(Stopped::Transient(message)) => return Ok(Ran::Retry(message)),
             Err(Stopped::Superseded) => return Ok(Ran::Superseded),
         };
+    record(target, status, &shown).await?;
+    Ok(ran)
+}
+
+/// Records that the restore cannot run at all (its source cannot be opened,
+/// say): `failed` with the message.
+pub async fn fail(target: &Target<'_>, message: String) -> Result<(), StoreError> {
+    tracing::info!(database = %target.database_id, %message, "restore failed");
+    let job = Job::New {
+        root: String::new(),
+        target: subkv_backup::restore::Target::Latest,
+    };
+    record(target, RestoreStatus::Failed { message }, &job).await
+}
+
+/// How the restore stands, on the database (what the API shows, KV Connect obeys).
+async fn record(target: &Target<'_>, status: RestoreStatus, shown: &Job) -> Result<(), StoreError> {
     let restore = DatabaseRestore {
         source: target.source.clone(),
         versionstamp: shown.point().map(|p| hex::encode(p.versionstamp)),
@@ -83,5 +100,5 @@ pub async fn run(
         .control
         .set_database_restore(target.organization_id, target.database_id, &restore)
         .await?;
-    Ok(ran)
+    Ok(())
 }

@@ -1,15 +1,21 @@
 //! Where a restore runs to and from: the [`Job`] in the control table and the
 //! new database through the KV engine's restore write path.
 //!
-//! The job item is `pk = DB#<database>`, `sk = RESTORE` (beside the database's
-//! owner item), attribute `job`: the [`Job`] as JSON. Every change is one
+//! The restore item is `pk = DB#<database>`, `sk = RESTORE` (beside the
+//! database's owner item): the API's [`RestoreRequest`] (written with the
+//! database), `dueIndex = restore` while the restore is pending (the work list),
+//! `leaseUntil` while an invocation holds it, and attribute `job`: the [`Job`] as
+//! JSON. Every change is one
 //! `UpdateItem` on condition that `job` is still the JSON the invocation read
 //! (serializing a job always gives the same text), so of two invocations only
 //! one advances a restore, and a restore whose item is gone (cancelled) stops.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use std::sync::Arc;
 use subkv_backup::restore::{Job, JobStore, RestoreSink, SinkFault, StoreFault};
+use subkv_core::control::locator::{DUE_INDEX, DUE_INDEX_PK, DUE_INDEX_RESTORE, RESTORE_SK};
+use subkv_core::control::records::RestoreRequest;
 use subkv_core::control::{PK, SK};
 use subkv_core::dynamo::{describe, get_s, is_condition_failure, s, store_error, Item};
 use subkv_core::error::StoreError;
@@ -19,6 +25,37 @@ use uuid::Uuid;
 
 /// The job's attribute.
 const JOB: &str = "job";
+/// Until when (ms since the epoch) an invocation holds the restore.
+const LEASE: &str = "leaseUntil";
+/// `RestoreRequest::secret_access_key_ciphertext`'s attribute.
+const SECRET: &str = "secretAccessKeyCiphertext";
+
+/// The databases whose restore is pending: the restore items on the control
+/// table's `due` index under [`DUE_INDEX_RESTORE`] (removed when a restore ends).
+pub async fn pending(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut pages = client
+        .query()
+        .table_name(table)
+        .index_name(DUE_INDEX)
+        .key_condition_expression("#due = :restore")
+        .expression_attribute_names("#due", DUE_INDEX_PK)
+        .expression_attribute_values(":restore", s(DUE_INDEX_RESTORE))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| store_error("Query", e))?;
+        for item in page.items.unwrap_or_default() {
+            if let Some(id) = get_s(&item, "databaseId").and_then(|id| Uuid::parse_str(id).ok()) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The restore job of one database, in the control table.
 pub struct DynamoJobStore {
@@ -39,7 +76,7 @@ impl DynamoJobStore {
     fn key(&self) -> Item {
         Item::from([
             (PK.into(), s(format!("DB#{}", self.database))),
-            (SK.into(), s("RESTORE")),
+            (SK.into(), s(RESTORE_SK)),
         ])
     }
 
@@ -70,8 +107,7 @@ impl DynamoJobStore {
         }
     }
 
-    /// The stored job, if any.
-    pub async fn load(&self) -> Result<Option<Job>, StoreError> {
+    async fn item(&self) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -81,28 +117,118 @@ impl DynamoJobStore {
             .send()
             .await
             .map_err(|e| store_error("GetItem", e))?;
-        let Some(item) = out.item else {
+        Ok(out.item)
+    }
+
+    fn job_of(item: &Item) -> Result<Option<Job>, StoreError> {
+        get_s(item, JOB)
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| StoreError::Malformed(format!("restore job: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The stored job, if any.
+    pub async fn load(&self) -> Result<Option<Job>, StoreError> {
+        match self.item().await? {
+            Some(item) => Self::job_of(&item),
+            None => Ok(None),
+        }
+    }
+
+    /// The restore as the API asked for it, and its job once begun.
+    pub async fn load_restore(&self) -> Result<Option<(RestoreRequest, Option<Job>)>, StoreError> {
+        let Some(item) = self.item().await? else {
             return Ok(None);
         };
-        let text =
-            get_s(&item, JOB).ok_or_else(|| StoreError::Malformed("restore job: no job".into()))?;
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| StoreError::Malformed(format!("restore job: {e}")))
+        let job = Self::job_of(&item)?;
+        let request = serde_dynamo::from_item(item)
+            .map_err(|e| StoreError::Malformed(format!("restore request: {e}")))?;
+        Ok(Some((request, job)))
+    }
+
+    /// Takes the restore for one invocation, until `until_ms`: false if another
+    /// invocation holds it (its lease not yet run out) or it is gone. The lease
+    /// only saves duplicate work: the job's conditional saves keep two
+    /// invocations from both advancing it.
+    pub async fn claim(&self, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key()))
+            .update_expression("SET #lease = :until")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#lease) OR #lease < :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#lease", LEASE)
+            .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
+    /// Gives the restore back for the next invocation (`ended`: false), or takes
+    /// it off the work list for good and deletes the sealed secret (`ended`:
+    /// true, the restore is active or failed). The job stays, so the item shows
+    /// how the restore ended.
+    pub async fn release(&self, ended: bool) -> Result<(), StoreError> {
+        let update = if ended {
+            "REMOVE #lease, #due, #secret"
+        } else {
+            "REMOVE #lease"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key()))
+            .update_expression(update)
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#lease", LEASE);
+        if ended {
+            request = request
+                .expression_attribute_names("#due", DUE_INDEX_PK)
+                .expression_attribute_names("#secret", SECRET);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
     }
 }
 
 #[async_trait]
 impl JobStore for DynamoJobStore {
     async fn save(&self, previous: &Job, next: &Job) -> Result<(), StoreFault> {
-        let result = self
+        // A restore asked for by the API has no job until its first change: the
+        // request item stands for `New`.
+        let condition = if matches!(previous, Job::New { .. }) {
+            "attribute_exists(#pk) AND (attribute_not_exists(#job) OR #job = :previous)"
+        } else {
+            "#job = :previous"
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.key()))
             .update_expression("SET #job = :next")
-            .condition_expression("#job = :previous")
-            .expression_attribute_names("#job", JOB)
+            .condition_expression(condition)
+            .expression_attribute_names("#job", JOB);
+        if matches!(previous, Job::New { .. }) {
+            update = update.expression_attribute_names("#pk", PK);
+        }
+        let result = update
             .expression_attribute_values(":next", AttributeValue::S(Self::text(next)?))
             .expression_attribute_values(":previous", AttributeValue::S(Self::text(previous)?))
             .send()
@@ -120,13 +246,16 @@ impl JobStore for DynamoJobStore {
 
 /// The new database, written by the KV engine's restore path.
 pub struct KvSink {
-    kv: DynamoKv,
+    kv: Arc<DynamoKv>,
     database: Uuid,
 }
 
 impl KvSink {
-    pub fn new(kv: DynamoKv, database: Uuid) -> Self {
-        Self { kv, database }
+    pub fn new(kv: impl Into<Arc<DynamoKv>>, database: Uuid) -> Self {
+        Self {
+            kv: kv.into(),
+            database,
+        }
     }
 }
 

@@ -51,6 +51,19 @@ pub async fn enable(ctx: Ctx) -> ApiResult<Reply> {
     let endpoint = validate(&body, ctx.state.config.allow_insecure_endpoints)
         .map_err(ApiError::InvalidRequestBody)?;
     let control = &ctx.state.control;
+    // A database being restored has no data to back up yet (the restore writes
+    // no change records): its backup starts once it is active. A restore only
+    // moves on from pending, so checking before the transaction is enough.
+    if let Some(refusal) = control
+        .get_database(organization_id, database_id)
+        .await?
+        .and_then(|db| db.restore)
+        .and_then(|restore| restore.refusal(database_id))
+    {
+        return Err(ApiError::DatabaseRestoring(format!(
+            "a backup cannot be enabled yet: {refusal}"
+        )));
+    }
     // Answer the common conflicts before paying for a KMS call; the transaction
     // below still decides races.
     match control

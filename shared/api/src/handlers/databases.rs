@@ -1,5 +1,7 @@
-//! KV databases: create, list, get, update the description.
+//! KV databases: create (empty, or restored from a backup: `restore_from`), list,
+//! get, update the description.
 
+use super::restore_from::{self, RestoreFrom};
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
 use crate::pagination::{link_header, paginate, ListQuery, Order};
@@ -26,11 +28,29 @@ fn description_of(ctx: &Ctx) -> ApiResult<Option<String>> {
     Ok(body.description)
 }
 
+/// Body of create: a description, and optionally what to restore into the new
+/// database (issue 14).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    restore_from: Option<RestoreFrom>,
+}
+
 pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.organization_id()?;
-    let description = description_of(&ctx)?.unwrap_or_default();
+    let body: CreateBody = ctx.json(true)?;
+    let description = body.description.unwrap_or_default();
+    validate::description(&description).map_err(ApiError::InvalidRequestBody)?;
+    let restore_from = body
+        .restore_from
+        .map(|r| restore_from::check(r, ctx.state.config.allow_insecure_endpoints))
+        .transpose()
+        .map_err(ApiError::InvalidRequestBody)?;
     let now = now_rfc3339();
-    let db = KvDatabase {
+    let mut db = KvDatabase {
         id: Uuid::new_v4(),
         organization_id,
         description,
@@ -38,7 +58,22 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         updated_at: now,
         restore: None,
     };
-    ctx.state.control.create_database(&db).await?;
+    let control = ctx.state.control.as_ref();
+    match restore_from {
+        None => control.create_database(&db).await?,
+        Some(checked) => {
+            let (restore, request) = restore_from::prepare(
+                checked,
+                organization_id,
+                db.id,
+                control,
+                ctx.state.sealer.as_ref(),
+            )
+            .await?;
+            db.restore = Some(restore);
+            control.create_restored_database(&db, &request).await?;
+        }
+    }
     Reply::json(&db)
 }
 

@@ -3,4 +3,5 @@
 pub mod backups;
 pub mod databases;
 pub mod organizations;
+pub mod restore_from;
 pub mod tokens;

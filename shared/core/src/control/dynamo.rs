@@ -26,9 +26,12 @@
 //! plain miss (404) and listing is one strongly consistent Query. Writes that touch
 //! two items are single TransactWriteItems calls.
 
-use super::locator::{locator_item, DUE_INDEX_PK, DUE_INDEX_VALUE, LOCATOR_SK};
+use super::locator::{
+    locator_item, DUE_INDEX_PK, DUE_INDEX_RESTORE, DUE_INDEX_VALUE, LOCATOR_SK, RESTORE_SK,
+};
 use super::records::{
-    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
+    TokenRecord,
 };
 use super::retired::{now_ms, retired_item, retirement, WrittenSoFar};
 use super::{ControlTable, EnableOutcome, RetryOutcome};
@@ -114,6 +117,38 @@ impl DynamoControl {
             .await
             .map_err(|e| store_error("GetItem", e))?;
         Ok(out.item)
+    }
+
+    /// The database's items (and `extra`, the restore item) in one transaction.
+    async fn create_database_with(
+        &self,
+        db: &KvDatabase,
+        extra: Option<TransactWriteItem>,
+    ) -> Result<(), StoreError> {
+        let fields = DatabaseFields {
+            db: db.clone(),
+            backup_id: None,
+        };
+        let owner = DatabaseOwner {
+            organization_id: db.organization_id,
+        };
+        let mut items = vec![
+            self.put(
+                to_item(org_pk(db.organization_id), format!("DB#{}", db.id), &fields)?,
+                "attribute_not_exists(pk)",
+            )?,
+            self.put(
+                to_item(format!("DB#{}", db.id), "DB".into(), &owner)?,
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        items.extend(extra);
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(codes) => Err(StoreError::Malformed(format!(
+                "creating a fresh database was cancelled: {codes:?}"
+            ))),
+        }
     }
 
     fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
@@ -377,29 +412,18 @@ impl ControlTable for DynamoControl {
     }
 
     async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError> {
-        let fields = DatabaseFields {
-            db: db.clone(),
-            backup_id: None,
-        };
-        let owner = DatabaseOwner {
-            organization_id: db.organization_id,
-        };
-        let items = vec![
-            self.put(
-                to_item(org_pk(db.organization_id), format!("DB#{}", db.id), &fields)?,
-                "attribute_not_exists(pk)",
-            )?,
-            self.put(
-                to_item(format!("DB#{}", db.id), "DB".into(), &owner)?,
-                "attribute_not_exists(pk)",
-            )?,
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(codes) => Err(StoreError::Malformed(format!(
-                "creating a fresh database was cancelled: {codes:?}"
-            ))),
-        }
+        self.create_database_with(db, None).await
+    }
+
+    async fn create_restored_database(
+        &self,
+        db: &KvDatabase,
+        request: &RestoreRequest,
+    ) -> Result<(), StoreError> {
+        let mut item = to_item(format!("DB#{}", db.id), RESTORE_SK.into(), request)?;
+        item.insert(DUE_INDEX_PK.into(), s(DUE_INDEX_RESTORE));
+        self.create_database_with(db, Some(self.put(item, "attribute_not_exists(pk)")?))
+            .await
     }
 
     async fn get_database(

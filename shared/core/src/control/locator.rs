@@ -29,6 +29,12 @@ pub const SWEEP_SLOTS: u32 = 60;
 pub const DUE_INDEX: &str = "due";
 pub const DUE_INDEX_PK: &str = "dueIndex";
 pub const DUE_INDEX_VALUE: &str = "due";
+/// [`DUE_INDEX_PK`]'s value on restore items (`DB#<db>` / `RESTORE`) while their
+/// restore is pending: the restore function's work list (same index, its own
+/// partition; projecting `databaseId`).
+pub const DUE_INDEX_RESTORE: &str = "restore";
+/// Sort key of a database's restore item (its partition key is `DB#<db>`).
+pub const RESTORE_SK: &str = "RESTORE";
 
 /// The sweep slot of a database (stable: from its id).
 pub fn sweep_slot(database_id: Uuid) -> u32 {

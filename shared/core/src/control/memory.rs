@@ -5,7 +5,8 @@
 //! store does).
 
 use super::records::{
-    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
+    TokenRecord,
 };
 use super::{ControlTable, EnableOutcome, RetryOutcome};
 use crate::error::StoreError;
@@ -23,6 +24,8 @@ struct State {
     /// Backups whose current snapshot generation has its differential written
     /// (`activeGen = snapGen` in the control table).
     differential_written: HashSet<Uuid>,
+    /// Restore requests by database.
+    restores: HashMap<Uuid, RestoreRequest>,
 }
 
 #[derive(Default)]
@@ -33,6 +36,11 @@ pub struct MemoryControl {
 impl MemoryControl {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The restore request stored for a database (for tests).
+    pub fn restore_request(&self, database_id: Uuid) -> Option<RestoreRequest> {
+        self.lock().ok()?.restores.get(&database_id).cloned()
     }
 
     /// What the backup engine does to a backup (for tests): sets its status and
@@ -112,6 +120,17 @@ impl ControlTable for MemoryControl {
 
     async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError> {
         self.lock()?.databases.insert(db.id, (db.clone(), None));
+        Ok(())
+    }
+
+    async fn create_restored_database(
+        &self,
+        db: &KvDatabase,
+        request: &RestoreRequest,
+    ) -> Result<(), StoreError> {
+        let mut s = self.lock()?;
+        s.databases.insert(db.id, (db.clone(), None));
+        s.restores.insert(db.id, request.clone());
         Ok(())
     }
 

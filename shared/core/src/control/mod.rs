@@ -20,7 +20,8 @@ pub use memory::MemoryControl;
 pub use table::{control_table_indexes, control_table_schema, ensure_control_table, PK, SK};
 
 use self::records::{
-    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, TokenRecord,
+    BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
+    TokenRecord,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -64,6 +65,14 @@ pub trait ControlTable: Send + Sync {
         -> Result<bool, StoreError>;
 
     async fn create_database(&self, db: &KvDatabase) -> Result<(), StoreError>;
+    /// Creates a database made by a restore (`db.restore` pending) and its
+    /// restore item (`DB#<db>` / `RESTORE`: the request, on the restore
+    /// function's work list), together.
+    async fn create_restored_database(
+        &self,
+        db: &KvDatabase,
+        request: &RestoreRequest,
+    ) -> Result<(), StoreError>;
     async fn get_database(
         &self,
         organization_id: Uuid,

@@ -100,6 +100,37 @@ pub struct RestoreStatusView {
     pub keys_restored: u64,
 }
 
+/// Which state of the source a restore targets, as `restoreFrom` asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RestorePointRequest {
+    /// The newest state in the bucket when the restore is planned.
+    Latest,
+    /// The state right after this commit (20 lower-case hex digits).
+    Versionstamp { versionstamp: String },
+    /// The last commit at or before this time, milliseconds since the Unix epoch.
+    Timestamp { ms: u64 },
+}
+
+/// A restore as `POST .../databases` asked for it: stored beside its job
+/// (`DB#<db>` / `RESTORE`) for the restore function alone; never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequest {
+    pub organization_id: Uuid,
+    pub database_id: Uuid,
+    pub source: RestoreSource,
+    pub point: RestorePointRequest,
+    /// `source.s3`'s secret access key, sealed with KMS under
+    /// `secrets::restore_context(database_id)`; removed when the restore ends.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_opt_bytes_b64"
+    )]
+    pub secret_access_key_ciphertext: Option<Vec<u8>>,
+}
+
 impl DatabaseRestore {
     /// Why the data plane must not serve the database yet, if it must not.
     pub fn refusal(&self, database: Uuid) -> Option<String> {
@@ -257,6 +288,24 @@ mod serde_bytes_b64 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod serde_opt_bytes_b64 {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
