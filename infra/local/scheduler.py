@@ -7,6 +7,7 @@ Each invocation's result is printed (the stack keeps it in scheduler.log).
 """
 
 import sys
+import threading
 import time
 import urllib.request
 
@@ -22,23 +23,30 @@ def invoke(base: str, function: str) -> str:
         return response.read().decode("utf-8", "replace")
 
 
+def every(base: str, name: str, seconds: float) -> None:
+    """One schedule: invoke `name`, then wait `seconds` after it returns (as a
+    schedule with no overlapping runs; AWS's may overlap, which the functions'
+    leases and conditions allow)."""
+    while True:
+        try:
+            print(f"{name}: {invoke(base, name)}", flush=True)
+        except Exception as err:  # the next tick retries
+            print(f"{name}: failed: {err}", flush=True)
+        time.sleep(seconds)
+
+
 def main() -> None:
     base = sys.argv[1]
-    jobs = []
+    # One thread per schedule, as EventBridge runs each rule on its own: a long
+    # restore-database run must not hold back the sweeper.
+    threads = []
     for arg in sys.argv[2:]:
         name, seconds = arg.split("=", 1)
-        jobs.append([name, float(seconds), 0.0])
-    while True:
-        now = time.monotonic()
-        for job in jobs:
-            name, every, due = job
-            if now >= due:
-                try:
-                    print(f"{name}: {invoke(base, name)}", flush=True)
-                except Exception as err:  # the next tick retries
-                    print(f"{name}: failed: {err}", flush=True)
-                job[2] = time.monotonic() + every
-        time.sleep(max(0.05, min(job[2] for job in jobs) - time.monotonic()) if jobs else 1)
+        threads.append(threading.Thread(target=every, args=(base, name, float(seconds)), daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ export SUBKV_BACKUP_SNAPSHOT_ITEMS=${SUBKV_BACKUP_SNAPSHOT_ITEMS:-8}
 # A backup leaves the catch-up's due list once caught up and older than this
 # (AWS: 60 s, how long an instance trusts that a database has no backup).
 export SUBKV_BACKUP_ABSENT_TTL_SECONDS=${SUBKV_BACKUP_ABSENT_TTL_SECONDS:-2}
+# How often the scheduler runs restore-database (AWS: every minute), how long one
+# invocation restores (AWS: up to 840 s), and the writes per step (AWS: 1000): small,
+# so that the tests' restores take several steps and several invocations.
+restore_seconds=${SUBKV_RESTORE_SECONDS:-1}
+export SUBKV_RESTORE_BUDGET_SECONDS=${SUBKV_RESTORE_BUDGET_SECONDS:-2}
+export SUBKV_RESTORE_STEP_WRITES=${SUBKV_RESTORE_STEP_WRITES:-100}
 # How often it runs backup-forward's scheduled catch-up.
 backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.
@@ -177,7 +183,8 @@ wait_for_port api "$api_port" "${sessions[-1]}" 300
 # Scheduled functions: what EventBridge rules do in AWS, through watch's invoke API.
 start_in_session scheduler "$state_dir/scheduler.log" \
   python3 "$root/infra/local/scheduler.py" "http://127.0.0.1:$api_port" \
-  "kv-sweep-expired=$sweep_seconds" "backup-forward=$backup_catchup_seconds"
+  "kv-sweep-expired=$sweep_seconds" "backup-forward=$backup_catchup_seconds" \
+  "restore-database=$restore_seconds"
 
 # The change log's stream to backup-forward: what the event source mapping does in AWS.
 start_in_session stream-pump "$state_dir/stream-pump.log" \

@@ -85,7 +85,10 @@ class TransformTest(unittest.TestCase):
             self.assertEqual(url["Properties"]["AuthType"], "NONE")
             self.assertEqual(url["Properties"]["InvokeMode"], "RESPONSE_STREAM")
         schedules = {k: v for k, v in self.resources.items() if v["Type"] == "AWS::Scheduler::Schedule"}
-        self.assertEqual(sorted(schedules), ["BackupForwardFunctionCatchUp", "KvSweepExpiredFunctionSchedule"])
+        self.assertEqual(
+            sorted(schedules),
+            ["BackupForwardFunctionCatchUp", "KvSweepExpiredFunctionSchedule", "RestoreDatabaseFunctionSchedule"],
+        )
 
     def test_scan_suppressions_reach_generated_resources(self) -> None:
         # A function's Metadata (its checkov skips) is copied onto its role and URL.
