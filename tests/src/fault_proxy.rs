@@ -27,6 +27,9 @@ pub enum Fault {
     /// (e.g. one object's name); the others, and empty bodies (an object being
     /// emptied), passed through.
     FailWhere(&'static str),
+    /// 503 SlowDown for reads (`GET`) whose target contains this text (e.g. one
+    /// object's name): a store failing in the middle of a restore.
+    FailReads(&'static str),
     /// The connection is accepted and the request read, then nothing: no answer
     /// ever, until the client gives up and closes it (a hanging store). Requests
     /// that arrive once the mode is changed are served by the new mode; one
@@ -151,6 +154,10 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
         let fault = match fault {
             Fault::FailWhere(text) if target.contains(text) && !body.is_empty() => Fault::Fail,
             Fault::FailWhere(_) => Fault::Pass,
+            Fault::FailReads(text) if target.contains(text) && head.starts_with("GET ") => {
+                Fault::Fail
+            }
+            Fault::FailReads(_) => Fault::Pass,
             other => other,
         };
         match fault {
@@ -183,7 +190,7 @@ async fn serve(mut socket: TcpStream, upstream: &str, rules: &Mutex<Rules>) -> s
                     ))
                     .await?
             }
-            Fault::Pass | Fault::FailWhere(_) => {
+            Fault::Pass | Fault::FailWhere(_) | Fault::FailReads(_) => {
                 return pass_through(socket, upstream, &head, &body).await;
             }
         }

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod fault_proxy;
 pub mod kv_wire;
+pub mod restore;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};

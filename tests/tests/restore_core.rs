@@ -7,43 +7,13 @@
 //! the restore function and the API come next (docs/decisions.md, decision 41).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use subkv_backup::bucket::{Bucket, Connector, Target as BucketTarget};
 use subkv_backup::restore::{self, Job, StepLimits, Target, Write};
 use subkv_core::secrets::SecretString;
 use subkv_e2e::backup::*;
+use subkv_e2e::restore::{sqlite_rows, Rows};
 
 const PREFIX: &str = "restore-core/";
-
-/// key -> (value, encoding, versionstamp): hex strings and a number, sorted by key.
-type Rows = BTreeMap<String, (String, i64, String)>;
-
-/// The rows of denokv's copy as checked out: its `kv` view (`version` holds the
-/// first 8 bytes of the versionstamp, `seq` the last 2).
-fn sqlite_rows(restore: &Restore) -> Rows {
-    let script = "import sqlite3, sys\n\
-        for k, v, e, n, q in sqlite3.connect(sys.argv[1]).execute(\
-        'select hex(k), hex(v), v_encoding, version, seq from kv order by k'):\n\
-        \x20   print(k.lower(), v.lower(), e, '%016x%04x' % (n, q))\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&restore.sqlite)
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}", describe(&out));
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            (
-                f[0].to_string(),
-                (f[1].to_string(), f[2].parse().unwrap(), f[3].to_string()),
-            )
-        })
-        .collect()
-}
 
 /// The state at `target` by the restore core, step after step (small steps, so that
 /// snapshot ranges and log objects take several), as rows plus each key's deadline;

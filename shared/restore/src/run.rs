@@ -2,8 +2,11 @@
 //! remains, then how the restore stands recorded on the database, which the
 //! management API shows and KV Connect obeys (`pending` and `failed` refused).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use subkv_backup::restore::{advance, Job, JobStore, ReadBucket, RestoreSink, StepLimits, Stopped};
+use subkv_backup::restore::{
+    advance, Job, JobStore, ReadBucket, RestoreSink, StepLimits, Stopped, StoreFault,
+};
 use subkv_core::control::records::{
     DatabaseRestore, RestoreSource, RestoreStatus, RestoreStatusView,
 };
@@ -52,27 +55,53 @@ pub async fn run(
 ) -> Result<Ran, StoreError> {
     let stop = deadline.checked_sub(STEP_MARGIN).unwrap_or(deadline);
     let mut more = move || Instant::now() < stop;
-    let before = job.clone();
-    let (ran, status, shown) =
-        match advance(job, bucket, sink, jobs, limits, now_ms, &mut more).await {
-            Ok(job) => {
-                let status = if job.is_done() {
-                    RestoreStatus::Active
-                } else {
-                    RestoreStatus::Pending
-                };
-                (Ran::Advanced(job.clone()), status, job)
-            }
-            Err(Stopped::Failed(message)) => (
-                Ran::Failed(message.clone()),
-                RestoreStatus::Failed { message },
-                before,
-            ),
-            Err(Stopped::Transient(message)) => return Ok(Ran::Retry(message)),
-            Err(Stopped::Superseded) => return Ok(Ran::Superseded),
-        };
+    let saved = Saved {
+        inner: jobs,
+        last: Mutex::new(job.clone()),
+    };
+    let (ran, status) = match advance(job, bucket, sink, &saved, limits, now_ms, &mut more).await {
+        Ok(job) => {
+            let status = if job.is_done() {
+                RestoreStatus::Active
+            } else {
+                RestoreStatus::Pending { message: None }
+            };
+            (Ran::Advanced(job), status)
+        }
+        Err(Stopped::Failed(message)) => (
+            Ran::Failed(message.clone()),
+            RestoreStatus::Failed { message },
+        ),
+        // Shown while it lasts, with the progress stored before it.
+        Err(Stopped::Transient(message)) => (
+            Ran::Retry(message.clone()),
+            RestoreStatus::Pending {
+                message: Some(format!(
+                    "retrying (the next run resumes where this one stopped): {message}"
+                )),
+            },
+        ),
+        Err(Stopped::Superseded) => return Ok(Ran::Superseded),
+    };
+    let shown = saved.last.into_inner().unwrap_or_else(|e| e.into_inner());
     record(target, status, &shown).await?;
     Ok(ran)
+}
+
+/// The job store, remembering the job last stored: what the database shows
+/// when a run stops early.
+struct Saved<'a> {
+    inner: &'a dyn JobStore,
+    last: Mutex<Job>,
+}
+
+#[async_trait::async_trait]
+impl JobStore for Saved<'_> {
+    async fn save(&self, previous: &Job, next: &Job) -> Result<(), StoreFault> {
+        self.inner.save(previous, next).await?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        Ok(())
+    }
 }
 
 /// Records that the restore cannot run at all (its source cannot be opened,

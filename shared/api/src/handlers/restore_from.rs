@@ -174,7 +174,7 @@ pub async fn prepare(
             _ => None,
         },
         status: RestoreStatusView {
-            status: RestoreStatus::Pending,
+            status: RestoreStatus::Pending { message: None },
             keys_restored: 0,
         },
     };

@@ -80,8 +80,13 @@ pub struct RestoreBucket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "camelCase")]
 pub enum RestoreStatus {
-    /// Being restored: KV Connect refuses the database.
-    Pending,
+    /// Being restored: KV Connect refuses the database. `message`: why the
+    /// last invocation stopped early, while a fault worth retrying lasts (a
+    /// store throttling or down); the next invocation resumes.
+    Pending {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// Holds exactly the state at `versionstamp`; an ordinary database.
     Active,
     /// Cannot be restored (the message says why); KV Connect refuses it.
@@ -136,7 +141,7 @@ impl DatabaseRestore {
     pub fn refusal(&self, database: Uuid) -> Option<String> {
         match &self.status.status {
             RestoreStatus::Active => None,
-            RestoreStatus::Pending => Some(format!(
+            RestoreStatus::Pending { .. } => Some(format!(
                 "database {database} is being restored from a backup ({} keys so far); it \
                  opens once its restore is active (GET /v1/databases/{database} shows it)",
                 self.status.keys_restored
@@ -338,7 +343,7 @@ mod tests {
             },
             versionstamp: None,
             status: RestoreStatusView {
-                status: RestoreStatus::Pending,
+                status: RestoreStatus::Pending { message: None },
                 keys_restored: 1200,
             },
         };
@@ -354,6 +359,14 @@ mod tests {
             pending.contains("is being restored") && pending.contains("1200 keys"),
             "{pending}"
         );
+        restore.status.status = RestoreStatus::Pending {
+            message: Some("retrying: SlowDown".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&restore.status).unwrap(),
+            serde_json::json!({"code": "pending", "message": "retrying: SlowDown", "keysRestored": 1200})
+        );
+        assert!(restore.refusal(db).unwrap().contains("is being restored"));
         restore.status.status = RestoreStatus::Failed {
             message: "AccessDenied".into(),
         };
