@@ -27,8 +27,10 @@ BUDGET ?= 2000
 # The backup engine's benchmarks (bench-backup) run their own stack as well.
 BACKUP_BENCH_PORT ?= 9700
 BACKUP_BENCH_EMULATOR_PORT ?= 5200
+RESTORE_BENCH_PORT ?= 9800
+RESTORE_BENCH_EMULATOR_PORT ?= 5300
 
-.PHONY: help dev test unit e2e lint tools build package fuzz-kv bench bench-kv bench-backup denokv denokv-test clean
+.PHONY: help dev test unit e2e lint tools build package fuzz-kv bench bench-kv bench-backup bench-restore denokv denokv-test clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
@@ -136,7 +138,7 @@ fuzz-kv: tools build $(DENOKV_TEST)
 
 # The release binaries of every function first: cold_start runs target/release/get-database.
 # kv_round_trips needs a local stack: bench-kv runs it; backup_stack too: bench-backup.
-bench: bench-kv bench-backup
+bench: bench-kv bench-backup bench-restore
 	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
 	cargo bench -p subkv-api --bench warm --bench cold_start
 	cargo bench -p subkv-kv --bench kv_pure
@@ -164,6 +166,15 @@ bench-backup: tools build $(DENOKV)
 	SUBKV_PORT=$(BACKUP_BENCH_PORT) SUBKV_EMULATOR_PORT=$(BACKUP_BENCH_EMULATOR_PORT) \
 	SUBKV_BACKUP_SNAPSHOT_ITEMS=1000 DENOKV=$(CURDIR)/$(DENOKV) \
 	infra/local/stack.sh run -- cargo bench -p subkv-backup --bench backup_stack
+
+# Restores through the API (docs/restore.md, "Measured"): 100,000 and 1,000,000 keys
+# (SUBKV_RESTORE_BENCH_KEYS) on a fresh local stack, with the deployed step size (1,000
+# writes) and invocations of 60 s (AWS: 840 s), so each restore takes several.
+bench-restore: tools build
+	cargo bench -p subkv-e2e --bench restore_stack --no-run
+	SUBKV_PORT=$(RESTORE_BENCH_PORT) SUBKV_EMULATOR_PORT=$(RESTORE_BENCH_EMULATOR_PORT) \
+	SUBKV_RESTORE_STEP_WRITES=1000 SUBKV_RESTORE_BUDGET_SECONDS=60 \
+	infra/local/stack.sh run -- cargo bench -p subkv-e2e --bench restore_stack
 
 # The public denokv server: bench-kv's latency comparison and the backup tests' restores
 # (a release build from crates.io: several minutes; see docs/performance.md).

@@ -280,7 +280,6 @@ pub async fn counting_store() -> (subkv_dynamo_kv::DynamoKv, Requests) {
     )
 }
 
-/// How many items the data table holds for a database (its head aside).
 /// Deletes every data item of `database` directly (25 at a time), for a test that
 /// leaves expired entries behind: the sweeper takes the oldest first, so a backlog
 /// left by one test would delay the expiry tests that run after it.
@@ -325,6 +324,7 @@ pub async fn remove_data_items(database: uuid::Uuid) {
     }
 }
 
+/// How many items the data table holds for a database (its head aside).
 pub async fn data_items(database: uuid::Uuid) -> usize {
     let client = aws_sdk_dynamodb::Client::new(&sdk().await);
     let table = std::env::var("SUBKV_KV_DATA_TABLE")

@@ -46,32 +46,51 @@ pub fn sqlite_rows(restore: &Restore) -> Rows {
         .collect()
 }
 
-/// Every entry of a database read through KV Connect (the metadata exchange with
-/// the organization's token, then `snapshot_read` pages of 1000), as [`Rows`].
-pub async fn kv_connect_rows(database: &str, org_token: &str) -> Rows {
+/// A data-path session on a database: the metadata exchange with the
+/// organization's token (protocol version 3).
+pub async fn kv_connect_session(database: &str, org_token: &str) -> Session {
     let reply = connect(database, org_token, r#"{"supportedVersions":[3]}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let meta: Value = serde_json::from_slice(&reply.body).expect("metadata");
-    let session = Session {
+    Session {
         db: database.to_string(),
         token: meta["token"].as_str().expect("token").to_string(),
-    };
-    let mut rows = Rows::new();
-    let mut start = vec![];
-    loop {
-        let page = session.list(start.clone(), vec![0xff]).await;
-        let full = page.len() == 1000;
-        for e in page {
-            start = [e.key.as_slice(), &[0]].concat();
-            rows.insert(
+    }
+}
+
+/// Up to 1000 entries from `start` on, as [`Rows`].
+pub async fn kv_connect_page(session: &Session, start: Vec<u8>) -> Rows {
+    session
+        .list(start, vec![0xff])
+        .await
+        .into_iter()
+        .map(|e| {
+            (
                 hex::encode(&e.key),
                 (
                     hex::encode(e.value),
                     i64::from(e.encoding),
                     hex::encode(&e.versionstamp),
                 ),
-            );
-        }
+            )
+        })
+        .collect()
+}
+
+/// Every entry of a database read through KV Connect (`snapshot_read` pages of
+/// 1000), as [`Rows`].
+pub async fn kv_connect_rows(database: &str, org_token: &str) -> Rows {
+    let session = kv_connect_session(database, org_token).await;
+    let mut rows = Rows::new();
+    let mut start = vec![];
+    loop {
+        let page = kv_connect_page(&session, start).await;
+        let Some(last) = page.keys().next_back() else {
+            return rows;
+        };
+        start = [hex::decode(last).expect("hex"), vec![0]].concat();
+        let full = page.len() == 1000;
+        rows.extend(page);
         if !full {
             return rows;
         }
@@ -237,6 +256,53 @@ pub fn deploy_shaped_backup(root: &str, now_ms: u64) -> DeployBackup {
 fn v8_string(s: &str) -> Vec<u8> {
     assert!(s.is_ascii() && s.len() < 128);
     [&[0xff, 0x0f, b'"', s.len() as u8][..], s.as_bytes()].concat()
+}
+
+/// A subkv backup of `keys` keys (`k<i:07>`, values of `value_bytes` bytes, each
+/// with its own versionstamp) under `<prefix><database>/`, as the engine writes
+/// one: snapshot ranges of 1000 keys, a marker commit at the differential, the
+/// differential. Returns the objects and the rows a restore must give.
+pub fn subkv_format_backup(
+    prefix: &str,
+    database: Uuid,
+    keys: usize,
+    value_bytes: usize,
+) -> (Vec<Object>, Rows) {
+    use subkv_kv::backup_format::{differential_marker, differential_object};
+    let entries: Vec<Entry> = (0..keys)
+        .map(|i| Entry {
+            key: string_key(&format!("k{i:07}")),
+            value: (0..value_bytes).map(|j| (i * 31 + j) as u8).collect(),
+            encoding: 3,
+            version: 10 + i as u64,
+            seq: 0,
+            expire_at_ms: None,
+        })
+        .collect();
+    let rows = entries
+        .iter()
+        .map(|e| {
+            (
+                hex::encode(&e.key),
+                (
+                    hex::encode(&e.value),
+                    e.encoding,
+                    hex::encode(e.versionstamp()),
+                ),
+            )
+        })
+        .collect();
+    let mut objects: Vec<Object> = entries
+        .chunks(1000)
+        .enumerate()
+        .map(|(seq, chunk)| {
+            snapshot_object(prefix, database, 1, seq as u64, chunk).expect("a snapshot range")
+        })
+        .collect();
+    let head = 10 + keys as u64;
+    objects.push(differential_marker(prefix, database, head, 1_000).expect("a marker"));
+    objects.push(differential_object(prefix, database, head));
+    (objects, rows)
 }
 
 // ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ fn kv_database_of(org: &Org, db: &Value) -> KvDatabase {
 /// newest first.
 async fn restore_points(org: &Org, backup_id: &str) -> Vec<(String, String)> {
     let reply = get(
-        &format!("/v1/database_backups/{backup_id}/restore_points?limit=1000"),
+        &format!("/v1/database_backups/{backup_id}/restore_points?limit=100"),
         &org.token,
     )
     .await;

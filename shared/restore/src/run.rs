@@ -18,6 +18,9 @@ use uuid::Uuid;
 /// up to 1000 writes) and the status update.
 pub const STEP_MARGIN: Duration = Duration::from_secs(30);
 
+/// How often a working invocation records its progress on the database.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// The database a restore writes, and where its restore is recorded.
 pub struct Target<'a> {
     pub organization_id: Uuid,
@@ -39,9 +42,10 @@ pub enum Ran {
     Superseded,
 }
 
-/// Advances `job` until `deadline - STEP_MARGIN`, then records the restore's
-/// status on the database: `pending` with the keys written and the point once
-/// known, `active` when done, `failed` with the reason.
+/// Advances `job` until `deadline - STEP_MARGIN`, recording the restore's status
+/// on the database every [`PROGRESS_EVERY`] and at the end: `pending` with the
+/// keys written and the point once known (and why, if a fault worth retrying
+/// stopped it), `active` when done, `failed` with the reason.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     target: &Target<'_>,
@@ -54,34 +58,46 @@ pub async fn run(
     deadline: Instant,
 ) -> Result<Ran, StoreError> {
     let stop = deadline.checked_sub(STEP_MARGIN).unwrap_or(deadline);
-    let mut more = move || Instant::now() < stop;
     let saved = Saved {
         inner: jobs,
         last: Mutex::new(job.clone()),
     };
-    let (ran, status) = match advance(job, bucket, sink, &saved, limits, now_ms, &mut more).await {
-        Ok(job) => {
-            let status = if job.is_done() {
-                RestoreStatus::Active
-            } else {
-                RestoreStatus::Pending { message: None }
-            };
-            (Ran::Advanced(job), status)
+    let mut job = job;
+    let (ran, status) = loop {
+        // In slices, so that progress shows while a long invocation works.
+        let slice = stop.min(Instant::now() + PROGRESS_EVERY);
+        let mut more = move || Instant::now() < slice;
+        match advance(job, bucket, sink, &saved, limits, now_ms, &mut more).await {
+            Ok(next) if next.is_done() => break (Ran::Advanced(next), RestoreStatus::Active),
+            Ok(next) if Instant::now() < stop => {
+                record(target, RestoreStatus::Pending { message: None }, &next).await?;
+                job = next;
+            }
+            Ok(next) => {
+                break (
+                    Ran::Advanced(next),
+                    RestoreStatus::Pending { message: None },
+                )
+            }
+            Err(Stopped::Failed(message)) => {
+                break (
+                    Ran::Failed(message.clone()),
+                    RestoreStatus::Failed { message },
+                )
+            }
+            // Shown while it lasts, with the progress stored before it.
+            Err(Stopped::Transient(message)) => {
+                break (
+                    Ran::Retry(message.clone()),
+                    RestoreStatus::Pending {
+                        message: Some(format!(
+                            "retrying (the next run resumes where this one stopped): {message}"
+                        )),
+                    },
+                )
+            }
+            Err(Stopped::Superseded) => return Ok(Ran::Superseded),
         }
-        Err(Stopped::Failed(message)) => (
-            Ran::Failed(message.clone()),
-            RestoreStatus::Failed { message },
-        ),
-        // Shown while it lasts, with the progress stored before it.
-        Err(Stopped::Transient(message)) => (
-            Ran::Retry(message.clone()),
-            RestoreStatus::Pending {
-                message: Some(format!(
-                    "retrying (the next run resumes where this one stopped): {message}"
-                )),
-            },
-        ),
-        Err(Stopped::Superseded) => return Ok(Ran::Superseded),
     };
     let shown = saved.last.into_inner().unwrap_or_else(|e| e.into_inner());
     record(target, status, &shown).await?;

@@ -28,8 +28,12 @@ pub enum ReadFault {
     NotFound(String),
     /// The store refused: credentials, permissions (`AccessDenied`: the
     /// credentials lack List or Get), no such bucket, wrong region, an endpoint
-    /// the rules refuse. Retrying will not help.
-    #[error("{0}")]
+    /// the rules refuse. Retrying will not help. A backup's own credentials
+    /// often may only write (backup-format.md), hence the hint.
+    #[error(
+        "{0} (check the bucket, its region and endpoint, and that the credentials allow \
+         s3:ListBucket and s3:GetObject: a restore reads the bucket)"
+    )]
     Denied(String),
     /// Worth retrying: 5xx, throttling, timeouts, connection errors.
     #[error("{0}")]

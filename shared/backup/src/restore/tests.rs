@@ -678,7 +678,9 @@ async fn store_faults_are_told_apart() {
     assert!(!err.is_transient());
     assert_eq!(
         err.to_string(),
-        "reading the backup failed: AccessDenied: no GetObject"
+        "reading the backup failed: AccessDenied: no GetObject (check the bucket, its region \
+         and endpoint, and that the credentials allow s3:ListBucket and s3:GetObject: a \
+         restore reads the bucket)"
     );
 
     let (bucket, _) = standard();
