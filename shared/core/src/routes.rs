@@ -81,7 +81,8 @@ routes! {
 }
 
 /// Functions that serve no route (scheduled or event-driven).
-pub const BACKGROUND_FUNCTIONS: &[&str] = &["kv-sweep-expired", "backup-forward"];
+pub const BACKGROUND_FUNCTIONS: &[&str] =
+    &["kv-sweep-expired", "backup-forward", "restore-database"];
 
 impl Route {
     /// Names of the `{parameters}` in the path, in order.
