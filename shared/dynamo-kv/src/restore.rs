@@ -129,8 +129,12 @@ impl DynamoKv {
         // A step's writes are one per item and unconditioned, so their order does
         // not matter: several calls at once, as one partition takes ~1,000 WCU/s
         // and one call at a time (10-25 ms for 25 items) would not reach it.
-        futures_util::stream::iter(requests.chunks(BATCH_WRITE_ITEMS))
-            .map(|chunk| self.batch_write(chunk.to_vec()))
+        let batches: Vec<Vec<WriteRequest>> = requests
+            .chunks(BATCH_WRITE_ITEMS)
+            .map(<[WriteRequest]>::to_vec)
+            .collect();
+        futures_util::stream::iter(batches)
+            .map(|batch| self.batch_write(batch))
             .buffer_unordered(RESTORE_CONCURRENT_BATCHES)
             .try_collect::<()>()
             .await
