@@ -25,7 +25,11 @@ fn sizes(var: &str, default: &str) -> Vec<usize> {
         .unwrap_or_else(|_| default.into())
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{var}: numbers")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}: numbers"))
+        })
         .collect()
 }
 

@@ -121,6 +121,9 @@ pub struct DeployBackup {
     pub middle: (String, u64),
 }
 
+/// A Deploy-shaped commit: its versionstamp and its changes.
+type DeployCommit = ([u8; 10], Vec<Change>);
+
 /// One mutation of a Deploy-shaped commit.
 pub enum Change {
     Set(&'static str, Vec<u8>, i32),
@@ -175,7 +178,7 @@ pub fn deploy_shaped_backup(root: &str, now_ms: u64) -> DeployBackup {
         body: hex::encode(fdb(2_000, 1)).into_bytes(),
     });
     use Change::*;
-    let logs: [(u64, Vec<([u8; 10], Vec<Change>)>); 3] = [
+    let logs: [(u64, Vec<DeployCommit>); 3] = [
         (
             now_ms - 3_000,
             vec![

@@ -233,8 +233,8 @@ async fn a_deno_deploy_shaped_backup_imports_exactly_and_a_store_failing_mid_res
     // A time half a second after the middle commit's object: that object's last commit.
     let after_middle = listed
         .iter()
-        .filter(|p| p.versionstamp.as_str() > backup.middle.0.as_str())
-        .last()
+        .rev()
+        .find(|p| p.versionstamp.as_str() > backup.middle.0.as_str())
         .unwrap()
         .versionstamp
         .clone();
