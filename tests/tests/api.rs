@@ -180,6 +180,92 @@ async fn token_routes_check_ids_and_organizations() {
     .assert_error(400, "invalidRequestBody");
 }
 
+#[tokio::test]
+async fn tokens_are_listed_without_secrets_paged_and_only_to_their_organization() {
+    let org = create_org("token-list").await;
+    let path = format!("/v1/organizations/{}/tokens", org.id);
+    let mut secrets = vec![org.token.clone()];
+    for description in ["ci", "deploy"] {
+        let minted = post(&path, &org.token, json!({ "description": description })).await;
+        secrets.push(minted.assert_ok()["token"].as_str().unwrap().to_string());
+    }
+    let listed = get(&path, &org.token).await;
+    let page = listed.assert_ok().as_array().expect("a list").clone();
+    assert_eq!(page.len(), 3, "{page:?}");
+    assert_eq!(page[0]["id"], org.token_id.as_str(), "oldest first");
+    let descriptions: Vec<&str> = page
+        .iter()
+        .map(|t| t["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(descriptions[1..], ["ci", "deploy"]);
+    for token in &page {
+        let mut keys: Vec<&str> = token
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["createdAt", "description", "id", "organizationId"],
+            "{token}"
+        );
+    }
+    for secret in &secrets {
+        assert!(!listed.text.contains(secret.as_str()), "a secret is listed");
+        let hash = hex::encode(subkv_core::auth::token_sha256(secret));
+        assert!(!listed.text.contains(&hash), "a token's hash is listed");
+    }
+    // Pages and links as for databases; the admin may list any organization's.
+    let first = get(&format!("{path}?limit=2&order=desc"), &admin_token()).await;
+    assert_eq!(first.assert_ok().as_array().unwrap().len(), 2);
+    assert_eq!(first.assert_ok()[0]["description"], "deploy");
+    let link = first
+        .headers
+        .get("link")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.contains("page=2") && link.contains("rel=\"next\""),
+        "{link}"
+    );
+    // A revoked token is no longer listed.
+    let revoked = page[1]["id"].as_str().unwrap();
+    delete(&format!("{path}/{revoked}"), &org.token)
+        .await
+        .assert_ok();
+    let after = get(&path, &org.token).await;
+    let ids: Vec<&str> = after
+        .assert_ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(!ids.contains(&revoked));
+    // Another organization's token, an unknown organization, bad input.
+    let other = create_org("token-list-other").await;
+    get(&path, &other.token)
+        .await
+        .assert_error(404, "organizationNotFound");
+    get(
+        &format!("/v1/organizations/{}/tokens", unknown_id()),
+        &admin_token(),
+    )
+    .await
+    .assert_error(404, "organizationNotFound");
+    get(&format!("{path}?limit=0"), &org.token)
+        .await
+        .assert_error(400, "invalidQueryParameter");
+    get("/v1/organizations/not-a-uuid/tokens", &org.token)
+        .await
+        .assert_error(400, "invalidId");
+}
+
 // ---------------------------------------------------------------- databases
 
 #[tokio::test]

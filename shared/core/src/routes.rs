@@ -63,6 +63,7 @@ macro_rules! routes {
 routes! {
     CREATE_ORGANIZATION = "create-organization", "POST", "/v1/organizations", Admin;
     CREATE_TOKEN = "create-token", "POST", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;
+    LIST_TOKENS = "list-tokens", "GET", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;
     REVOKE_TOKEN = "revoke-token", "DELETE", "/v1/organizations/{organizationId}/tokens/{tokenId}", AdminOrOrganization;
     CREATE_DATABASE = "create-database", "POST", "/v1/organizations/{organizationId}/databases", Organization;
     LIST_DATABASES = "list-databases", "GET", "/v1/organizations/{organizationId}/databases", Organization;

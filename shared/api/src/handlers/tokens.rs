@@ -1,8 +1,11 @@
-//! Organization tokens: mint another, revoke one (admin or the organization's own token).
+//! Organization tokens: mint another, list them (never a secret), revoke one
+//! (admin or the organization's own token).
 
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
+use crate::pagination::{link_header, paginate, ListQuery, Order};
 use crate::pipeline::Ctx;
+use lambda_http::http::header::LINK;
 use serde::{Deserialize, Serialize};
 use subkv_core::auth::mint_token;
 use subkv_core::control::records::{now_rfc3339, TokenRecord};
@@ -49,6 +52,50 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         created_at: record.created_at,
         token: token.plaintext,
     })
+}
+
+/// A token as listed: what it is, never the token or its hash.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    id: Uuid,
+    organization_id: Uuid,
+    description: String,
+    created_at: String,
+}
+
+/// `GET /v1/organizations/{organizationId}/tokens`: every token, oldest first
+/// (`order=desc` reverses), paginated and filtered by `q` (a part of the id) as
+/// databases are.
+pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.id("organizationId")?;
+    let pairs = ctx.query_pairs();
+    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let control = &ctx.state.control;
+    let mut all = control.list_tokens(organization_id).await?;
+    // The admin may name any organization: one without tokens may not exist.
+    if all.is_empty() && control.get_organization(organization_id).await?.is_none() {
+        return Err(ApiError::not_found(Resource::Organization, organization_id));
+    }
+    if let Some(q) = &query.q {
+        let needle = q.to_lowercase();
+        all.retain(|t| t.id.to_string().contains(&needle));
+    }
+    all.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
+    if query.order() == Order::Desc {
+        all.reverse();
+    }
+    let listed: Vec<Listed> = all
+        .into_iter()
+        .map(|t| Listed {
+            id: t.id,
+            organization_id: t.organization_id,
+            description: t.description,
+            created_at: t.created_at,
+        })
+        .collect();
+    let (page, info) = paginate(listed, &query);
+    Reply::json(&page)?.with_header(LINK, &link_header(&ctx.base_url(), &query, &info))
 }
 
 pub async fn revoke(ctx: Ctx) -> ApiResult<Reply> {

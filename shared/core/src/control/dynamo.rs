@@ -106,6 +106,31 @@ impl DynamoControl {
         }
     }
 
+    /// Every item of an organization's partition whose sort key starts with
+    /// `prefix`, in one strongly consistent `Query` (all pages).
+    async fn org_items(
+        &self,
+        organization_id: Uuid,
+        prefix: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(org_pk(organization_id)))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -434,25 +459,20 @@ impl ControlTable for DynamoControl {
         Ok(self.database_item(organization_id, id).await?.map(|f| f.db))
     }
 
+    async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError> {
+        self.org_items(organization_id, "TOKEN#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
     async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :db)")
-            .expression_attribute_values(":pk", s(org_pk(organization_id)))
-            .expression_attribute_values(":db", s("DB#"))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| store_error("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<DatabaseFields>(item)?.db);
-            }
-        }
-        Ok(out)
+        self.org_items(organization_id, "DB#")
+            .await?
+            .into_iter()
+            .map(|item| Ok(from_item::<DatabaseFields>(item)?.db))
+            .collect()
     }
 
     async fn update_database_description(

@@ -147,6 +147,16 @@ impl ControlTable for MemoryControl {
             .map(|(db, _)| db.clone()))
     }
 
+    async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .tokens
+            .values()
+            .filter(|t| t.organization_id == organization_id)
+            .cloned()
+            .collect())
+    }
+
     async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError> {
         Ok(self
             .lock()?

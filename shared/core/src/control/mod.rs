@@ -60,6 +60,9 @@ pub trait ControlTable: Send + Sync {
     async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
     /// The token with this SHA-256, in one strongly consistent read.
     async fn token_by_hash(&self, sha256_hex: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token of the organization (its by-id items, one strongly consistent
+    /// `Query`), hashes included: the caller shows none.
+    async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError>;
     /// Revokes a token; false if the organization has no such token.
     async fn delete_token(&self, organization_id: Uuid, token_id: Uuid)
         -> Result<bool, StoreError>;
