@@ -83,6 +83,77 @@ async fn create_organization_rejects_bad_bodies() {
         .assert_error(400, "invalidRequestBody");
 }
 
+#[tokio::test]
+async fn the_admin_lists_and_reads_organizations_and_nobody_else_may() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let a = create_org(&format!("Listed A {tag}")).await;
+    let b = create_org(&format!("listed b {tag}")).await;
+    // Other tests create organizations meanwhile: filter by this test's tag.
+    let listed = get(
+        &format!("/v1/organizations?q={}", &tag[..12].to_uppercase()),
+        &admin_token(),
+    )
+    .await;
+    let page = listed.assert_ok().as_array().expect("a list").clone();
+    let ids: Vec<&str> = page.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [a.id.as_str(), b.id.as_str()],
+        "oldest first: {page:?}"
+    );
+    for org in &page {
+        let mut keys: Vec<&str> = org
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["createdAt", "id", "name"], "{org}");
+    }
+    assert!(!listed.text.contains(&a.token) && !listed.text.contains(&b.token));
+    let newest = get(
+        &format!("/v1/organizations?q={tag}&order=desc&limit=1"),
+        &admin_token(),
+    )
+    .await;
+    assert_eq!(newest.assert_ok()[0]["id"], b.id.as_str());
+    let link = newest
+        .headers
+        .get("link")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.contains("page=2") && link.contains("rel=\"next\""),
+        "{link}"
+    );
+    // By id, as created.
+    let one = get(&format!("/v1/organizations/{}", a.id), &admin_token()).await;
+    assert_eq!(one.assert_ok()["name"], format!("Listed A {tag}"));
+    assert_eq!(one.assert_ok()["id"], a.id.as_str());
+    // Admin only; unknown and malformed ids.
+    get("/v1/organizations", &a.token)
+        .await
+        .assert_error(403, "forbidden");
+    get(&format!("/v1/organizations/{}", a.id), &a.token)
+        .await
+        .assert_error(403, "forbidden");
+    get(
+        &format!("/v1/organizations/{}", unknown_id()),
+        &admin_token(),
+    )
+    .await
+    .assert_error(404, "organizationNotFound");
+    get("/v1/organizations/not-a-uuid", &admin_token())
+        .await
+        .assert_error(400, "invalidId");
+    get("/v1/organizations?limit=101", &admin_token())
+        .await
+        .assert_error(400, "invalidQueryParameter");
+}
+
 // ---------------------------------------------------------------- tokens
 
 #[tokio::test]

@@ -46,6 +46,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// Partition of the organizations' directory: one item per organization (`sk`
+/// `ORG#<id>`: id, name, createdAt), written with it, for the admin's list.
+pub const ORGS_PK: &str = "ORGS";
+
 fn org_pk(org: Uuid) -> String {
     format!("ORG#{org}")
 }
@@ -341,6 +345,11 @@ impl ControlTable for DynamoControl {
                 to_item(org_pk(org.id), format!("TOKEN#{}", token.id), token)?,
                 "attribute_not_exists(pk)",
             )?,
+            // The organizations' directory, for the admin's list.
+            self.put(
+                to_item(ORGS_PK.into(), format!("ORG#{}", org.id), org)?,
+                "attribute_not_exists(pk)",
+            )?,
         ];
         match self.transact(items).await? {
             Ok(()) => Ok(()),
@@ -348,6 +357,26 @@ impl ControlTable for DynamoControl {
                 "creating a fresh organization was cancelled: {codes:?}"
             ))),
         }
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(ORGS_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {

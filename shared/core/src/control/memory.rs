@@ -89,6 +89,10 @@ impl ControlTable for MemoryControl {
         Ok(())
     }
 
+    async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        Ok(self.lock()?.orgs.values().cloned().collect())
+    }
+
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
         Ok(self.lock()?.orgs.get(&id).cloned())
     }

@@ -54,6 +54,8 @@ pub trait ControlTable: Send + Sync {
         org: &Organization,
         token: &TokenRecord,
     ) -> Result<(), StoreError>;
+    /// Every organization (the directory `ORGS`, one strongly consistent `Query`).
+    async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError>;
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
 
     /// Adds a token; false if the organization does not exist.
