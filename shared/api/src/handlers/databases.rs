@@ -4,9 +4,7 @@
 use super::restore_from::{self, RestoreFrom};
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
-use crate::pagination::{link_header, paginate, ListQuery, Order};
 use crate::pipeline::Ctx;
-use lambda_http::http::header::LINK;
 use serde::Deserialize;
 use subkv_core::control::records::{now_rfc3339, KvDatabase};
 use subkv_core::validate;
@@ -79,19 +77,13 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
 
 pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.organization_id()?;
-    let pairs = ctx.query_pairs();
-    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let query = super::list_query(&ctx)?;
     let mut all = ctx.state.control.list_databases(organization_id).await?;
     if let Some(q) = &query.q {
         let needle = q.to_lowercase();
         all.retain(|db| db.id.to_string().contains(&needle));
     }
-    all.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
-    if query.order() == Order::Desc {
-        all.reverse();
-    }
-    let (page, info) = paginate(all, &query);
-    Reply::json(&page)?.with_header(LINK, &link_header(&ctx.base_url(), &query, &info))
+    super::list_reply(&ctx, &query, all, |db| (&db.created_at, db.id))
 }
 
 pub async fn get(ctx: Ctx) -> ApiResult<Reply> {

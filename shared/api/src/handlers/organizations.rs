@@ -2,9 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
-use crate::pagination::{link_header, paginate, ListQuery, Order};
 use crate::pipeline::Ctx;
-use lambda_http::http::header::LINK;
 use serde::{Deserialize, Serialize};
 use subkv_core::auth::mint_token;
 use subkv_core::control::records::{now_rfc3339, Organization, TokenRecord};
@@ -59,8 +57,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
 /// reverses), filtered by `q` (a part of the id or of the name, any case) and
 /// paginated as databases are.
 pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
-    let pairs = ctx.query_pairs();
-    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let query = super::list_query(&ctx)?;
     let mut all = ctx.state.control.list_organizations().await?;
     if let Some(q) = &query.q {
         let needle = q.to_lowercase();
@@ -68,12 +65,7 @@ pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
             o.id.to_string().contains(&needle) || o.name.to_lowercase().contains(&needle)
         });
     }
-    all.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
-    if query.order() == Order::Desc {
-        all.reverse();
-    }
-    let (page, info) = paginate(all, &query);
-    Reply::json(&page)?.with_header(LINK, &link_header(&ctx.base_url(), &query, &info))
+    super::list_reply(&ctx, &query, all, |o| (&o.created_at, o.id))
 }
 
 /// `GET /v1/organizations/{organizationId}`: one organization.

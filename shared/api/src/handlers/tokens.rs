@@ -3,9 +3,7 @@
 
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
-use crate::pagination::{link_header, paginate, ListQuery, Order};
 use crate::pipeline::Ctx;
-use lambda_http::http::header::LINK;
 use serde::{Deserialize, Serialize};
 use subkv_core::auth::mint_token;
 use subkv_core::control::records::{now_rfc3339, TokenRecord};
@@ -69,8 +67,7 @@ struct Listed {
 /// databases are.
 pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.id("organizationId")?;
-    let pairs = ctx.query_pairs();
-    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let query = super::list_query(&ctx)?;
     let control = &ctx.state.control;
     let mut all = control.list_tokens(organization_id).await?;
     // The admin may name any organization: one without tokens may not exist.
@@ -81,10 +78,6 @@ pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
         let needle = q.to_lowercase();
         all.retain(|t| t.id.to_string().contains(&needle));
     }
-    all.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
-    if query.order() == Order::Desc {
-        all.reverse();
-    }
     let listed: Vec<Listed> = all
         .into_iter()
         .map(|t| Listed {
@@ -94,8 +87,7 @@ pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
             created_at: t.created_at,
         })
         .collect();
-    let (page, info) = paginate(listed, &query);
-    Reply::json(&page)?.with_header(LINK, &link_header(&ctx.base_url(), &query, &info))
+    super::list_reply(&ctx, &query, listed, |t| (&t.created_at, t.id))
 }
 
 pub async fn revoke(ctx: Ctx) -> ApiResult<Reply> {

@@ -111,18 +111,24 @@ impl DynamoControl {
     }
 
     /// Every item of an organization's partition whose sort key starts with
-    /// `prefix`, in one strongly consistent `Query` (all pages).
+    /// `prefix`.
     async fn org_items(
         &self,
         organization_id: Uuid,
         prefix: &str,
     ) -> Result<Vec<Item>, StoreError> {
+        self.partition(org_pk(organization_id), prefix).await
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`, in one
+    /// strongly consistent `Query` (all pages).
+    async fn partition(&self, pk: String, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(org_pk(organization_id)))
+            .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":prefix", s(prefix))
             .consistent_read(true)
             .into_paginator()
@@ -360,23 +366,11 @@ impl ControlTable for DynamoControl {
     }
 
     async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(ORGS_PK))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| store_error("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-        }
-        Ok(out)
+        self.partition(ORGS_PK.into(), "ORG#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
