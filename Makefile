@@ -36,9 +36,10 @@ help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
 	@echo "make test   lint, unit tests, then end-to-end tests against a fresh local stack"
 	@echo "make fuzz-kv  differential test, subkv vs denokv serve: random SEED (or SEED=n), BUDGET=2000 operations"
-	@echo "make bench  benchmarks, including bench-kv and bench-backup (see docs/performance.md)"
+	@echo "make bench  benchmarks, including bench-kv, bench-backup and bench-restore (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
 	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore, busy database to active"
+	@echo "make bench-restore  restores: 100,000 keys through the API, the restore side alone on 1,000,000 keys"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
