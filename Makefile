@@ -30,7 +30,7 @@ BACKUP_BENCH_EMULATOR_PORT ?= 5200
 RESTORE_BENCH_PORT ?= 9800
 RESTORE_BENCH_EMULATOR_PORT ?= 5300
 
-.PHONY: help dev test unit e2e lint tools build package fuzz-kv bench bench-kv bench-backup bench-restore denokv denokv-test clean
+.PHONY: help dev test unit e2e lint lint-static tools build package fuzz-kv bench bench-kv bench-backup bench-restore denokv denokv-test clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
@@ -82,9 +82,12 @@ build:
 dev: tools build
 	@exec infra/local/stack.sh dev
 
-lint: tools
-	cargo fmt --all -- --check
+lint: lint-static
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything lint checks but clippy: formatting, the template, the Deno tests.
+lint-static: tools
+	cargo fmt --all -- --check
 	@# The template and its SAM transform (docs/operations.md, "Security scans"):
 	@# cfn-lint with the serverless rules, then checkov, offline (no platform, no
 	@# policy download, no version check). Suppressions live in the template.
@@ -108,8 +111,30 @@ e2e: tools build $(DENOKV_TEST)
 	DENOKV=$(CURDIR)/$(DENOKV_TEST) \
 	infra/local/stack.sh run -- cargo test -p subkv-e2e -- --test-threads 4
 
-# The packages last: a failing test shows before the longest build.
-test: lint unit e2e package
+# `make test` compiles the workspace once, linted as it compiles: clippy-driver is the
+# workspace members' compiler (RUSTC_WORKSPACE_WRAPPER, with the `-D warnings` that
+# `cargo clippy -- -D warnings` hands it in CLIPPY_ARGS) for every cargo run below
+# `test`, the stack's `cargo run` included, instead of `cargo clippy`'s separate check
+# pass over every dependency (decision 46). The same lints, the same targets
+# (`--all-targets`: tests, benches, examples, the e2e crate).
+CLIPPY_DRIVER := $(shell rustc --print sysroot 2>/dev/null)/bin/clippy-driver
+test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
+test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+# The packages build beside the end-to-end tests, at the lowest priority (the tests
+# mostly wait on the emulator, one core), in a target directory of their own (no build
+# lock shared with the stack's `cargo run`), without the clippy wrapper; their log is
+# printed after the tests, and either failing fails the run.
+test: lint-static
+	cargo test --workspace --all-targets --no-run
+	$(MAKE) --no-print-directory unit
+	mkdir -p target
+	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS nice -n 19 \
+	  $(MAKE) --no-print-directory package CARGO_TARGET_DIR=$(CURDIR)/target/package \
+	  >target/package.log 2>&1 & package=$$!; \
+	e2e=0; $(MAKE) --no-print-directory e2e || e2e=$$?; \
+	echo "make package (built beside the end-to-end tests):"; \
+	if wait $$package; then cat target/package.log; else cat target/package.log; exit 1; fi; \
+	exit $$e2e
 
 # Lambda packages as `sam build` makes them (issue 13 §4): the release arm64
 # bootstrap of one function of each kind (an HTTP route, a streamed route, an event
@@ -117,13 +142,16 @@ test: lint unit e2e package
 # cargo-lambda's wheel); each checked to be an aarch64 ELF executable, sizes printed.
 # The arm64 standard library comes from rustup (the machine's Rust toolchain).
 PACKAGE_FUNCTIONS := kv-connect kv-watch backup-forward
+# CARGO_TARGET_DIR: where the packages are built (`make test` gives them their own).
+CARGO_TARGET_DIR ?= target
+package: export CARGO_TARGET_DIR := $(CARGO_TARGET_DIR)
 package: tools
 	rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
 	  || rustup target add aarch64-unknown-linux-gnu
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 \
 	  $(addprefix --bin ,$(PACKAGE_FUNCTIONS))
 	$(VENV)/bin/python infra/local/check_package.py aarch64 \
-	  $(addprefix target/lambda/,$(addsuffix /bootstrap,$(PACKAGE_FUNCTIONS)))
+	  $(addprefix $(CARGO_TARGET_DIR)/lambda/,$(addsuffix /bootstrap,$(PACKAGE_FUNCTIONS)))
 
 # The differential test (tests/tests/kv_differential.rs, docs/data-plane.md) with a
 # random seed, or SEED=<n> to replay one, and BUDGET operations, on a fresh local stack
@@ -184,10 +212,10 @@ bench-restore: tools build
 # (a release build from crates.io: several minutes; see docs/performance.md).
 denokv: $(DENOKV)
 $(DENOKV):
-	cargo install denokv --version $(DENOKV_VERSION) --locked --root $(CURDIR)/target/denokv
+	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install denokv --version $(DENOKV_VERSION) --locked --root $(CURDIR)/target/denokv
 denokv-test: $(DENOKV_TEST)
 $(DENOKV_TEST):
-	CARGO_PROFILE_DEV_DEBUG=false cargo install denokv --version $(DENOKV_VERSION) --locked --debug \
+	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_PROFILE_DEV_DEBUG=false cargo install denokv --version $(DENOKV_VERSION) --locked --debug \
 	  --root $(CURDIR)/target/denokv-test
 
 clean:
