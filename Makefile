@@ -39,7 +39,7 @@ help:
 	@echo "make bench  benchmarks, including bench-kv, bench-backup and bench-restore (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
 	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore, busy database to active"
-	@echo "make bench-restore  restores: 100,000 keys through the API, the restore side alone on 1,000,000 keys"
+	@echo "make bench-restore  restores: 100,000 and 1,000,000 keys through the API, the restore side alone on 1,000,000"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
 $(TOOLS): infra/local/requirements.txt
