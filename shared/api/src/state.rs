@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use subkv_core::config::{Config, ConfigError};
 use subkv_core::control::{ControlTable, DynamoControl};
+use subkv_core::deleted::{DeletedMarks, DynamoMarks, NoMarks};
 use subkv_core::runtime::aws_config;
 use subkv_core::secrets::{KmsSealer, NoSealer, SecretSealer};
 
@@ -11,6 +12,8 @@ pub struct ApiState {
     pub config: Config,
     pub control: Arc<dyn ControlTable>,
     pub sealer: Arc<dyn SecretSealer>,
+    /// Where a deleted database's head is marked (the KV data table).
+    pub marks: Arc<dyn DeletedMarks>,
 }
 
 impl ApiState {
@@ -23,6 +26,7 @@ impl ApiState {
             config,
             control,
             sealer,
+            marks: Arc::new(NoMarks),
         }
     }
 
@@ -30,14 +34,22 @@ impl ApiState {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         let sdk = aws_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let control = Arc::new(DynamoControl::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
+            dynamo.clone(),
             config.control_table.clone(),
         ));
+        let marks = Arc::new(DynamoMarks {
+            client: dynamo,
+            data_table: config.kv_data_table.clone(),
+        });
         let sealer: Arc<dyn SecretSealer> = match &config.backup_kms_key_id {
             Some(key) => Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&sdk), key)),
             None => Arc::new(NoSealer),
         };
-        Ok(Self::new(config, control, sealer))
+        Ok(Self {
+            marks,
+            ..Self::new(config, control, sealer)
+        })
     }
 }

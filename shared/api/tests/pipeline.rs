@@ -27,6 +27,7 @@ async fn fixture(allow_insecure: bool) -> Fixture {
     let store = Arc::new(MemoryControl::new());
     let config = Config {
         control_table: "unused".into(),
+        kv_data_table: "unused".into(),
         admin_token_sha256: Some(token_sha256("admin")),
         backup_kms_key_id: Some("alias/test".into()),
         allow_insecure_endpoints: allow_insecure,

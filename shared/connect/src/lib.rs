@@ -6,9 +6,11 @@
 //! | [`protocol`] | the metadata exchange, `snapshot_read`, `atomic_write`: checks, decoding, replies, plain-text errors |
 //! | [`watch`] | `watch`, streamed with Lambda response streaming |
 //! | [`sweep`] | the scheduled expiry sweeper |
+//! | [`purge`] | the scheduled purge of deleted databases' storage |
 //! | [`state`] | what a data-plane function builds once per cold start ([`state::ConnectState`]) |
 
 pub mod protocol;
+pub mod purge;
 pub mod state;
 pub mod sweep;
 pub mod watch;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use subkv_core::config::{var, Env};
 use subkv_core::control::{ControlTable, DynamoControl};
+use subkv_core::deleted::MAX_DATA_TOKEN_TTL_SECONDS;
 use subkv_core::runtime::aws_config;
 use subkv_dynamo_kv::{DynamoKv, WatchCaps};
 use subkv_kv::token::{TokenSigner, DEFAULT_TTL_SECONDS, KEY_LABEL};
@@ -55,7 +56,12 @@ impl ConnectState {
             kv: DynamoKv::from_env(dynamo.clone(), &env)?,
             signer: TokenSigner::new(
                 key,
-                env.number(var::DATA_TOKEN_TTL_SECONDS, DEFAULT_TTL_SECONDS)?,
+                // A deleted database's mark outlives every token (`subkv_core::deleted`).
+                env.number_in(
+                    var::DATA_TOKEN_TTL_SECONDS,
+                    1..=MAX_DATA_TOKEN_TTL_SECONDS,
+                    DEFAULT_TTL_SECONDS,
+                )?,
             ),
             control: Arc::new(DynamoControl::new(dynamo, env.control_table())),
             watch: WatchConfig {

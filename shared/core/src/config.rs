@@ -42,6 +42,10 @@ pub mod var {
     /// How long one run of the expiry sweeper sweeps, seconds (the local stack
     /// shortens it: its scheduler runs the functions one after another).
     pub const SWEEP_BUDGET_SECONDS: &str = "SUBKV_SWEEP_BUDGET_SECONDS";
+    /// How long a run of `kv-purge-deleted` purges (seconds).
+    pub const PURGE_BUDGET_SECONDS: &str = "SUBKV_PURGE_BUDGET_SECONDS";
+    /// How long a deleted database stays on the purge's list (seconds).
+    pub const PURGE_SETTLE_SECONDS: &str = "SUBKV_PURGE_SETTLE_SECONDS";
     /// Databases the expiry sweeper sweeps at once.
     pub const SWEEP_CONCURRENCY: &str = "SUBKV_SWEEP_CONCURRENCY";
 
@@ -58,6 +62,8 @@ pub mod var {
 }
 
 pub const DEFAULT_CONTROL_TABLE: &str = "subkv-control";
+/// The KV data table's name unless `SUBKV_KV_DATA_TABLE` says otherwise.
+pub const DEFAULT_KV_DATA_TABLE: &str = "subkv-kv-data";
 
 /// A variable that is set but cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +189,8 @@ impl Env {
 #[derive(Clone)]
 pub struct Config {
     pub control_table: String,
+    /// The KV data table (delete-database marks a deleted database's head there).
+    pub kv_data_table: String,
     /// None: no admin token is configured, so the admin routes refuse everyone.
     pub admin_token_sha256: Option<[u8; 32]>,
     pub backup_kms_key_id: Option<String>,
@@ -193,6 +201,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("control_table", &self.control_table)
+            .field("kv_data_table", &self.kv_data_table)
             .field("admin_token_configured", &self.admin_token_sha256.is_some())
             .field("backup_kms_key_id", &self.backup_kms_key_id)
             .field("allow_insecure_endpoints", &self.allow_insecure_endpoints)
@@ -219,6 +228,7 @@ impl Config {
         };
         Ok(Self {
             control_table: env.control_table(),
+            kv_data_table: env.string_or(var::KV_DATA_TABLE, DEFAULT_KV_DATA_TABLE),
             admin_token_sha256,
             backup_kms_key_id: env.string(var::BACKUP_KMS_KEY_ID),
             allow_insecure_endpoints: env.allow_insecure_endpoints()?,

@@ -9,6 +9,7 @@
 //! | [`error`] | storage errors (each plane maps them to HTTP once) |
 //! | [`metrics`] | CloudWatch Embedded Metric Format lines, without dimensions |
 //! | [`dynamo`] | DynamoDB attribute helpers and the reading of a failed call |
+//! | [`deleted`] | a deleted database's mark on its head in the KV data table |
 //! | [`control`] | the control table: records, [`control::ControlTable`], its DynamoDB and in-memory implementations |
 //! | [`secrets`] | backup secrets sealed and opened with KMS |
 //! | [`validate`] | input rules shared by the API and the backup engine (names, endpoints, public addresses) |
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod deleted;
 pub mod dynamo;
 pub mod error;
 pub mod metrics;

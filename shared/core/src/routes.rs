@@ -71,6 +71,7 @@ routes! {
     LIST_DATABASES = "list-databases", "GET", "/v1/organizations/{organizationId}/databases", Organization;
     GET_DATABASE = "get-database", "GET", "/v1/databases/{databaseId}", Organization;
     UPDATE_DATABASE = "update-database", "PATCH", "/v1/databases/{databaseId}", Organization;
+    DELETE_DATABASE = "delete-database", "DELETE", "/v1/databases/{databaseId}", Organization;
     ENABLE_BACKUP = "enable-backup", "POST", "/v1/databases/{databaseId}/database_backups", Organization;
     LIST_BACKUPS = "list-backups", "GET", "/v1/databases/{databaseId}/database_backups", Organization;
     GET_BACKUP = "get-backup", "GET", "/v1/database_backups/{databaseBackupId}", Organization;
@@ -84,8 +85,12 @@ routes! {
 }
 
 /// Functions that serve no route (scheduled or event-driven).
-pub const BACKGROUND_FUNCTIONS: &[&str] =
-    &["kv-sweep-expired", "backup-forward", "restore-database"];
+pub const BACKGROUND_FUNCTIONS: &[&str] = &[
+    "kv-sweep-expired",
+    "kv-purge-deleted",
+    "backup-forward",
+    "restore-database",
+];
 
 impl Route {
     /// Names of the `{parameters}` in the path, in order.

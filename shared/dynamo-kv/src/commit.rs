@@ -4,7 +4,7 @@
 
 use crate::cancellation::{classify_cancellation, ActionLayout, Cancellation, Reason};
 use crate::items::{
-    condition, dynamo, log_sk, slot_write, validation_refusal, LOG_MUTATIONS, LOG_PARTS,
+    condition, dynamo, log_sk, slot_write, validation_refusal, GONE, LOG_MUTATIONS, LOG_PARTS,
     LOG_REQUEST, LOG_TIME, PENDING, PK, SK, TTL, VER,
 };
 use crate::large::{request_error as build_error, Finished, PendingRecord};
@@ -226,6 +226,15 @@ impl DynamoKv {
                 };
             }
         };
+        // The head came back marked: the database was deleted meanwhile.
+        if reasons
+            .first()
+            .and_then(|r| r.item.as_ref())
+            .is_some_and(|head| head.contains_key(GONE))
+        {
+            self.remember_head(database, None);
+            return Err(crate::purge::deleted(database));
+        }
         match classify_cancellation(&reasons, commit_id, plan.version, &layout, now) {
             Cancellation::AlreadyCommitted => {
                 // An earlier attempt of this write committed. If it is a large
@@ -410,11 +419,17 @@ impl DynamoKv {
             .table_name(&self.data_table)
             .set_item(Some(head_item))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        // Never onto a deleted database's head (`purge.rs`): the put would also
+        // erase its mark.
         head_put = if head == 0 {
-            head_put.condition_expression(format!("attribute_not_exists({VER})"))
+            head_put.condition_expression(format!(
+                "attribute_not_exists({VER}) AND attribute_not_exists({GONE})"
+            ))
         } else {
             head_put
-                .condition_expression(format!("{VER} = :head AND attribute_not_exists({PENDING})"))
+                .condition_expression(format!(
+                    "{VER} = :head AND attribute_not_exists({PENDING}) AND attribute_not_exists({GONE})"
+                ))
                 .expression_attribute_values(":head", n(head))
         };
         Ok(TransactWriteItem::builder()

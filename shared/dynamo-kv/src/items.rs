@@ -33,9 +33,11 @@ pub(crate) const SHARD: &str = "kv_xs";
 pub(crate) const DELETED: &str = "kv_del";
 /// On the head: the commit `kv_ver` is a large commit still being applied.
 pub(crate) const PENDING: &str = "kv_pending";
+/// On the head: the database was deleted (the time, ms). Every head read and
+/// every commit of it is then refused with a 404 (`purge.rs`).
+pub(crate) const GONE: &str = subkv_core::deleted::GONE;
 pub(crate) const BUCKET: &str = "b";
-pub(crate) const TTL: &str = "ttl";
-pub(crate) const HEAD_SK: &[u8] = b"head";
+pub(crate) const TTL: &str = subkv_core::deleted::TTL;
 pub(crate) const LOG_TIME: &str = "ts";
 pub(crate) const LOG_PARTS: &str = "parts";
 pub(crate) const LOG_MUTATIONS: &str = "m";
@@ -84,10 +86,7 @@ pub(crate) fn malformed(what: &str) -> KvError {
 impl DynamoKv {
     /// The key of a database's head item (in the data table).
     pub(crate) fn head_key(database: Uuid) -> Item {
-        Item::from([
-            (PK.into(), AttributeValue::S(format!("{database}#head"))),
-            (SK.into(), b(HEAD_SK)),
-        ])
+        subkv_core::deleted::head_key(database)
     }
 
     /// The key of the data item stored under sort key `sk`.

@@ -6,7 +6,7 @@
 
 use crate::cancellation::is_refusal;
 use crate::items::{
-    dynamo, log_sk, malformed, slot_from_item, slot_write, validation_refusal, LOG_MUTATIONS,
+    dynamo, log_sk, malformed, slot_from_item, slot_write, validation_refusal, GONE, LOG_MUTATIONS,
     LOG_REQUEST, LOG_TIME, PENDING, VER,
 };
 use crate::{backoff, now_ms, DynamoKv, MAX_ATTEMPTS};
@@ -231,7 +231,9 @@ impl DynamoKv {
             .put_item()
             .table_name(&self.data_table)
             .set_item(Some(head_item))
-            .condition_expression(format!("{VER} = :v AND attribute_exists({PENDING})"))
+            .condition_expression(format!(
+                "{VER} = :v AND attribute_exists({PENDING}) AND attribute_not_exists({GONE})"
+            ))
             .expression_attribute_values(":v", n(version))
             .send()
             .await;

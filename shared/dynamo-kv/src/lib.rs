@@ -31,6 +31,7 @@ mod commit;
 mod expiry;
 mod items;
 mod large;
+mod purge;
 mod read;
 mod resolve;
 mod restore;
@@ -39,6 +40,7 @@ mod watches;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
 pub use expiry::ShardCursor;
+pub use purge::{deleted, Purged};
 pub use restore::{head_after, RestoreWrite};
 pub use tables::ensure_kv_tables;
 pub use watches::WatchCaps;
@@ -53,7 +55,7 @@ use subkv_core::config::{var, ConfigError, Env};
 use subkv_kv::budget::Budget;
 use uuid::Uuid;
 
-pub const DEFAULT_DATA_TABLE: &str = "subkv-kv-data";
+pub const DEFAULT_DATA_TABLE: &str = subkv_core::config::DEFAULT_KV_DATA_TABLE;
 pub const DEFAULT_LOG_TABLE: &str = "subkv-kv-log";
 /// How long change records stay in the change log unless configured: 7 days.
 pub const DEFAULT_LOG_RETENTION_SECONDS: i64 = 7 * 24 * 3600;

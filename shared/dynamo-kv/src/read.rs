@@ -25,7 +25,7 @@
 //! [`HEAD_TRUST`]: crate::HEAD_TRUST
 
 use crate::change_log::CommitAssembly;
-use crate::items::{dynamo, log_part, log_sk, slot_from_item, PENDING, VER};
+use crate::items::{dynamo, log_part, log_sk, slot_from_item, GONE, PENDING, VER};
 use crate::{backoff, now_ms, DynamoKv, LoggedCommit};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use denokv_proto::backup::BackupKvMutationKind;
@@ -198,6 +198,9 @@ impl DynamoKv {
                 .send()
                 .await
                 .map_err(|e| dynamo("GetItem", e))?;
+            if out.item.as_ref().is_some_and(|i| i.contains_key(GONE)) {
+                return Err(crate::purge::deleted(database));
+            }
             let version = out.item.as_ref().and_then(|i| get_n(i, VER)).unwrap_or(0);
             if out.item.as_ref().is_some_and(|i| i.contains_key(PENDING)) {
                 self.roll_forward(database, version).await?;

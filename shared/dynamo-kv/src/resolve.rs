@@ -18,7 +18,7 @@
 //! the record before (`change_log` stops before a pending commit), and no late
 //! writer adds items after (each transaction of items checks the head).
 
-use crate::items::{dynamo, log_sk, validation_refusal, LOG_TIME, PENDING, PK, SK, VER};
+use crate::items::{dynamo, log_sk, validation_refusal, GONE, LOG_TIME, PENDING, PK, SK, VER};
 use crate::large::{request_error, Finished, PendingRecord, Written};
 use crate::{backoff, DynamoKv, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -159,7 +159,9 @@ impl DynamoKv {
         let head = Put::builder()
             .table_name(&self.data_table)
             .set_item(Some(head))
-            .condition_expression(format!("{VER} = :v AND attribute_exists({PENDING})"))
+            .condition_expression(format!(
+                "{VER} = :v AND attribute_exists({PENDING}) AND attribute_not_exists({GONE})"
+            ))
             .expression_attribute_values(":v", n(version))
             .build()
             .map_err(request_error)?;

@@ -8,8 +8,9 @@
 //! write is a plain idempotent put or delete: a step applied twice, or partly then
 //! wholly, leaves each key as the step says.
 
-use crate::items::{dynamo, item_from_slot};
-use crate::{backoff, DynamoKv};
+use crate::items::{dynamo, item_from_slot, GONE};
+use crate::purge::{BATCH_WRITE_ITEMS, CONCURRENT_BATCHES};
+use crate::DynamoKv;
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,13 +39,6 @@ impl RestoreWrite {
         }
     }
 }
-
-/// Items per `BatchWriteItem` (DynamoDB's limit).
-const BATCH_WRITE_ITEMS: usize = 25;
-/// `BatchWriteItem` calls of one step in flight at once (a step of 1000 writes is 40).
-const RESTORE_CONCURRENT_BATCHES: usize = 4;
-/// Attempts at a batch DynamoDB leaves partly unprocessed (throttling).
-const BATCH_WRITE_ATTEMPTS: u32 = 10;
 
 /// The items a step's writes leave, by sort key (None: no item), from the
 /// writes and the current content of the bucket items they touch (`buckets`,
@@ -134,38 +128,10 @@ impl DynamoKv {
             .map(<[WriteRequest]>::to_vec)
             .collect();
         futures_util::stream::iter(batches)
-            .map(|batch| self.batch_write(batch))
-            .buffer_unordered(RESTORE_CONCURRENT_BATCHES)
+            .map(|batch| self.batch_write(&self.data_table, batch))
+            .buffer_unordered(CONCURRENT_BATCHES)
             .try_collect::<()>()
             .await
-    }
-
-    /// One `BatchWriteItem`, its unprocessed items sent again with backoff.
-    async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> KvResult<()> {
-        let mut attempt = 0;
-        while !requests.is_empty() {
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.data_table, requests)
-                .send()
-                .await
-                .map_err(|e| dynamo("BatchWriteItem", e))?;
-            requests = out
-                .unprocessed_items
-                .and_then(|mut u| u.remove(&self.data_table))
-                .unwrap_or_default();
-            if !requests.is_empty() {
-                if attempt == BATCH_WRITE_ATTEMPTS {
-                    return Err(KvError::Unavailable(
-                        "storage is busy (writes left unprocessed); retry".into(),
-                    ));
-                }
-                backoff(attempt).await;
-                attempt += 1;
-            }
-        }
-        Ok(())
     }
 
     /// Raises the head of `database` to at least `version`, never lowering it:
@@ -180,8 +146,12 @@ impl DynamoKv {
             .table_name(&self.data_table)
             .set_key(Some(Self::head_key(database)))
             .update_expression("SET #ver = :v")
-            .condition_expression("attribute_not_exists(#ver) OR #ver < :v")
+            // Never onto a deleted database's head (`purge.rs`).
+            .condition_expression(
+                "(attribute_not_exists(#ver) OR #ver < :v) AND attribute_not_exists(#gone)",
+            )
             .expression_attribute_names("#ver", crate::items::VER)
+            .expression_attribute_names("#gone", GONE)
             .expression_attribute_values(":v", n(version))
             .send()
             .await;

@@ -1,5 +1,5 @@
 //! KV databases: create (empty, or restored from a backup: `restore_from`), list,
-//! get, update the description.
+//! get, update the description, delete.
 
 use super::restore_from::{self, RestoreFrom};
 use crate::error::{ApiError, ApiResult, Resource};
@@ -7,6 +7,7 @@ use crate::http::Reply;
 use crate::pipeline::Ctx;
 use serde::Deserialize;
 use subkv_core::control::records::{now_rfc3339, KvDatabase};
+use subkv_core::control::DeleteOutcome;
 use subkv_core::validate;
 use uuid::Uuid;
 
@@ -111,4 +112,30 @@ pub async fn update(ctx: Ctx) -> ApiResult<Reply> {
         None => control.get_database(organization_id, id).await?,
     };
     Reply::json(&updated.ok_or_else(|| ApiError::not_found(Resource::Database, id))?)
+}
+
+/// `DELETE /v1/databases/{id}` (issue 15): the database is gone from the control
+/// table at once (its backup deleted first: the bucket keeps what it holds), its
+/// head in the data table marked so that no data-path token reaches it, and its
+/// storage left to the purge function (`kv-purge-deleted`, docs/data-plane.md).
+/// The mark follows the control table's change: should it fail, the purge
+/// marks the head before it deletes anything, within a minute.
+pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
+    let organization_id = ctx.organization_id()?;
+    let id = ctx.id("databaseId")?;
+    let deleted_at = subkv_core::control::retired::now_ms();
+    match ctx
+        .state
+        .control
+        .delete_database(organization_id, id, deleted_at)
+        .await?
+    {
+        DeleteOutcome::NotFound => Err(ApiError::not_found(Resource::Database, id)),
+        DeleteOutcome::Deleted => {
+            if let Err(err) = ctx.state.marks.mark_deleted(id, deleted_at).await {
+                tracing::warn!(database = %id, error = %err, "marking the deleted database's head failed; the purge marks it");
+            }
+            Ok(Reply::empty_object())
+        }
+    }
 }

@@ -27,15 +27,16 @@
 //! two items are single TransactWriteItems calls.
 
 use super::locator::{
-    locator_item, DUE_INDEX_PK, DUE_INDEX_RESTORE, DUE_INDEX_VALUE, LOCATOR_SK, RESTORE_SK,
+    locator_item, DUE_INDEX, DUE_INDEX_PK, DUE_INDEX_PURGE, DUE_INDEX_RESTORE, DUE_INDEX_VALUE,
+    LOCATOR_SK, PURGE_SK_PREFIX, RESTORE_SK,
 };
 use super::records::{
     BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
     TokenRecord,
 };
 use super::retired::{now_ms, retired_item, retirement, WrittenSoFar};
-use super::{ControlTable, EnableOutcome, RetryOutcome};
-use crate::dynamo::{cancellation_codes, s, store_error, Item};
+use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome};
+use crate::dynamo::{cancellation_codes, get_s, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
 
@@ -226,6 +227,11 @@ impl DynamoControl {
             .map(from_item)
             .transpose()
     }
+}
+
+/// A purge item's sort key: the time of the deletion, 13 digits (ms).
+fn purge_sk(deleted_at_ms: i64) -> String {
+    format!("{PURGE_SK_PREFIX}{deleted_at_ms:013}")
 }
 
 /// Reads of a backup before its delete gives up with a conflict (the engine
@@ -480,6 +486,108 @@ impl ControlTable for DynamoControl {
         id: Uuid,
     ) -> Result<Option<KvDatabase>, StoreError> {
         Ok(self.database_item(organization_id, id).await?.map(|f| f.db))
+    }
+
+    async fn delete_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        deleted_at_ms: i64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        // A backup enabled between the read and the transaction fails its
+        // condition: read again (a few times, as delete_backup does).
+        for _ in 0..DELETE_ATTEMPTS {
+            let Some(fields) = self.database_item(organization_id, id).await? else {
+                return Ok(DeleteOutcome::NotFound);
+            };
+            if let Some(backup) = fields.backup_id {
+                self.delete_backup(organization_id, backup).await?;
+                continue;
+            }
+            let delete = |pk: String, sk: String, condition: Option<&str>| {
+                let mut delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)));
+                if let Some(condition) = condition {
+                    delete = delete.condition_expression(condition);
+                }
+                build(delete.build()).map(|d| TransactWriteItem::builder().delete(d).build())
+            };
+            let mut purge = key(format!("DB#{id}"), purge_sk(deleted_at_ms));
+            purge.insert(DUE_INDEX_PK.into(), s(DUE_INDEX_PURGE));
+            purge.insert("databaseId".into(), s(id.to_string()));
+            purge.insert("organizationId".into(), s(organization_id.to_string()));
+            let items = vec![
+                delete(
+                    org_pk(organization_id),
+                    format!("DB#{id}"),
+                    Some("attribute_exists(pk) AND attribute_not_exists(backupId)"),
+                )?,
+                delete(format!("DB#{id}"), "DB".into(), None)?,
+                delete(format!("DB#{id}"), RESTORE_SK.into(), None)?,
+                self.put(purge, "attribute_not_exists(pk)")?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => return Ok(DeleteOutcome::Deleted),
+                Err(codes) if conflict(&codes) => return Err(StoreError::Conflict),
+                // Deleted, or given a backup, meanwhile: read again.
+                Err(_) => continue,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn purges(&self) -> Result<Vec<Purge>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#due = :purge")
+            .expression_attribute_names("#due", DUE_INDEX_PK)
+            .expression_attribute_values(":purge", s(DUE_INDEX_PURGE))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let database_id =
+                    get_s(&item, "databaseId").and_then(|id| Uuid::parse_str(id).ok());
+                let deleted_at_ms = get_s(&item, SK)
+                    .and_then(|sk| sk.strip_prefix(PURGE_SK_PREFIX))
+                    .and_then(|ms| ms.parse().ok());
+                match (database_id, deleted_at_ms) {
+                    (Some(database_id), Some(deleted_at_ms)) => out.push(Purge {
+                        database_id,
+                        deleted_at_ms,
+                    }),
+                    _ => {
+                        return Err(StoreError::Malformed(format!(
+                            "purge item {:?} / {:?}",
+                            get_s(&item, PK),
+                            get_s(&item, SK)
+                        )))
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|p| p.deleted_at_ms);
+        Ok(out)
+    }
+
+    async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("DB#{}", purge.database_id),
+                purge_sk(purge.deleted_at_ms),
+            )))
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem", e))?;
+        Ok(())
     }
 
     async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError> {

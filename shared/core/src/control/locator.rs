@@ -33,6 +33,12 @@ pub const DUE_INDEX_VALUE: &str = "due";
 /// restore is pending: the restore function's work list (same index, its own
 /// partition; projecting `databaseId`).
 pub const DUE_INDEX_RESTORE: &str = "restore";
+/// [`DUE_INDEX_PK`]'s value on purge items (`DB#<db>` / `PURGE#<deleted at, ms>`):
+/// the deleted databases whose storage the purge function still removes.
+pub const DUE_INDEX_PURGE: &str = "purge";
+/// Sort key prefix of a deleted database's purge item, followed by the time of
+/// the deletion (ms, 13 digits), so the work list needs no read of the item.
+pub const PURGE_SK_PREFIX: &str = "PURGE#";
 /// Sort key of a database's restore item (its partition key is `DB#<db>`).
 pub const RESTORE_SK: &str = "RESTORE";
 

@@ -8,7 +8,7 @@ use super::records::{
     BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
     TokenRecord,
 };
-use super::{ControlTable, EnableOutcome, RetryOutcome};
+use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -26,6 +26,8 @@ struct State {
     differential_written: HashSet<Uuid>,
     /// Restore requests by database.
     restores: HashMap<Uuid, RestoreRequest>,
+    /// The purge's work list.
+    purges: Vec<Purge>,
 }
 
 #[derive(Default)]
@@ -242,6 +244,38 @@ impl ControlTable for MemoryControl {
             .get(&database_id)
             .filter(|(db, _)| db.organization_id == organization_id)
             .map(|(_, slot)| slot.and_then(|id| s.backups.get(&id).cloned())))
+    }
+
+    async fn delete_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        deleted_at_ms: i64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let mut s = self.lock()?;
+        match s.databases.get(&id) {
+            Some((db, _)) if db.organization_id == organization_id => {}
+            _ => return Ok(DeleteOutcome::NotFound),
+        }
+        if let Some((_, Some(backup))) = s.databases.remove(&id) {
+            s.backups.remove(&backup);
+            s.differential_written.remove(&backup);
+        }
+        s.restores.remove(&id);
+        s.purges.push(Purge {
+            database_id: id,
+            deleted_at_ms,
+        });
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn purges(&self) -> Result<Vec<Purge>, StoreError> {
+        Ok(self.lock()?.purges.clone())
+    }
+
+    async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError> {
+        self.lock()?.purges.retain(|p| p != purge);
+        Ok(())
     }
 
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {

@@ -46,6 +46,23 @@ pub enum RetryOutcome {
     NotFailed(BackupStatus),
 }
 
+/// Outcome of deleting a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Gone from the control table, its backup deleted, on the purge's list.
+    Deleted,
+    /// No such database in the organization.
+    NotFound,
+}
+
+/// A deleted database whose storage the purge function still removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purge {
+    pub database_id: Uuid,
+    /// When the database was deleted (ms since the Unix epoch).
+    pub deleted_at_ms: i64,
+}
+
 #[async_trait]
 pub trait ControlTable: Send + Sync {
     /// Creates an organization and its first token, together.
@@ -93,6 +110,22 @@ pub trait ControlTable: Send + Sync {
         description: &str,
         updated_at: &str,
     ) -> Result<Option<KvDatabase>, StoreError>;
+
+    /// Deletes a database: first its backup, if one is enabled (as
+    /// [`Self::delete_backup`] does: the engine writes nothing more, the bucket
+    /// keeps what it holds), then in one transaction the database, its owner
+    /// item and its restore item (with any sealed restore secret), with a purge
+    /// item put on the purge function's list ([`Self::purges`]).
+    async fn delete_database(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        deleted_at_ms: i64,
+    ) -> Result<DeleteOutcome, StoreError>;
+    /// The deleted databases whose storage is still being removed, oldest first.
+    async fn purges(&self) -> Result<Vec<Purge>, StoreError>;
+    /// Takes a purge off the list (its storage is gone).
+    async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError>;
 
     /// Records how a database's restore stands (the restore function, as it goes);
     /// false if there is no such database. Only a database made from a backup has
