@@ -53,6 +53,13 @@ export SUBKV_BACKUP_ABSENT_TTL_SECONDS=${SUBKV_BACKUP_ABSENT_TTL_SECONDS:-2}
 restore_seconds=${SUBKV_RESTORE_SECONDS:-1}
 export SUBKV_RESTORE_BUDGET_SECONDS=${SUBKV_RESTORE_BUDGET_SECONDS:-2}
 export SUBKV_RESTORE_STEP_WRITES=${SUBKV_RESTORE_STEP_WRITES:-100}
+# How often the scheduler runs kv-purge-deleted (AWS: every minute), how long one run
+# purges (AWS: 50 s), and how long a deleted database stays on its list once empty
+# (AWS: 900 s, the longest a function begun before the deletion may write): short,
+# so the tests see a deletion's storage gone and its purge finished.
+purge_seconds=${SUBKV_PURGE_SECONDS:-2}
+export SUBKV_PURGE_BUDGET_SECONDS=${SUBKV_PURGE_BUDGET_SECONDS:-1}
+export SUBKV_PURGE_SETTLE_SECONDS=${SUBKV_PURGE_SETTLE_SECONDS:-5}
 # How often it runs backup-forward's scheduled catch-up.
 backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.
@@ -184,7 +191,7 @@ wait_for_port api "$api_port" "${sessions[-1]}" 300
 start_in_session scheduler "$state_dir/scheduler.log" \
   python3 "$root/infra/local/scheduler.py" "http://127.0.0.1:$api_port" \
   "kv-sweep-expired=$sweep_seconds" "backup-forward=$backup_catchup_seconds" \
-  "restore-database=$restore_seconds"
+  "restore-database=$restore_seconds" "kv-purge-deleted=$purge_seconds"
 
 # The change log's stream to backup-forward: what the event source mapping does in AWS.
 start_in_session stream-pump "$state_dir/stream-pump.log" \

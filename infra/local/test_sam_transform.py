@@ -87,7 +87,12 @@ class TransformTest(unittest.TestCase):
         schedules = {k: v for k, v in self.resources.items() if v["Type"] == "AWS::Scheduler::Schedule"}
         self.assertEqual(
             sorted(schedules),
-            ["BackupForwardFunctionCatchUp", "KvSweepExpiredFunctionSchedule", "RestoreDatabaseFunctionSchedule"],
+            [
+                "BackupForwardFunctionCatchUp",
+                "KvPurgeDeletedFunctionSchedule",
+                "KvSweepExpiredFunctionSchedule",
+                "RestoreDatabaseFunctionSchedule",
+            ],
         )
 
     def test_scan_suppressions_reach_generated_resources(self) -> None:

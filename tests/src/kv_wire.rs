@@ -108,6 +108,17 @@ impl Session {
         }
     }
 
+    /// A data-path token for an existing database, from its organization's token.
+    pub async fn of(db: &str, org_token: &str) -> Self {
+        let reply = connect(db, org_token, r#"{"supportedVersions":[1,2,3]}"#).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let meta: Value = serde_json::from_slice(&reply.body).unwrap();
+        Self {
+            db: db.to_string(),
+            token: meta["token"].as_str().unwrap().to_string(),
+        }
+    }
+
     pub fn id(&self) -> uuid::Uuid {
         uuid::Uuid::parse_str(&self.db).unwrap()
     }

@@ -373,3 +373,107 @@ async fn retrying_an_unknown_or_foreign_backup_is_404() {
     let (status, body) = retry(&f, "admin", &id.to_string()).await;
     assert_eq!(status, 403, "{body}");
 }
+
+async fn call<F, Fut>(
+    f: &Fixture,
+    route: &'static subkv_core::routes::Route,
+    handler: &F,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> (u16, Value)
+where
+    F: Fn(subkv_api::pipeline::Ctx) -> Fut,
+    Fut: std::future::Future<Output = subkv_api::error::ApiResult<subkv_api::http::Reply>>,
+{
+    let req = request(method, path, token, None);
+    json_of(subkv_api::pipeline::handle(f.app.clone(), route, handler, req).await).await
+}
+
+#[tokio::test]
+async fn a_deleted_database_is_gone_with_its_backup_and_on_the_purge_list() {
+    let f = fixture(false).await;
+    let backup_id = backup(&f).await;
+    let db = f
+        .store
+        .get_backup(f.org, backup_id)
+        .await
+        .unwrap()
+        .expect("backup")
+        .database_id;
+    let path = format!("/v1/databases/{db}");
+    // Another organization's token, and the admin's, cannot delete it.
+    let other = other_org(&f).await;
+    let (status, reply) = call(
+        &f,
+        &routes::DELETE_DATABASE,
+        &api::databases::delete,
+        "DELETE",
+        &path,
+        &other,
+    )
+    .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("databaseNotFound")),
+        "{reply}"
+    );
+    let (status, _) = call(
+        &f,
+        &routes::DELETE_DATABASE,
+        &api::databases::delete,
+        "DELETE",
+        &path,
+        "admin",
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (status, reply) = call(
+        &f,
+        &routes::DELETE_DATABASE,
+        &api::databases::delete,
+        "DELETE",
+        &path,
+        &f.token,
+    )
+    .await;
+    assert_eq!((status, reply), (200, json!({})));
+    let (status, reply) = call(
+        &f,
+        &routes::GET_DATABASE,
+        &api::databases::get,
+        "GET",
+        &path,
+        &f.token,
+    )
+    .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("databaseNotFound")),
+        "{reply}"
+    );
+    assert!(f
+        .store
+        .get_backup(f.org, backup_id)
+        .await
+        .unwrap()
+        .is_none());
+    let purges = f.store.purges().await.unwrap();
+    assert_eq!(
+        purges.iter().map(|p| p.database_id).collect::<Vec<_>>(),
+        vec![db]
+    );
+    // Deleting it again: 404, and no second purge.
+    let (status, _) = call(
+        &f,
+        &routes::DELETE_DATABASE,
+        &api::databases::delete,
+        "DELETE",
+        &path,
+        &f.token,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(f.store.purges().await.unwrap().len(), 1);
+}

@@ -7,7 +7,9 @@
 //! have failed, this is what stops its data-path tokens), then takes the
 //! databases in turns, one step each (up to [`STEP_ITEMS`] items of its data
 //! partition, of its change log and of its watch leases, deleted with
-//! `BatchWriteItem`), until every one is empty or the run's budget is spent. A
+//! `BatchWriteItem`; once those are gone, the retired roots its deleted backups
+//! left in the control table and their ledgers), until every one is empty or
+//! the run's budget is spent. A
 //! database is taken off the list once a step finds nothing left and the
 //! deletion is older than the settling time (`SUBKV_PURGE_SETTLE_SECONDS`,
 //! 900 s deployed: the longest a function that began before the deletion can
@@ -105,9 +107,9 @@ pub async fn purge(
                 next.push(purge);
                 continue;
             }
-            match kv.purge_step(purge.database_id, config.step_items).await {
-                Ok(step) if step.total() > 0 => {
-                    report.purged += step.total();
+            match purge_step(kv, control, &purge, config.step_items).await {
+                Ok(removed) if removed > 0 => {
+                    report.purged += removed;
                     next.push(purge);
                 }
                 Ok(_) if now_ms() >= purge.deleted_at_ms + settle_ms => {
@@ -117,7 +119,7 @@ pub async fn purge(
                     }
                 }
                 Ok(_) => report.settling += 1,
-                Err(err) => failed(&mut report, &purge, &err.detail()),
+                Err(err) => failed(&mut report, &purge, &err),
             }
         }
         open = next;
@@ -125,6 +127,27 @@ pub async fn purge(
     }
     report.caught_up = left == 0 && report.failed == 0;
     Ok(report)
+}
+
+/// One step of one database: its data-plane items first, then what its deleted
+/// backups left in the control table. How many items it removed.
+async fn purge_step(
+    kv: &DynamoKv,
+    control: &dyn ControlTable,
+    purge: &Purge,
+    max: usize,
+) -> Result<usize, String> {
+    let step = kv
+        .purge_step(purge.database_id, max)
+        .await
+        .map_err(|e| e.detail())?;
+    if step.total() > 0 {
+        return Ok(step.total());
+    }
+    control
+        .purge_leftovers(purge.database_id, max)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn failed(report: &mut PurgeReport, purge: &Purge, error: &str) {

@@ -34,14 +34,16 @@ use super::records::{
     BackupRecord, BackupStatus, DatabaseRestore, KvDatabase, Organization, RestoreRequest,
     TokenRecord,
 };
-use super::retired::{now_ms, retired_item, retirement, WrittenSoFar};
+use super::retired::{now_ms, retired_item, retirement, WrittenSoFar, RETIRED_SK_PREFIX};
 use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome};
 use crate::dynamo::{cancellation_codes, get_s, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
 
 use super::table::{PK, SK};
-use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    Delete, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -140,6 +142,23 @@ impl DynamoControl {
             out.extend(page.items.unwrap_or_default());
         }
         Ok(out)
+    }
+
+    /// The keys of up to `max` items of partition `pk`, from its start.
+    async fn page_keys(&self, pk: &str, max: usize) -> Result<Vec<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .projection_expression("pk, sk")
+            .consistent_read(true)
+            .limit(max.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        Ok(out.items.unwrap_or_default())
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
@@ -574,6 +593,68 @@ impl ControlTable for DynamoControl {
         }
         out.sort_by_key(|p| p.deleted_at_ms);
         Ok(out)
+    }
+
+    async fn purge_leftovers(&self, database_id: Uuid, max: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for retired in self
+            .partition(format!("DB#{database_id}"), RETIRED_SK_PREFIX)
+            .await?
+        {
+            let ledger = get_s(&retired, "backupId").map(|b| format!("BKLOG#{b}"));
+            let entries = match &ledger {
+                Some(ledger) => self.page_keys(ledger, max).await?,
+                None => Vec::new(),
+            };
+            if entries.is_empty() {
+                // The ledger is gone: the retired item last, so a step cut off
+                // in between finds the ledger again through it.
+                let (Some(pk), Some(sk)) = (get_s(&retired, PK), get_s(&retired, SK)) else {
+                    continue;
+                };
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.into(), sk.into())))
+                    .send()
+                    .await
+                    .map_err(|e| store_error("DeleteItem", e))?;
+                removed += 1;
+                continue;
+            }
+            removed += entries.len();
+            for chunk in entries.chunks(25) {
+                let mut requests: Vec<WriteRequest> = chunk
+                    .iter()
+                    .map(|k| {
+                        DeleteRequest::builder()
+                            .set_key(Some(k.clone()))
+                            .build()
+                            .map(|d| WriteRequest::builder().delete_request(d).build())
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Malformed(format!("BatchWriteItem request: {e}")))?;
+                // Unprocessed deletes (throttling) go again; what is still left
+                // is found by the next step.
+                for _ in 0..5 {
+                    if requests.is_empty() {
+                        break;
+                    }
+                    let out = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, requests)
+                        .send()
+                        .await
+                        .map_err(|e| store_error("BatchWriteItem", e))?;
+                    requests = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&self.table))
+                        .unwrap_or_default();
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError> {

@@ -124,6 +124,13 @@ pub trait ControlTable: Send + Sync {
     ) -> Result<DeleteOutcome, StoreError>;
     /// The deleted databases whose storage is still being removed, oldest first.
     async fn purges(&self) -> Result<Vec<Purge>, StoreError>;
+    /// One step of removing what a deleted database left in the control table
+    /// besides its purge item: the retired roots of its deleted backups
+    /// (`DB#<db>` / `RETIRED#...`) and their ledgers (`BKLOG#<backup>`), which
+    /// only a later backup of the same database would have used. Up to `max`
+    /// ledger items a step; how many items it removed (0: nothing left). The
+    /// tenant's bucket is not touched.
+    async fn purge_leftovers(&self, database_id: Uuid, max: usize) -> Result<usize, StoreError>;
     /// Takes a purge off the list (its storage is gone).
     async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError>;
 
