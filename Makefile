@@ -29,8 +29,10 @@ BACKUP_BENCH_PORT ?= 9700
 BACKUP_BENCH_EMULATOR_PORT ?= 5200
 RESTORE_BENCH_PORT ?= 9800
 RESTORE_BENCH_EMULATOR_PORT ?= 5300
+PURGE_BENCH_PORT ?= 9850
+PURGE_BENCH_EMULATOR_PORT ?= 5350
 
-.PHONY: help dev test unit e2e lint lint-static tools build package fuzz-kv bench bench-kv bench-backup bench-restore denokv denokv-test clean
+.PHONY: help dev test unit e2e lint lint-static tools build package fuzz-kv bench bench-kv bench-backup bench-restore bench-purge denokv denokv-test clean
 
 help:
 	@echo "make dev    start the local stack (moto + cargo lambda watch) on 127.0.0.1:\$${SUBKV_PORT:-9000}"
@@ -39,6 +41,7 @@ help:
 	@echo "make bench  benchmarks, including bench-kv, bench-backup and bench-restore (see docs/performance.md)"
 	@echo "make bench-kv  KV data plane: DynamoDB round trips, CPU, set latency (vs denokv if \`make denokv\` ran)"
 	@echo "make bench-backup  backup engine: records/s and memory per log object, S3 requests, lag, denokv restore, busy database to active"
+	@echo "make bench-purge  deleting a database of 100,000 keys: the time its purge takes"
 	@echo "make bench-restore  restores: 100,000 and 1,000,000 keys through the API, the restore side alone on 1,000,000"
 
 # Project-local tools: Python-distributed ones into .venv, nothing global.
@@ -167,7 +170,7 @@ fuzz-kv: tools build $(DENOKV_TEST)
 
 # The release binaries of every function first: cold_start runs target/release/get-database.
 # kv_round_trips needs a local stack: bench-kv runs it; backup_stack too: bench-backup.
-bench: bench-kv bench-backup bench-restore
+bench: bench-kv bench-backup bench-restore bench-purge
 	cargo build --release --workspace --bins --exclude subkv-local --exclude subkv-e2e
 	cargo bench -p subkv-api --bench warm --bench cold_start
 	cargo bench -p subkv-kv --bench kv_pure
@@ -207,6 +210,16 @@ bench-restore: tools build
 	SUBKV_PORT=$(RESTORE_BENCH_PORT) SUBKV_EMULATOR_PORT=$(RESTORE_BENCH_EMULATOR_PORT) \
 	SUBKV_RESTORE_STEP_WRITES=1000 SUBKV_RESTORE_BUDGET_SECONDS=60 SUBKV_SWEEP_SECONDS=3600 \
 	infra/local/stack.sh run -- cargo bench -p subkv-e2e --bench restore_stack
+
+# Deleting a database (docs/data-plane.md, "Deleted databases"), on a fresh local stack:
+# SUBKV_PURGE_BENCH_KEYS keys (default 100,000) written straight into the data table,
+# then DELETE and the time until kv-purge-deleted has removed them (steps of 1,000
+# items, runs of 50 s every 2 s; the sweeper hourly, as in bench-restore).
+bench-purge: tools build
+	cargo bench -p subkv-e2e --bench purge_stack --no-run
+	SUBKV_PORT=$(PURGE_BENCH_PORT) SUBKV_EMULATOR_PORT=$(PURGE_BENCH_EMULATOR_PORT) \
+	SUBKV_PURGE_BUDGET_SECONDS=50 SUBKV_SWEEP_SECONDS=3600 \
+	infra/local/stack.sh run -- cargo bench -p subkv-e2e --bench purge_stack
 
 # The public denokv server: bench-kv's latency comparison and the backup tests' restores
 # (a release build from crates.io: several minutes; see docs/performance.md).

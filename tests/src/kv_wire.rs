@@ -364,6 +364,24 @@ pub async fn data_items(database: uuid::Uuid) -> usize {
     }
 }
 
+/// How many items the control table holds in partition `pk` (e.g. `DB#<id>`).
+pub async fn control_items(pk: &str) -> usize {
+    let client = aws_sdk_dynamodb::Client::new(&sdk().await);
+    let table =
+        std::env::var("SUBKV_CONTROL_TABLE").unwrap_or_else(|_| "subkv-control".to_string());
+    let page = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    page.count as usize
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
