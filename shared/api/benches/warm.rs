@@ -77,6 +77,9 @@ impl Fixture {
             token_sha256: token.sha256_hex.clone(),
             description: "bench".into(),
             created_at: now.clone(),
+            databases: None,
+            access: Default::default(),
+            expires_at: None,
         };
         store
             .create_organization(&organization, &record)

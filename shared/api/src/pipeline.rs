@@ -78,9 +78,15 @@ async fn authenticate(state: &ApiState, request: &Request) -> ApiResult<Caller> 
         .token_by_hash(&token_sha256_hex(token))
         .await?
         .ok_or(ApiError::Unauthorized(MISSING))?;
+    if record.expired(subkv_core::control::retired::now_ms()) {
+        return Err(ApiError::Unauthorized(
+            "this token has expired: ask for a new one",
+        ));
+    }
     Ok(Caller::Organization {
         organization_id: record.organization_id,
         token_id: record.id,
+        scope: record.scope(),
     })
 }
 
@@ -102,6 +108,12 @@ fn path_params(route: &Route, request: &Request) -> Vec<(&'static str, String)> 
         .map(|(k, v)| (k, v.to_string()))
         .collect()
 }
+
+/// The routes a limited token may call: reading its databases.
+const LIMITED_TOKEN_ROUTES: &[&str] = &[
+    subkv_core::routes::GET_DATABASE.function,
+    subkv_core::routes::LIST_DATABASES.function,
+];
 
 fn check_access(route: &Route, caller: &Caller, ids: &[(&'static str, Uuid)]) -> ApiResult<()> {
     match (route.access, caller) {
@@ -127,6 +139,22 @@ fn check_access(route: &Route, caller: &Caller, ids: &[(&'static str, Uuid)]) ->
     {
         if path_org != organization_id {
             return Err(ApiError::not_found(Resource::Organization, path_org));
+        }
+    }
+    // A limited token (some databases, or read only: issue 15 §2) may read its
+    // databases and nothing else; another database is a 404, as for a stranger.
+    if let Caller::Organization { scope, .. } = caller {
+        if scope.is_limited() {
+            if !LIMITED_TOKEN_ROUTES.contains(&route.function) {
+                return Err(ApiError::Forbidden(
+                    "this token is limited (to some databases, or to reading): it may only read its databases",
+                ));
+            }
+            if let Some((_, db)) = ids.iter().find(|(n, _)| *n == "databaseId") {
+                if !scope.allows(*db) {
+                    return Err(ApiError::not_found(Resource::Database, db));
+                }
+            }
         }
     }
     Ok(())

@@ -57,6 +57,9 @@ async fn seed_org(store: &MemoryControl, name: &str) -> (Uuid, String) {
         token_sha256: token.sha256_hex.clone(),
         description: String::new(),
         created_at: now_rfc3339(),
+        databases: None,
+        access: Default::default(),
+        expires_at: None,
     };
     store
         .create_organization(&org, &record)
@@ -476,4 +479,186 @@ async fn a_deleted_database_is_gone_with_its_backup_and_on_the_purge_list() {
     .await;
     assert_eq!(status, 404);
     assert_eq!(f.store.purges().await.unwrap().len(), 1);
+}
+
+/// Creates a token of the fixture's organization with `body`; (status, reply).
+async fn create_token(f: &Fixture, body: Value) -> (u16, Value) {
+    let req = request(
+        "POST",
+        &format!("/v1/organizations/{}/tokens", f.org),
+        &f.token,
+        Some(body),
+    );
+    json_of(
+        subkv_api::pipeline::handle(
+            f.app.clone(),
+            &routes::CREATE_TOKEN,
+            &api::tokens::create,
+            req,
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_limited_token_reads_its_databases_and_nothing_else() {
+    let f = fixture(false).await;
+    let (mine, other) = (create_db(&f).await, create_db(&f).await);
+    let (status, created) = create_token(
+        &f,
+        json!({"databases": [mine], "access": "read", "description": "ro"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["access"], "read");
+    assert_eq!(created["databases"], json!([mine]));
+    assert_eq!(created["expiresAt"], Value::Null);
+    let token = created["token"].as_str().unwrap().to_string();
+
+    let get = |db: Uuid| {
+        let path = format!("/v1/databases/{db}");
+        let (f, token) = (&f, token.clone());
+        async move {
+            call(
+                f,
+                &routes::GET_DATABASE,
+                &api::databases::get,
+                "GET",
+                &path,
+                &token,
+            )
+            .await
+        }
+    };
+    assert_eq!(get(mine).await.0, 200);
+    let (status, reply) = get(other).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("databaseNotFound"))
+    );
+    let list = format!("/v1/organizations/{}/databases", f.org);
+    let (status, listed) = call(
+        &f,
+        &routes::LIST_DATABASES,
+        &api::databases::list,
+        "GET",
+        &list,
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed
+            .as_array()
+            .map(|a| a.iter().map(|d| d["id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(mine)])
+    );
+    // Nothing beyond reading its databases.
+    let path = format!("/v1/databases/{mine}");
+    let (status, reply) = call(
+        &f,
+        &routes::DELETE_DATABASE,
+        &api::databases::delete,
+        "DELETE",
+        &path,
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (403, Some("forbidden")),
+        "{reply}"
+    );
+    let tokens = format!("/v1/organizations/{}/tokens", f.org);
+    let (status, _) = call(
+        &f,
+        &routes::LIST_TOKENS,
+        &api::tokens::list,
+        "GET",
+        &tokens,
+        &token,
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn token_limits_are_checked_when_it_is_made() {
+    let f = fixture(false).await;
+    let stranger = seed_org(&f.store, "stranger").await;
+    let foreign = {
+        let db = subkv_core::control::records::KvDatabase {
+            id: Uuid::new_v4(),
+            organization_id: stranger.0,
+            description: String::new(),
+            created_at: now_rfc3339(),
+            updated_at: now_rfc3339(),
+            restore: None,
+        };
+        f.store.create_database(&db).await.unwrap();
+        db.id
+    };
+    for (body, needle) in [
+        (
+            json!({"expiresAt": "2020-01-01T00:00:00Z"}),
+            "not in the future",
+        ),
+        (json!({"expiresAt": "tomorrow"}), "RFC 3339"),
+        (json!({"databases": []}), "1 to 100"),
+        (
+            json!({"databases": [foreign]}),
+            "not a database of this organization",
+        ),
+        (json!({"access": "admin"}), "access"),
+    ] {
+        let (status, reply) = create_token(&f, body.clone()).await;
+        assert_eq!(
+            (status, reply["code"].as_str()),
+            (400, Some("invalidRequestBody")),
+            "{body}: {reply}"
+        );
+        assert!(
+            reply["message"].as_str().unwrap().contains(needle),
+            "{body}: {reply}"
+        );
+    }
+    // An offset is accepted and stored in UTC.
+    let (status, created) =
+        create_token(&f, json!({"expiresAt": "2099-01-01T02:00:00+02:00"})).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["expiresAt"], "2099-01-01T00:00:00.000Z");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_401() {
+    let f = fixture(false).await;
+    let token = mint_token();
+    let record = TokenRecord {
+        id: Uuid::new_v4(),
+        organization_id: f.org,
+        token_sha256: token.sha256_hex.clone(),
+        description: String::new(),
+        created_at: now_rfc3339(),
+        databases: None,
+        access: Default::default(),
+        expires_at: Some("2020-01-01T00:00:00.000Z".into()),
+    };
+    assert!(f.store.put_token(&record).await.unwrap());
+    let list = format!("/v1/organizations/{}/databases", f.org);
+    let (status, reply) = call(
+        &f,
+        &routes::LIST_DATABASES,
+        &api::databases::list,
+        "GET",
+        &list,
+        &token.plaintext,
+    )
+    .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{reply}"
+    );
+    assert!(reply["message"].as_str().unwrap().contains("expired"));
 }

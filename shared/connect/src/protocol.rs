@@ -17,6 +17,7 @@ use subkv_kv::limits::{
     read_too_large, MAX_EXPIRE_AT_MS, MAX_READ_RESPONSE_BYTES, MAX_REQUEST_BYTES,
 };
 use subkv_kv::model::Entry;
+use subkv_kv::token::Grant;
 use uuid::Uuid;
 
 /// Protocol versions subkv speaks.
@@ -52,14 +53,53 @@ fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A checked data-path request: its database and protocol version.
+/// A checked data-path request: its database, protocol version, and whether
+/// its token may only read.
 pub struct DataRequest {
     pub database: Uuid,
     pub version: u8,
+    pub read_only: bool,
 }
 
-/// Checks what every data-path request must carry (spec "Data Path Protocol").
-pub fn authorize(state: &ConnectState, route: &Route, request: &Request) -> KvResult<DataRequest> {
+/// Checks what every data-path request must carry (spec "Data Path Protocol"),
+/// then that the organization token its data-path token came from still exists
+/// (seen within [`crate::state::LiveTokens::recheck`] by this instance, else one
+/// read of the control table): a revoked organization token stops working on
+/// the data path within a minute.
+pub async fn authorize(
+    state: &ConnectState,
+    route: &Route,
+    request: &Request,
+) -> KvResult<DataRequest> {
+    let req = check_request(state, route, request)?;
+    if let Some((organization, token)) = req.1 {
+        if !state.live_tokens.fresh(token) {
+            let record = state
+                .control
+                .token_by_id(organization, token)
+                .await
+                .map_err(|e| KvError::Unavailable(format!("reading the access token: {e}")))?;
+            match record {
+                Some(record) if !record.expired(chrono::Utc::now().timestamp_millis()) => {
+                    state.live_tokens.saw(token)
+                }
+                _ => {
+                    return Err(KvError::Unauthorized(
+                        "the access token this session was opened with was revoked or has expired",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(req.0)
+}
+
+/// The checks that need no I/O: the data-path token and the headers.
+fn check_request(
+    state: &ConnectState,
+    route: &Route,
+    request: &Request,
+) -> KvResult<(DataRequest, Option<(Uuid, Uuid)>)> {
     if request.body().len() > MAX_REQUEST_BYTES {
         return Err(KvError::PayloadTooLarge(format!(
             "request body too large (the limit is {MAX_REQUEST_BYTES} bytes)"
@@ -68,7 +108,8 @@ pub fn authorize(state: &ConnectState, route: &Route, request: &Request) -> KvRe
     let token = bearer_token(request.headers()).ok_or(KvError::Unauthorized(
         "missing bearer token: send Authorization: Bearer <token from the metadata exchange>",
     ))?;
-    let database = state.signer.verify(token, now_seconds())?;
+    let grant = state.signer.verify(token, now_seconds())?;
+    let database = grant.database;
     let in_path = database_in_path(route, request)?;
     if in_path != database {
         return Err(KvError::NotFound(format!(
@@ -93,7 +134,14 @@ pub fn authorize(state: &ConnectState, route: &Route, request: &Request) -> KvRe
         }
     };
     match header(request, id_header).map(Uuid::try_parse) {
-        Some(Ok(id)) if id == database => Ok(DataRequest { database, version }),
+        Some(Ok(id)) if id == database => Ok((
+            DataRequest {
+                database,
+                version,
+                read_only: grant.read_only,
+            },
+            grant.holder,
+        )),
         Some(_) => Err(KvError::bad(format!(
             "{id_header} does not name the database of this token"
         ))),
@@ -141,6 +189,13 @@ pub async fn connect(
         .await
         .map_err(store_err)?
         .ok_or(KvError::Unauthorized("invalid access token"))?;
+    if record.expired(chrono::Utc::now().timestamp_millis()) {
+        return Err(KvError::Unauthorized("the access token has expired"));
+    }
+    // A token limited to other databases does not see this one.
+    if !record.scope().allows(database) {
+        return Err(KvError::NotFound(format!("database {database} not found")));
+    }
     let db = state
         .control
         .get_database(record.organization_id, database)
@@ -152,7 +207,13 @@ pub async fn connect(
     if let Some(refusal) = db.restore.as_ref().and_then(|r| r.refusal(database)) {
         return Err(KvError::Conflict(refusal));
     }
-    let (data_token, expires) = state.signer.issue(database, now_seconds());
+    let grant = Grant {
+        database,
+        read_only: record.scope().read_only,
+        holder: Some((record.organization_id, record.id)),
+    };
+    let not_after = record.expires_at_ms().map(|ms| ms.div_euclid(1000));
+    let (data_token, expires) = state.signer.issue(&grant, now_seconds(), not_after);
     let expires_at = chrono::DateTime::from_timestamp(expires, 0)
         .ok_or_else(|| KvError::Internal("token expiry out of range".into()))?;
     let metadata = denokv_proto::DatabaseMetadata {
@@ -198,7 +259,7 @@ pub async fn snapshot_read(
     route: &Route,
     request: Request,
 ) -> KvResult<Response<Body>> {
-    let req = authorize(state, route, &request)?;
+    let req = authorize(state, route, &request).await?;
     let read: pb::SnapshotRead = decode(&request, "SnapshotRead")?;
     let ranges: Vec<denokv_proto::ReadRange> = read.try_into()?;
     let results = state.kv.snapshot_read(req.database, &ranges).await?;
@@ -277,7 +338,12 @@ pub async fn atomic_write(
     route: &Route,
     request: Request,
 ) -> KvResult<Response<Body>> {
-    let req = authorize(state, route, &request)?;
+    let req = authorize(state, route, &request).await?;
+    if req.read_only {
+        return Err(KvError::Forbidden(
+            "this access token may only read (access \"read\"): writes are refused".into(),
+        ));
+    }
     let write: pb::AtomicWrite = decode(&request, "AtomicWrite")?;
     if !write.enqueues.is_empty() {
         return Err(KvError::bad(ENQUEUE_UNSUPPORTED));

@@ -24,6 +24,52 @@ pub struct ConnectState {
     pub signer: TokenSigner,
     pub control: Arc<dyn ControlTable>,
     pub watch: WatchConfig,
+    /// Organization tokens this instance saw still existing, and when: a
+    /// data-path request checks its token's again once that is older than
+    /// `recheck` (issue 15 §2: a revoked token stops working within a minute).
+    pub live_tokens: LiveTokens,
+}
+
+/// When this instance last saw each organization token still existing.
+pub struct LiveTokens {
+    pub recheck: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
+}
+
+/// How long an instance trusts that an organization token still exists, unless
+/// configured (`SUBKV_TOKEN_RECHECK_SECONDS`): under a minute, so revocation
+/// takes effect within one.
+pub const DEFAULT_TOKEN_RECHECK_SECONDS: u64 = 50;
+
+impl LiveTokens {
+    pub fn new(recheck: std::time::Duration) -> Self {
+        Self {
+            recheck,
+            seen: Default::default(),
+        }
+    }
+
+    /// Whether `token` was seen existing within `recheck`.
+    pub fn fresh(&self, token: uuid::Uuid) -> bool {
+        self.seen
+            .lock()
+            .map(|seen| {
+                seen.get(&token)
+                    .is_some_and(|at| at.elapsed() < self.recheck)
+            })
+            .unwrap_or(false)
+    }
+
+    pub fn saw(&self, token: uuid::Uuid) {
+        if let Ok(mut seen) = self.seen.lock() {
+            // Bounded: entries past `recheck` are worth nothing.
+            if seen.len() >= 10_000 {
+                let recheck = self.recheck;
+                seen.retain(|_, at| at.elapsed() < recheck);
+            }
+            seen.insert(token, std::time::Instant::now());
+        }
+    }
 }
 
 impl ConnectState {
@@ -64,6 +110,11 @@ impl ConnectState {
                 )?,
             ),
             control: Arc::new(DynamoControl::new(dynamo, env.control_table())),
+            live_tokens: LiveTokens::new(std::time::Duration::from_secs(env.number_in(
+                var::TOKEN_RECHECK_SECONDS,
+                1..=55,
+                DEFAULT_TOKEN_RECHECK_SECONDS,
+            )?)),
             watch: WatchConfig {
                 max_seconds: env.number(var::WATCH_MAX_SECONDS, 600)?,
                 poll_ms: env.number(var::WATCH_POLL_MS, 250)?,

@@ -168,8 +168,8 @@ pub async fn watch(
     request: Request,
 ) -> Response<WatchBody> {
     let started = Instant::now();
-    let prepared = (|| {
-        let req = authorize(&state, route, &request)?;
+    let prepared = async {
+        let req = authorize(&state, route, &request).await?;
         if req.version < 3 {
             return Err(KvError::bad("watch needs KV Connect protocol version 3"));
         }
@@ -180,7 +180,8 @@ pub async fn watch(
             return Err(KvError::bad("key cannot be empty"));
         }
         Ok((req.database, keys))
-    })();
+    }
+    .await;
     let (database, keys) = match prepared {
         Ok(ok) => ok,
         Err(err) => {

@@ -89,12 +89,13 @@ pub fn is_admin(token: &str, admin_sha256: Option<&[u8; 32]>) -> bool {
 }
 
 /// Who a request comes from, once its token is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,
     Organization {
         organization_id: Uuid,
         token_id: Uuid,
+        scope: crate::control::records::TokenScope,
     },
 }
 

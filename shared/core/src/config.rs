@@ -42,6 +42,9 @@ pub mod var {
     /// How long one run of the expiry sweeper sweeps, seconds (the local stack
     /// shortens it: its scheduler runs the functions one after another).
     pub const SWEEP_BUDGET_SECONDS: &str = "SUBKV_SWEEP_BUDGET_SECONDS";
+    /// How long a data-path function trusts that an organization token it saw
+    /// still exists (seconds, 1 to 55: revocation takes effect within a minute).
+    pub const TOKEN_RECHECK_SECONDS: &str = "SUBKV_TOKEN_RECHECK_SECONDS";
     /// How long a run of `kv-purge-deleted` purges (seconds).
     pub const PURGE_BUDGET_SECONDS: &str = "SUBKV_PURGE_BUDGET_SECONDS";
     /// How long a deleted database stays on the purge's list (seconds).

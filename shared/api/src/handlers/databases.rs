@@ -80,6 +80,10 @@ pub async fn list(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.organization_id()?;
     let query = super::list_query(&ctx)?;
     let mut all = ctx.state.control.list_databases(organization_id).await?;
+    // A token limited to some databases lists those.
+    if let subkv_core::auth::Caller::Organization { scope, .. } = &ctx.caller {
+        all.retain(|db| scope.allows(db.id));
+    }
     if let Some(q) = &query.q {
         let needle = q.to_lowercase();
         all.retain(|db| db.id.to_string().contains(&needle));

@@ -42,6 +42,9 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         token_sha256: token.sha256_hex.clone(),
         description: "created with the organization".into(),
         created_at: now,
+        databases: None,
+        access: Default::default(),
+        expires_at: None,
     };
     ctx.state.control.create_organization(&org, &record).await?;
     Reply::json(&Created {

@@ -450,6 +450,17 @@ impl ControlTable for DynamoControl {
             .transpose()
     }
 
+    async fn token_by_id(
+        &self,
+        organization_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(org_pk(organization_id), format!("TOKEN#{token_id}"))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
     async fn delete_token(
         &self,
         organization_id: Uuid,

@@ -112,6 +112,19 @@ impl ControlTable for MemoryControl {
         Ok(self.lock()?.tokens.get(sha256_hex).cloned())
     }
 
+    async fn token_by_id(
+        &self,
+        organization_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .tokens
+            .values()
+            .find(|t| t.organization_id == organization_id && t.id == token_id)
+            .cloned())
+    }
+
     async fn delete_token(
         &self,
         organization_id: Uuid,

@@ -82,6 +82,13 @@ pub trait ControlTable: Send + Sync {
     /// Every token of the organization (its by-id items, one strongly consistent
     /// `Query`), hashes included: the caller shows none.
     async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The organization's token with this id (its by-id item), in one strongly
+    /// consistent read: how the data path learns that a token was revoked.
+    async fn token_by_id(
+        &self,
+        organization_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<Option<TokenRecord>, StoreError>;
     /// Revokes a token; false if the organization has no such token.
     async fn delete_token(&self, organization_id: Uuid, token_id: Uuid)
         -> Result<bool, StoreError>;

@@ -27,6 +27,78 @@ pub struct TokenRecord {
     pub token_sha256: String,
     pub description: String,
     pub created_at: String,
+    /// Only these databases of the organization (issue 15 §2); None: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<Uuid>>,
+    #[serde(default, skip_serializing_if = "TokenAccess::is_read_write")]
+    pub access: TokenAccess,
+    /// When it stops working (RFC 3339 UTC, milliseconds); None: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// What an organization token may do with its databases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenAccess {
+    /// Read and write (every token before issue 15 §2).
+    #[default]
+    ReadWrite,
+    /// Read only: KV Connect refuses its writes, the management API all but
+    /// reading its databases.
+    Read,
+}
+
+impl TokenAccess {
+    pub fn is_read_write(&self) -> bool {
+        *self == TokenAccess::ReadWrite
+    }
+}
+
+impl TokenRecord {
+    /// What the token may reach.
+    pub fn scope(&self) -> TokenScope {
+        TokenScope {
+            databases: self.databases.clone(),
+            read_only: self.access == TokenAccess::Read,
+        }
+    }
+
+    /// When it expires, in ms since the Unix epoch (None: never; an expiry
+    /// that does not parse counts as already past, never as never).
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        self.expires_at.as_deref().map(|at| {
+            humantime::parse_rfc3339(at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64)
+        })
+    }
+
+    /// Whether it has expired at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms().is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// The reach of an organization token: which databases, and whether only to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    pub databases: Option<Vec<Uuid>>,
+    pub read_only: bool,
+}
+
+impl TokenScope {
+    /// Limited in any way (then the management API lets it only read its databases).
+    pub fn is_limited(&self) -> bool {
+        self.databases.is_some() || self.read_only
+    }
+
+    pub fn allows(&self, database: Uuid) -> bool {
+        self.databases
+            .as_ref()
+            .is_none_or(|list| list.contains(&database))
+    }
 }
 
 /// `KvDatabase` of the API: every field always present, but `restore`, only on a
