@@ -59,6 +59,8 @@ pub struct DataRequest {
     pub database: Uuid,
     pub version: u8,
     pub read_only: bool,
+    /// The organization and organization token behind its data-path token.
+    pub holder: Option<(Uuid, Uuid)>,
 }
 
 /// Checks what every data-path request must carry (spec "Data Path Protocol"),
@@ -72,34 +74,39 @@ pub async fn authorize(
     request: &Request,
 ) -> KvResult<DataRequest> {
     let req = check_request(state, route, request)?;
-    if let Some((organization, token)) = req.1 {
-        if !state.live_tokens.fresh(token) {
-            let record = state
-                .control
-                .token_by_id(organization, token)
-                .await
-                .map_err(|e| KvError::Unavailable(format!("reading the access token: {e}")))?;
-            match record {
-                Some(record) if !record.expired(chrono::Utc::now().timestamp_millis()) => {
-                    state.live_tokens.saw(token)
-                }
-                _ => {
-                    return Err(KvError::Unauthorized(
-                        "the access token this session was opened with was revoked or has expired",
-                    ))
-                }
-            }
-        }
+    still_authorized(state, req.holder).await?;
+    Ok(req)
+}
+
+/// Whether the organization token behind a data-path token (`holder`) still
+/// exists and has not expired: trusted if this instance saw it within
+/// [`crate::state::LiveTokens::recheck`], else read from the control table.
+/// Also called by a streaming watch as it goes.
+pub async fn still_authorized(state: &ConnectState, holder: Option<(Uuid, Uuid)>) -> KvResult<()> {
+    let Some((organization, token)) = holder else {
+        return Ok(());
+    };
+    if state.live_tokens.fresh(token) {
+        return Ok(());
     }
-    Ok(req.0)
+    let record = state
+        .control
+        .token_by_id(organization, token)
+        .await
+        .map_err(|e| KvError::Unavailable(format!("reading the access token: {e}")))?;
+    match record {
+        Some(record) if !record.expired(chrono::Utc::now().timestamp_millis()) => {
+            state.live_tokens.saw(token);
+            Ok(())
+        }
+        _ => Err(KvError::Unauthorized(
+            "the access token this session was opened with was revoked or has expired",
+        )),
+    }
 }
 
 /// The checks that need no I/O: the data-path token and the headers.
-fn check_request(
-    state: &ConnectState,
-    route: &Route,
-    request: &Request,
-) -> KvResult<(DataRequest, Option<(Uuid, Uuid)>)> {
+fn check_request(state: &ConnectState, route: &Route, request: &Request) -> KvResult<DataRequest> {
     if request.body().len() > MAX_REQUEST_BYTES {
         return Err(KvError::PayloadTooLarge(format!(
             "request body too large (the limit is {MAX_REQUEST_BYTES} bytes)"
@@ -134,14 +141,12 @@ fn check_request(
         }
     };
     match header(request, id_header).map(Uuid::try_parse) {
-        Some(Ok(id)) if id == database => Ok((
-            DataRequest {
-                database,
-                version,
-                read_only: grant.read_only,
-            },
-            grant.holder,
-        )),
+        Some(Ok(id)) if id == database => Ok(DataRequest {
+            database,
+            version,
+            read_only: grant.read_only,
+            holder: grant.holder,
+        }),
         Some(_) => Err(KvError::bad(format!(
             "{id_header} does not name the database of this token"
         ))),

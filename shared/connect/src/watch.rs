@@ -92,6 +92,7 @@ pub fn update(
 async fn run(
     state: Arc<ConnectState>,
     database: Uuid,
+    holder: Option<(Uuid, Uuid)>,
     keys: Vec<Vec<u8>>,
     tx: mpsc::Sender<Bytes>,
 ) -> KvResult<()> {
@@ -141,6 +142,9 @@ async fn run(
             if next_expiry.is_some_and(|at| at <= now_ms()) {
                 break;
             }
+            // A revoked or expired organization token ends the stream too
+            // (checked against the control table once per recheck interval).
+            crate::protocol::still_authorized(&state, holder).await?;
             if state.kv.head(database).await? != head {
                 break;
             }
@@ -179,10 +183,10 @@ pub async fn watch(
         if keys.iter().any(Vec::is_empty) {
             return Err(KvError::bad("key cannot be empty"));
         }
-        Ok((req.database, keys))
+        Ok((req.database, req.holder, keys))
     }
     .await;
-    let (database, keys) = match prepared {
+    let (database, holder, keys) = match prepared {
         Ok(ok) => ok,
         Err(err) => {
             log_request(route, started, Some(&err));
@@ -203,7 +207,7 @@ pub async fn watch(
     }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let result = run(state.clone(), database, keys, tx).await;
+        let result = run(state.clone(), database, holder, keys, tx).await;
         if let Err(err) = state.kv.close_watch(database, lease).await {
             tracing::warn!(%database, error = %err.detail(), "a watch's lease was not given back; it lapses");
         }
