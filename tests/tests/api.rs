@@ -279,7 +279,21 @@ async fn tokens_are_listed_without_secrets_paged_and_only_to_their_organization(
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["createdAt", "description", "id", "organizationId"],
+            [
+                "access",
+                "createdAt",
+                "databases",
+                "description",
+                "expiresAt",
+                "id",
+                "organizationId"
+            ],
+            "{token}"
+        );
+        // Unlimited, never expiring: what a token made without limits is.
+        assert_eq!(
+            (&token["access"], &token["databases"], &token["expiresAt"]),
+            (&json!("readWrite"), &Value::Null, &Value::Null),
             "{token}"
         );
     }

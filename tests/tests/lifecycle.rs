@@ -256,3 +256,81 @@ async fn a_deno_session_open_across_the_deletion_gets_errors_not_a_hang() {
     let stderr = String::from_utf8_lossy(&dump.stderr);
     assert!(stderr.contains("not found"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_organization_is_deleted_with_its_databases_only_when_forced() {
+    let db = kv_database("lifecycle-org").await;
+    let session = Session::of(&db.id, &db.org.token).await;
+    let mutations = (0..50)
+        .map(|i| set(&key(&format!("k{i}")), b"v", 0))
+        .collect();
+    session.write_all(mutations).await;
+    let admin = subkv_e2e::admin_token();
+    let path = format!("/v1/organizations/{}", db.org.id);
+
+    delete(&path, &db.org.token)
+        .await
+        .assert_error(403, "forbidden");
+    let refused = delete(&path, &admin).await;
+    refused.assert_error(409, "organizationHasDatabases");
+    assert!(refused.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("force=true"));
+    get(&format!("/v1/databases/{}", db.id), &db.org.token)
+        .await
+        .assert_ok();
+
+    assert_eq!(
+        delete(&format!("{path}?force=true"), &admin)
+            .await
+            .assert_ok(),
+        &json!({})
+    );
+    get(&path, &admin)
+        .await
+        .assert_error(404, "organizationNotFound");
+    let listed = get(&format!("/v1/organizations?q={}", db.org.id), &admin).await;
+    assert_eq!(listed.assert_ok(), &json!([]));
+    // Its token is gone: 401 for the API and the metadata exchange; the data
+    // path refuses the database (deleted: 404, or the token revoked: 401).
+    get(&format!("/v1/databases/{}", db.id), &db.org.token)
+        .await
+        .assert_error(401, "unauthorized");
+    connect(&db.id, &db.org.token, r#"{"supportedVersions":[3]}"#)
+        .await
+        .assert_plain_error(401, "invalid access token");
+    let status = session
+        .call(
+            "snapshot_read",
+            pb::SnapshotRead {
+                ranges: vec![pb::ReadRange {
+                    start: key("k"),
+                    end: key("l"),
+                    limit: 10,
+                    reverse: false,
+                }],
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .status
+        .as_u16();
+    assert!(status == 404 || status == 401, "{status}");
+    // Its database's storage is purged.
+    poll(
+        "the organization's database purged",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || async {
+            match remaining(&db.id).await {
+                (0, 0, control) if control.is_empty() => Ok(()),
+                left => Err(format!("{left:?}")),
+            }
+        },
+    )
+    .await;
+    delete(&path, &admin)
+        .await
+        .assert_error(404, "organizationNotFound");
+}

@@ -66,6 +66,11 @@ pub enum ApiError {
     BackupNotFailed { id: String, status: &'static str },
     #[error("another change to this resource is in progress; retry")]
     ChangeInProgress,
+    #[error(
+        "organization {id} still has {databases} database(s): delete them first, or delete the \
+         organization with ?force=true, which deletes them too"
+    )]
+    OrganizationHasDatabases { id: String, databases: usize },
     /// The backup's bucket refused, or does not hold a backup in the format:
     /// the tenant's to fix (credentials, permissions, the bucket's contents).
     #[error("the backup's bucket cannot be read: {0}")]
@@ -112,6 +117,7 @@ impl ApiError {
             ApiError::BackupAlreadyEnabled { .. }
             | ApiError::BackupNotFailed { .. }
             | ApiError::ChangeInProgress
+            | ApiError::OrganizationHasDatabases { .. }
             | ApiError::BackupUnreadable(_)
             | ApiError::DatabaseRestoring(_) => StatusCode::CONFLICT,
             ApiError::BucketUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -132,6 +138,7 @@ impl ApiError {
             ApiError::BackupAlreadyEnabled { .. } => "backupAlreadyEnabled",
             ApiError::BackupNotFailed { .. } => "backupNotFailed",
             ApiError::ChangeInProgress => "changeInProgress",
+            ApiError::OrganizationHasDatabases { .. } => "organizationHasDatabases",
             ApiError::BackupUnreadable(_) => "backupUnreadable",
             ApiError::BucketUnavailable(_) => "bucketUnavailable",
             ApiError::DatabaseRestoring(_) => "databaseRestoring",

@@ -662,3 +662,75 @@ async fn an_expired_token_is_401() {
     );
     assert!(reply["message"].as_str().unwrap().contains("expired"));
 }
+
+#[tokio::test]
+async fn an_organization_with_databases_is_deleted_only_with_force() {
+    let f = fixture(false).await;
+    let db = create_db(&f).await;
+    let path = format!("/v1/organizations/{}", f.org);
+    let delete = |path: String| {
+        let f = &f;
+        async move {
+            call(
+                f,
+                &routes::DELETE_ORGANIZATION,
+                &api::organizations::delete,
+                "DELETE",
+                &path,
+                "admin",
+            )
+            .await
+        }
+    };
+    let (status, reply) = delete(path.clone()).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (409, Some("organizationHasDatabases")),
+        "{reply}"
+    );
+    assert!(
+        reply["message"].as_str().unwrap().contains("1 database"),
+        "{reply}"
+    );
+    let (status, reply) = delete(format!("{path}?force=maybe")).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (400, Some("invalidQueryParameter")),
+        "{reply}"
+    );
+    // Its own token cannot.
+    let (status, _) = call(
+        &f,
+        &routes::DELETE_ORGANIZATION,
+        &api::organizations::delete,
+        "DELETE",
+        &path,
+        &f.token,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (status, reply) = delete(format!("{path}?force=true")).await;
+    assert_eq!((status, reply), (200, json!({})));
+    assert!(f.store.get_organization(f.org).await.unwrap().is_none());
+    assert!(f.store.list_tokens(f.org).await.unwrap().is_empty());
+    assert!(f.store.get_database(f.org, db).await.unwrap().is_none());
+    assert_eq!(f.store.purges().await.unwrap().len(), 1);
+    // Its token is gone with it; deleting again is a 404.
+    let list = format!("/v1/organizations/{}/databases", f.org);
+    let (status, _) = call(
+        &f,
+        &routes::LIST_DATABASES,
+        &api::databases::list,
+        "GET",
+        &list,
+        &f.token,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, reply) = delete(path).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("organizationNotFound"))
+    );
+}

@@ -127,6 +127,15 @@ pub async fn update(ctx: Ctx) -> ApiResult<Reply> {
 pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
     let organization_id = ctx.organization_id()?;
     let id = ctx.id("databaseId")?;
+    if delete_one(&ctx, organization_id, id).await? {
+        Ok(Reply::empty_object())
+    } else {
+        Err(ApiError::not_found(Resource::Database, id))
+    }
+}
+
+/// Deletes one database (above); false if the organization has no such database.
+pub(crate) async fn delete_one(ctx: &Ctx, organization_id: Uuid, id: Uuid) -> ApiResult<bool> {
     let deleted_at = subkv_core::control::retired::now_ms();
     match ctx
         .state
@@ -134,12 +143,12 @@ pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
         .delete_database(organization_id, id, deleted_at)
         .await?
     {
-        DeleteOutcome::NotFound => Err(ApiError::not_found(Resource::Database, id)),
+        DeleteOutcome::NotFound => Ok(false),
         DeleteOutcome::Deleted => {
             if let Err(err) = ctx.state.marks.mark_deleted(id, deleted_at).await {
                 tracing::warn!(database = %id, error = %err, "marking the deleted database's head failed; the purge marks it");
             }
-            Ok(Reply::empty_object())
+            Ok(true)
         }
     }
 }

@@ -82,3 +82,59 @@ pub async fn get(ctx: Ctx) -> ApiResult<Reply> {
         .ok_or_else(|| ApiError::not_found(Resource::Organization, id))?;
     Reply::json(&org)
 }
+
+/// `DELETE /v1/organizations/{organizationId}` (admin, issue 15): refused with
+/// 409 while the organization has databases, unless `?force=true`, which deletes
+/// each as `DELETE /v1/databases/{id}` does (backup deleted, data refused at
+/// once, storage purged). Its tokens are revoked first (so nothing new is made
+/// meanwhile), then its databases (with `force`), then the organization and its
+/// directory entry. Each step can be repeated: a deletion cut off half-way is
+/// finished by asking again.
+pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
+    let id = ctx.id("organizationId")?;
+    let force = match ctx
+        .query_pairs()
+        .into_iter()
+        .find(|(k, _)| k == "force")
+        .map(|(_, v)| v)
+    {
+        None => false,
+        Some(v) if v == "true" => true,
+        Some(v) if v == "false" => false,
+        Some(v) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "force must be true or false, got {v:?}"
+            )))
+        }
+    };
+    let control = &ctx.state.control;
+    if control.get_organization(id).await?.is_none() {
+        return Err(ApiError::not_found(Resource::Organization, id));
+    }
+    let databases = control.list_databases(id).await?;
+    if !databases.is_empty() && !force {
+        return Err(ApiError::OrganizationHasDatabases {
+            id: id.to_string(),
+            databases: databases.len(),
+        });
+    }
+    for token in control.list_tokens(id).await? {
+        control.delete_token(id, token.id).await?;
+    }
+    // Listed again: a database created by a request already past its token
+    // check when the tokens went is deleted too (with force) or refuses.
+    let databases = control.list_databases(id).await?;
+    if !databases.is_empty() && !force {
+        return Err(ApiError::OrganizationHasDatabases {
+            id: id.to_string(),
+            databases: databases.len(),
+        });
+    }
+    for db in databases {
+        super::databases::delete_one(&ctx, id, db.id).await?;
+    }
+    if !control.delete_organization(id).await? {
+        return Err(ApiError::not_found(Resource::Organization, id));
+    }
+    Ok(Reply::empty_object())
+}

@@ -450,6 +450,28 @@ impl ControlTable for DynamoControl {
             .transpose()
     }
 
+    async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
+        let delete = |pk: String, sk: String| {
+            build(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)))
+                    .condition_expression("attribute_exists(pk)")
+                    .build(),
+            )
+            .map(|d| TransactWriteItem::builder().delete(d).build())
+        };
+        let items = vec![
+            delete(org_pk(id), "ORG".into())?,
+            delete(ORGS_PK.into(), format!("ORG#{id}"))?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(codes) if conflict(&codes) => Err(StoreError::Conflict),
+            Err(_) => Ok(false),
+        }
+    }
+
     async fn token_by_id(
         &self,
         organization_id: Uuid,

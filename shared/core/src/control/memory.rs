@@ -112,6 +112,10 @@ impl ControlTable for MemoryControl {
         Ok(self.lock()?.tokens.get(sha256_hex).cloned())
     }
 
+    async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(self.lock()?.orgs.remove(&id).is_some())
+    }
+
     async fn token_by_id(
         &self,
         organization_id: Uuid,

@@ -74,6 +74,10 @@ pub trait ControlTable: Send + Sync {
     /// Every organization (the directory `ORGS`, one strongly consistent `Query`).
     async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError>;
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
+    /// Deletes an organization's own items (the organization and its directory
+    /// entry, together); false if there is none. Its tokens and databases are
+    /// the caller's to delete first.
+    async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError>;
 
     /// Adds a token; false if the organization does not exist.
     async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
