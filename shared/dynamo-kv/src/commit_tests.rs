@@ -179,8 +179,9 @@ fn a_large_commit_transaction_holds_head_log_and_checks_only() {
     assert!(tx.actions[2..].iter().all(returns_old));
     let head = tx.actions[0].put().unwrap();
     assert_eq!(head.item().get(PENDING), Some(&AttributeValue::Bool(true)));
+    // A first commit: no head yet, and never onto a deleted database's mark.
     assert_eq!(
         head.condition_expression(),
-        Some("attribute_not_exists(kv_ver)")
+        Some("attribute_not_exists(kv_ver) AND attribute_not_exists(kv_gone)")
     );
 }
