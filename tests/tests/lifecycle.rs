@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use subkv_e2e::backup::{
-    deno_script, enable_backup, fresh_bucket, kv_database, list_keys, poll, wait_backed_up,
+    deno_script, enable_backup, fresh_bucket, get_backup, kv_database, list_keys, poll,
+    wait_backed_up,
 };
 use subkv_e2e::kv_wire::{connect, key, set, Session};
 use subkv_e2e::{delete, get};
@@ -81,6 +82,22 @@ async fn a_deleted_database_is_gone_at_once_and_its_storage_purged_in_steps() {
     let db = kv_database("lifecycle").await;
     let bucket = fresh_bucket("lifecycle").await;
     let backup = enable_backup(&db, &bucket, "tenant/").await;
+    // Active first, on the empty database (a one-chunk snapshot): the writes
+    // below then reach the bucket as log objects, not as a snapshot of hundreds
+    // of chunks that a loaded machine takes minutes to write.
+    poll(
+        "the backup of the empty database active",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || async {
+            let status = get_backup(&db.org.token, &backup).await["status"].clone();
+            match status["code"].as_str() {
+                Some("active") => Ok(()),
+                _ => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
 
     // 2,600 keys (3 purge steps of 1,000), 20 of them long (bucket items), in
     // 3 commits: data items and change records to purge.
