@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::sync::Arc;
 use subkv_backup::restore::{Job, JobStore, RestoreSink, SinkFault, StoreFault};
-use subkv_core::control::locator::{DUE_INDEX, DUE_INDEX_PK, DUE_INDEX_RESTORE, RESTORE_SK};
+use subkv_core::control::locator::{DUE_INDEX_PK, DUE_INDEX_RESTORE, RESTORE_SK};
 use subkv_core::control::records::RestoreRequest;
-use subkv_core::control::{PK, SK};
+use subkv_core::control::{due_items, PK, SK};
 use subkv_core::dynamo::{describe, get_s, is_condition_failure, s, store_error, Item};
 use subkv_core::error::StoreError;
 use subkv_dynamo_kv::{DynamoKv, RestoreWrite};
@@ -36,25 +36,11 @@ pub async fn pending(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<Vec<Uuid>, StoreError> {
-    let mut pages = client
-        .query()
-        .table_name(table)
-        .index_name(DUE_INDEX)
-        .key_condition_expression("#due = :restore")
-        .expression_attribute_names("#due", DUE_INDEX_PK)
-        .expression_attribute_values(":restore", s(DUE_INDEX_RESTORE))
-        .into_paginator()
-        .send();
-    let mut out = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| store_error("Query", e))?;
-        for item in page.items.unwrap_or_default() {
-            if let Some(id) = get_s(&item, "databaseId").and_then(|id| Uuid::parse_str(id).ok()) {
-                out.push(id);
-            }
-        }
-    }
-    Ok(out)
+    Ok(due_items(client, table, DUE_INDEX_RESTORE)
+        .await?
+        .iter()
+        .filter_map(|item| get_s(item, "databaseId").and_then(|id| Uuid::parse_str(id).ok()))
+        .collect())
 }
 
 /// The restore job of one database, in the control table.

@@ -206,6 +206,22 @@ impl DynamoControl {
         }
     }
 
+    /// A transaction's delete of item (`pk`, `sk`), on `condition` if given.
+    fn delete(
+        &self,
+        pk: String,
+        sk: String,
+        condition: Option<&str>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)));
+        if let Some(condition) = condition {
+            delete = delete.condition_expression(condition);
+        }
+        build(delete.build()).map(|d| TransactWriteItem::builder().delete(d).build())
+    }
+
     fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
         let put = build(
             Put::builder()
@@ -246,6 +262,30 @@ impl DynamoControl {
             .map(from_item)
             .transpose()
     }
+}
+
+/// Every item of partition `partition` of the `due` index (a work list: the
+/// backups due a visit, pending restores, deleted databases to purge), all pages.
+pub async fn due_items(
+    client: &Client,
+    table: &str,
+    partition: &str,
+) -> Result<Vec<Item>, StoreError> {
+    let mut pages = client
+        .query()
+        .table_name(table)
+        .index_name(DUE_INDEX)
+        .key_condition_expression("#due = :partition")
+        .expression_attribute_names("#due", DUE_INDEX_PK)
+        .expression_attribute_values(":partition", s(partition))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| store_error("Query", e))?;
+        out.extend(page.items.unwrap_or_default());
+    }
+    Ok(out)
 }
 
 /// A purge item's sort key: the time of the deletion, 13 digits (ms).
@@ -451,16 +491,7 @@ impl ControlTable for DynamoControl {
     }
 
     async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
-        let delete = |pk: String, sk: String| {
-            build(
-                Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk, sk)))
-                    .condition_expression("attribute_exists(pk)")
-                    .build(),
-            )
-            .map(|d| TransactWriteItem::builder().delete(d).build())
-        };
+        let delete = |pk, sk| self.delete(pk, sk, Some("attribute_exists(pk)"));
         let items = vec![
             delete(org_pk(id), "ORG".into())?,
             delete(ORGS_PK.into(), format!("ORG#{id}"))?,
@@ -495,16 +526,7 @@ impl ControlTable for DynamoControl {
             return Ok(false);
         };
         let token: TokenRecord = from_item(item)?;
-        let delete = |pk: String, sk: String| {
-            build(
-                Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk, sk)))
-                    .condition_expression("attribute_exists(pk)")
-                    .build(),
-            )
-            .map(|d| TransactWriteItem::builder().delete(d).build())
-        };
+        let delete = |pk, sk| self.delete(pk, sk, Some("attribute_exists(pk)"));
         let items = vec![
             delete(format!("TOKEN#{}", token.token_sha256), "TOKEN".into())?,
             delete(org_pk(organization_id), format!("TOKEN#{token_id}"))?,
@@ -556,15 +578,7 @@ impl ControlTable for DynamoControl {
                 self.delete_backup(organization_id, backup).await?;
                 continue;
             }
-            let delete = |pk: String, sk: String, condition: Option<&str>| {
-                let mut delete = Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk, sk)));
-                if let Some(condition) = condition {
-                    delete = delete.condition_expression(condition);
-                }
-                build(delete.build()).map(|d| TransactWriteItem::builder().delete(d).build())
-            };
+            let delete = |pk, sk, condition| self.delete(pk, sk, condition);
             let mut purge = key(format!("DB#{id}"), purge_sk(deleted_at_ms));
             purge.insert(DUE_INDEX_PK.into(), s(DUE_INDEX_PURGE));
             purge.insert("databaseId".into(), s(id.to_string()));
@@ -590,37 +604,23 @@ impl ControlTable for DynamoControl {
     }
 
     async fn purges(&self) -> Result<Vec<Purge>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("#due = :purge")
-            .expression_attribute_names("#due", DUE_INDEX_PK)
-            .expression_attribute_values(":purge", s(DUE_INDEX_PURGE))
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| store_error("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                let database_id =
-                    get_s(&item, "databaseId").and_then(|id| Uuid::parse_str(id).ok());
-                let deleted_at_ms = get_s(&item, SK)
-                    .and_then(|sk| sk.strip_prefix(PURGE_SK_PREFIX))
-                    .and_then(|ms| ms.parse().ok());
-                match (database_id, deleted_at_ms) {
-                    (Some(database_id), Some(deleted_at_ms)) => out.push(Purge {
-                        database_id,
-                        deleted_at_ms,
-                    }),
-                    _ => {
-                        return Err(StoreError::Malformed(format!(
-                            "purge item {:?} / {:?}",
-                            get_s(&item, PK),
-                            get_s(&item, SK)
-                        )))
-                    }
+        for item in due_items(&self.client, &self.table, DUE_INDEX_PURGE).await? {
+            let database_id = get_s(&item, "databaseId").and_then(|id| Uuid::parse_str(id).ok());
+            let deleted_at_ms = get_s(&item, SK)
+                .and_then(|sk| sk.strip_prefix(PURGE_SK_PREFIX))
+                .and_then(|ms| ms.parse().ok());
+            match (database_id, deleted_at_ms) {
+                (Some(database_id), Some(deleted_at_ms)) => out.push(Purge {
+                    database_id,
+                    deleted_at_ms,
+                }),
+                _ => {
+                    return Err(StoreError::Malformed(format!(
+                        "purge item {:?} / {:?}",
+                        get_s(&item, PK),
+                        get_s(&item, SK)
+                    )))
                 }
             }
         }

@@ -15,7 +15,7 @@ pub mod records;
 pub mod retired;
 mod table;
 
-pub use dynamo::DynamoControl;
+pub use dynamo::{due_items, DynamoControl};
 pub use memory::MemoryControl;
 pub use table::{control_table_indexes, control_table_schema, ensure_control_table, PK, SK};
 
