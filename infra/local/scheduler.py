@@ -3,7 +3,11 @@
 
     scheduler.py http://127.0.0.1:9000 kv-sweep-expired=2 [other-fn=SECONDS ...]
 
-Each invocation's result is printed (the stack keeps it in scheduler.log).
+Each invocation's result is printed with the time it began and how long it
+took (the stack keeps it in scheduler.log; the e2e tests quote its tail when
+they time out waiting for a scheduled function):
+
+    2026-12-03T11:25:59Z kv-purge-deleted (412 ms): {"pending":0,...}
 """
 
 import sys
@@ -28,10 +32,14 @@ def every(base: str, name: str, seconds: float) -> None:
     schedule with no overlapping runs; AWS's may overlap, which the functions'
     leases and conditions allow)."""
     while True:
+        began = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        start = time.monotonic()
         try:
-            print(f"{name}: {invoke(base, name)}", flush=True)
+            outcome = invoke(base, name)
         except Exception as err:  # the next tick retries
-            print(f"{name}: failed: {err}", flush=True)
+            outcome = f"failed: {err}"
+        took = round((time.monotonic() - start) * 1000)
+        print(f"{began} {name} ({took} ms): {outcome}", flush=True)
         time.sleep(seconds)
 
 

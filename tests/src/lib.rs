@@ -37,6 +37,20 @@ pub fn emulator_log_path() -> String {
     required_env("SUBKV_STACK_LOG_DIR") + "/moto.log"
 }
 
+/// The last `n` runs of the scheduled function `name` in the stack's
+/// scheduler log (infra/local/scheduler.py): when each began, how long it
+/// took, what it answered. For a test's message when it times out waiting for
+/// one.
+pub fn scheduled_runs(name: &str, n: usize) -> String {
+    let log = std::fs::read_to_string(required_env("SUBKV_STACK_LOG_DIR") + "/scheduler.log")
+        .unwrap_or_else(|e| format!("(no scheduler log: {e})"));
+    let runs: Vec<&str> = log
+        .lines()
+        .filter(|line| line.split(' ').nth(1) == Some(name))
+        .collect();
+    runs[runs.len().saturating_sub(n)..].join("\n")
+}
+
 /// Where the stack's stream pump writes one line per delivered batch
 /// (`<shard>: <n> record(s) <first>..<last>: ok (<ms> ms)`).
 pub fn stream_pump_log_path() -> String {

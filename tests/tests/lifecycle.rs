@@ -190,7 +190,7 @@ async fn a_deleted_database_is_gone_at_once_and_its_storage_purged_in_steps() {
             let left = remaining(&db.id).await;
             match left {
                 (0, 0, ref control) if control.is_empty() => Ok(left),
-                _ => Err(format!("{left:?}")),
+                _ => Err(format!("{left:?}; {}", purge_runs())),
             }
         },
     )
@@ -342,7 +342,7 @@ async fn an_organization_is_deleted_with_its_databases_only_when_forced() {
         || async {
             match remaining(&db.id).await {
                 (0, 0, control) if control.is_empty() => Ok(()),
-                left => Err(format!("{left:?}")),
+                left => Err(format!("{left:?}; {}", purge_runs())),
             }
         },
     )
@@ -350,4 +350,12 @@ async fn an_organization_is_deleted_with_its_databases_only_when_forced() {
     delete(&path, &admin)
         .await
         .assert_error(404, "organizationNotFound");
+}
+
+/// The purge function's last runs, for a message when a purge is not seen.
+fn purge_runs() -> String {
+    format!(
+        "the last runs of kv-purge-deleted:\n{}",
+        subkv_e2e::scheduled_runs("kv-purge-deleted", 5)
+    )
 }
