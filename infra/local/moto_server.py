@@ -32,6 +32,9 @@ And three fixes to its DynamoDB Streams, for the stream pump (stream_pump.py):
    (ExpiredIteratorException). moto kept every iterator it ever issued: a
    reader polling an idle stream four times a second grew it by ~0.5 GB a day.
 
+And ConsumedCapacity (capacity.py): asked for, a response reports the units
+DynamoDB documents for it (moto: a constant a call), which subkv meters.
+
 And IAM (iam.py): a request signed with a function's key (`local-role-<binary>`)
 is refused unless that function's role in infra/template.yaml allows it, with
 the error AWS answers (AccessDeniedException; S3's AccessDenied).
@@ -68,6 +71,7 @@ from moto.s3.responses import S3Response
 from moto.server import main
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import capacity  # noqa: E402
 import iam  # noqa: E402
 from sam_transform import transform  # noqa: E402
 
@@ -244,6 +248,112 @@ def _size_of_binary_as_bytes(self):
 
 DynamoType.size = _size_of_binary_as_bytes
 moto.dynamodb.responses.TRANSACTION_MAX_ITEMS = 100  # TransactGetItems, as DynamoDB
+
+
+# ---------------------------------------------------------------------------
+# Consumed capacity (capacity.py): what DynamoDB would charge, not moto's constant.
+
+
+def _item_now(backend, table: str, key: dict) -> dict | None:
+    try:
+        item = backend.get_item(table, key)
+    except Exception:  # no such table or key: moto's own call answers the error
+        return None
+    return item.to_json()["Attributes"] if item else None
+
+
+def _key_in(backend, table: str, item: dict) -> dict:
+    return {a: item[a] for a in backend.get_table(table).table_key_attrs if a in item}
+
+
+def _write_targets(backend, action: str, body: dict) -> list[tuple[str, dict, bool]]:
+    """(table, key, transactional) of every item a write request touches."""
+    if action == "TransactWriteItems":
+        targets = []
+        for entry in body.get("TransactItems", []):
+            (kind, op), = entry.items()
+            table = op["TableName"]
+            key = _key_in(backend, table, op["Item"]) if kind == "Put" else op["Key"]
+            targets.append((table, key, True))
+        return targets
+    if action == "BatchWriteItem":
+        targets = []
+        for table, requests in body.get("RequestItems", {}).items():
+            for request in requests:
+                if "PutRequest" in request:
+                    key = _key_in(backend, table, request["PutRequest"]["Item"])
+                else:
+                    key = request["DeleteRequest"]["Key"]
+                targets.append((table, key, False))
+        return targets
+    table = body["TableName"]
+    key = _key_in(backend, table, body["Item"]) if action == "PutItem" else body["Key"]
+    return [(table, key, False)]
+
+
+def _metered(method, action: str):
+    """A DynamoDB response method whose ConsumedCapacity, when asked for, is
+    DynamoDB's (callers hold the lock, so the items before and after are the
+    request's own)."""
+
+    @functools.wraps(method)
+    def wrapper(self):
+        body = self.body if isinstance(self.body, dict) else _params(self)
+        wanted = body.get("ReturnConsumedCapacity", "NONE")
+        if wanted not in ("TOTAL", "INDEXES"):
+            return method(self)
+        backend = self.dynamodb_backend
+        tally = capacity.Tally()
+        writes = action in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+        before = []
+        if writes:
+            try:
+                targets = _write_targets(backend, action, body)
+            except Exception:  # malformed: moto's own call answers the error
+                targets = []
+            before = [capacity.item_size(_item_now(backend, t, k)) for t, k, _ in targets]
+        result = method(self)
+        answer = result.result
+        if writes:
+            for (table, key, transactional), size in zip(targets, before):
+                after = capacity.item_size(_item_now(backend, table, key))
+                tally.add(table, capacity.write_units(size, after, transactional))
+        elif action == "GetItem":
+            table = body["TableName"]
+            size = capacity.item_size(_item_now(backend, table, body["Key"]))
+            tally.add(table, capacity.read_units(size, body.get("ConsistentRead", False)))
+        elif action == "BatchGetItem":
+            for table, request in body.get("RequestItems", {}).items():
+                for key in request.get("Keys", []):
+                    size = capacity.item_size(_item_now(backend, table, key))
+                    tally.add(table, capacity.read_units(size, request.get("ConsistentRead", False)))
+        elif action == "Query":
+            table = body["TableName"]
+            total = sum(
+                capacity.item_size(_item_now(backend, table, _key_in(backend, table, item)))
+                for item in answer.get("Items", [])
+            )
+            tally.add(table, capacity.read_units(total, body.get("ConsistentRead", False)))
+        if action in ("TransactWriteItems", "BatchWriteItem", "BatchGetItem"):
+            answer["ConsumedCapacity"] = tally.per_table()
+        else:
+            answer["ConsumedCapacity"] = tally.single(body["TableName"])
+        return result
+
+    return wrapper
+
+
+for _method, _action in (
+    ("get_item", "GetItem"),
+    ("batch_get_item", "BatchGetItem"),
+    ("query", "Query"),
+    ("put_item", "PutItem"),
+    ("update_item", "UpdateItem"),
+    ("delete_item", "DeleteItem"),
+    ("transact_write_items", "TransactWriteItems"),
+    ("batch_write_item", "BatchWriteItem"),
+):
+    setattr(DynamoHandler, _method, _metered(getattr(DynamoHandler, _method), _action))
 
 
 # ---------------------------------------------------------------------------
