@@ -384,16 +384,43 @@ _TRANSACT_WRITE = {
 }
 
 
+# Every table of the stack has its partition key in the attribute `pk`.
+HASH_KEY = "pk"
+
+
+def _leading_keys(op: dict[str, Any]) -> dict[str, list[str]]:
+    """`dynamodb:LeadingKeys` of one item operation or base-table Query: the
+    partition key value it names, as a condition context (empty if none)."""
+    value = None
+    for field_name in ("Key", "Item"):
+        if HASH_KEY in (op.get(field_name) or {}):
+            value = op[field_name][HASH_KEY]
+    expression = op.get("KeyConditionExpression")
+    if value is None and expression and not op.get("IndexName"):
+        names = op.get("ExpressionAttributeNames") or {}
+        for name, placeholder in re.findall(r"([#\w.]+)\s*=\s*(:\w+)", expression):
+            if names.get(name, name) == HASH_KEY:
+                value = (op.get("ExpressionAttributeValues") or {}).get(placeholder)
+    if not value:
+        return {}
+    (_, inner), = value.items()
+    return {"dynamodb:LeadingKeys": [str(inner)]}
+
+
 def dynamodb_calls(action: str, params: dict[str, Any], table_arn: Callable[[str], str]) -> list[Call]:
-    """The IAM actions a DynamoDB request needs, each on its resource."""
+    """The IAM actions a DynamoDB request needs, each on its resource, with the
+    partition key it touches (`dynamodb:LeadingKeys`) where it names one."""
     if action == "TransactWriteItems":
         calls = []
         for item in params.get("TransactItems", []):
             (kind, op), = item.items()
-            calls.append(Call(f"dynamodb:{_TRANSACT_WRITE[kind]}", table_arn(op["TableName"])))
+            calls.append(Call(f"dynamodb:{_TRANSACT_WRITE[kind]}", table_arn(op["TableName"]), _leading_keys(op)))
         return calls
     if action == "TransactGetItems":
-        return [Call("dynamodb:GetItem", table_arn(i["Get"]["TableName"])) for i in params.get("TransactItems", [])]
+        return [
+            Call("dynamodb:GetItem", table_arn(i["Get"]["TableName"]), _leading_keys(i["Get"]))
+            for i in params.get("TransactItems", [])
+        ]
     if action in ("BatchGetItem", "BatchWriteItem"):
         return [Call(f"dynamodb:{action}", table_arn(t)) for t in params.get("RequestItems", {})]
     table = params.get("TableName")
@@ -402,7 +429,7 @@ def dynamodb_calls(action: str, params: dict[str, Any], table_arn: Callable[[str
     resource = table_arn(table)
     if params.get("IndexName"):
         resource += f"/index/{params['IndexName']}"
-    return [Call(f"dynamodb:{action}", resource)]
+    return [Call(f"dynamodb:{action}", resource, _leading_keys(params))]
 
 
 def streams_calls(action: str, params: dict[str, Any]) -> list[Call]:

@@ -107,6 +107,21 @@ class Requests(unittest.TestCase):
                                   lambda t: TABLE + t)
         self.assertEqual([(c.action, c.resource) for c in gets], [("dynamodb:GetItem", TABLE + "a")])
 
+    def test_the_partition_key_is_a_condition_key(self):
+        (put,) = iam.dynamodb_calls("PutItem", {"TableName": "t", "Item": {"pk": {"S": "USAGE#1"}, "sk": {"S": "x"}}},
+                                    lambda t: TABLE + t)
+        self.assertEqual(put.context, {"dynamodb:LeadingKeys": ["USAGE#1"]})
+        (query,) = iam.dynamodb_calls("Query", {
+            "TableName": "t", "KeyConditionExpression": "#p = :v AND sk > :s",
+            "ExpressionAttributeNames": {"#p": "pk"}, "ExpressionAttributeValues": {":v": {"S": "ORG#2"}, ":s": {"S": ""}},
+        }, lambda t: TABLE + t)
+        self.assertEqual(query.context, {"dynamodb:LeadingKeys": ["ORG#2"]})
+        (on_index,) = iam.dynamodb_calls("Query", {
+            "TableName": "t", "IndexName": "due", "KeyConditionExpression": "dueIndex = :v",
+            "ExpressionAttributeValues": {":v": {"S": "purge"}},
+        }, lambda t: TABLE + t)
+        self.assertEqual(on_index.context, {})
+
     def test_a_query_of_an_index_and_a_batch(self):
         (query,) = iam.dynamodb_calls("Query", {"TableName": "t", "IndexName": "due"}, lambda t: TABLE + t)
         self.assertEqual((query.action, query.resource), ("dynamodb:Query", TABLE + "t/index/due"))
@@ -171,6 +186,15 @@ class TemplateRoles(unittest.TestCase):
         self.assertTrue(self.dynamo("get-database", "GetItem", "subkv-control"))
         self.assertFalse(self.dynamo("get-database", "PutItem", "subkv-control"))
         self.assertFalse(self.dynamo("get-database", "GetItem", "subkv-kv-data"))
+
+    def test_the_data_path_writes_only_its_usage_to_the_control_table(self):
+        usage = {"Key": {"pk": {"S": "USAGE#org"}, "sk": {"S": "2026-12-03T10#db"}}}
+        token = {"Key": {"pk": {"S": "ORG#org"}, "sk": {"S": "TOKEN#t"}}}
+        for binary in ("kv-connect", "kv-snapshot-read", "kv-atomic-write"):
+            self.assertTrue(self.dynamo(binary, "UpdateItem", "subkv-control", **usage), binary)
+            self.assertFalse(self.dynamo(binary, "UpdateItem", "subkv-control", **token), binary)
+            self.assertFalse(self.dynamo(binary, "PutItem", "subkv-control", **usage), binary)
+        self.assertFalse(self.dynamo("kv-watch", "UpdateItem", "subkv-control", **usage))
 
     def test_the_backup_engine_keeps_its_ledger(self):
         for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):

@@ -6,6 +6,7 @@ use subkv_core::control::{ControlTable, DynamoControl};
 use subkv_core::deleted::{DeletedMarks, DynamoMarks, NoMarks};
 use subkv_core::runtime::aws_config;
 use subkv_core::secrets::{KmsSealer, NoSealer, SecretSealer};
+use subkv_core::usage::{DynamoUsage, MemoryUsage, UsageStore};
 
 /// Configuration and clients, shared by every request of an instance.
 pub struct ApiState {
@@ -14,6 +15,8 @@ pub struct ApiState {
     pub sealer: Arc<dyn SecretSealer>,
     /// Where a deleted database's head is marked (the KV data table).
     pub marks: Arc<dyn DeletedMarks>,
+    /// Usage for billing (the data plane's hourly counts).
+    pub usage: Arc<dyn UsageStore>,
 }
 
 impl ApiState {
@@ -27,6 +30,7 @@ impl ApiState {
             control,
             sealer,
             marks: Arc::new(NoMarks),
+            usage: Arc::new(MemoryUsage::default()),
         }
     }
 
@@ -36,6 +40,10 @@ impl ApiState {
         let sdk = aws_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let control = Arc::new(DynamoControl::new(
+            dynamo.clone(),
+            config.control_table.clone(),
+        ));
+        let usage = Arc::new(DynamoUsage::new(
             dynamo.clone(),
             config.control_table.clone(),
         ));
@@ -49,6 +57,7 @@ impl ApiState {
         };
         Ok(Self {
             marks,
+            usage,
             ..Self::new(config, control, sealer)
         })
     }

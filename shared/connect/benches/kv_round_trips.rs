@@ -165,6 +165,8 @@ impl Instance {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(counter.clone())
+            // As deployed: every call asks for its consumed capacity (usage).
+            .interceptor(subkv_connect::usage::CapacityMeter)
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);
         let table = |name: &str, default: &str| {
@@ -187,6 +189,8 @@ impl Instance {
                 signer: TokenSigner::new([7; 32], 3600),
                 control: Arc::new(MemoryControl::new()),
                 live_tokens: subkv_connect::state::LiveTokens::new(Duration::from_secs(50)),
+                meter: subkv_connect::usage::Meter::new(Duration::from_secs(60)),
+                usage: Arc::new(subkv_core::usage::MemoryUsage::default()),
                 watch: WatchConfig {
                     max_seconds: 600,
                     poll_ms: 250,

@@ -7,10 +7,12 @@
 //! | [`watch`] | `watch`, streamed with Lambda response streaming |
 //! | [`sweep`] | the scheduled expiry sweeper |
 //! | [`purge`] | the scheduled purge of deleted databases' storage |
+//! | [`usage`] | metering requests for billing: capacity units, the instance's tally, its flush |
 //! | [`state`] | what a data-plane function builds once per cold start ([`state::ConnectState`]) |
 
 pub mod protocol;
 pub mod purge;
 pub mod state;
 pub mod sweep;
+pub mod usage;
 pub mod watch;

@@ -63,6 +63,24 @@ pub struct DataRequest {
     pub holder: Option<(Uuid, Uuid)>,
 }
 
+impl DataRequest {
+    /// Whose request it is, for its usage: none for a data-path token of the
+    /// first format (`skvd1`), which names no organization.
+    pub fn metered(&self) -> Option<Metered> {
+        self.holder.map(|(organization, _)| Metered {
+            organization,
+            database: self.database,
+        })
+    }
+}
+
+/// The organization and database a request's usage is counted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metered {
+    pub organization: Uuid,
+    pub database: Uuid,
+}
+
 /// Checks what every data-path request must carry (spec "Data Path Protocol"),
 /// then that the organization token its data-path token came from still exists
 /// (seen within [`crate::state::LiveTokens::recheck`] by this instance, else one
@@ -164,6 +182,7 @@ pub async fn connect(
     state: &ConnectState,
     route: &Route,
     request: Request,
+    who: &mut Option<Metered>,
 ) -> KvResult<Response<Body>> {
     let database = database_in_path(route, &request)?;
     let body = request.body().as_ref();
@@ -207,6 +226,10 @@ pub async fn connect(
         .await
         .map_err(store_err)?
         .ok_or_else(|| KvError::NotFound(format!("database {database} not found")))?;
+    *who = Some(Metered {
+        organization: record.organization_id,
+        database,
+    });
     // A database being restored (or whose restore failed) gets no data-path
     // token, so no read or write reaches it until it is active.
     if let Some(refusal) = db.restore.as_ref().and_then(|r| r.refusal(database)) {
@@ -263,8 +286,10 @@ pub async fn snapshot_read(
     state: &ConnectState,
     route: &Route,
     request: Request,
+    who: &mut Option<Metered>,
 ) -> KvResult<Response<Body>> {
     let req = authorize(state, route, &request).await?;
+    *who = req.metered();
     let read: pb::SnapshotRead = decode(&request, "SnapshotRead")?;
     let ranges: Vec<denokv_proto::ReadRange> = read.try_into()?;
     let results = state.kv.snapshot_read(req.database, &ranges).await?;
@@ -342,8 +367,10 @@ pub async fn atomic_write(
     state: &ConnectState,
     route: &Route,
     request: Request,
+    who: &mut Option<Metered>,
 ) -> KvResult<Response<Body>> {
     let req = authorize(state, route, &request).await?;
+    *who = req.metered();
     if req.read_only {
         return Err(KvError::Forbidden(
             "this access token may only read (access \"read\"): writes are refused".into(),
@@ -421,11 +448,30 @@ pub async fn handle(
     request: Request,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
-    let result = match op {
-        Op::Connect => connect(state, route, request).await,
-        Op::SnapshotRead => snapshot_read(state, route, request).await,
-        Op::AtomicWrite => atomic_write(state, route, request).await,
-    };
+    let mut who = None;
+    let (result, units) = crate::usage::metered(async {
+        match op {
+            Op::Connect => connect(state, route, request, &mut who).await,
+            Op::SnapshotRead => snapshot_read(state, route, request, &mut who).await,
+            Op::AtomicWrite => atomic_write(state, route, request, &mut who).await,
+        }
+    })
+    .await;
+    // Every request that got as far as naming its organization and database
+    // counts, refused or not: what it read or wrote was billed by DynamoDB.
+    if let Some(who) = who {
+        state.meter.record(
+            who.organization,
+            who.database,
+            chrono::Utc::now(),
+            subkv_core::usage::Counts {
+                read_units: units.read,
+                write_units: units.write,
+                requests: 1,
+            },
+        );
+        state.meter.flush_if_due(state.usage.as_ref()).await;
+    }
     finish(route, started, result)
 }
 

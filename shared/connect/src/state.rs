@@ -5,6 +5,7 @@ use subkv_core::config::{var, Env};
 use subkv_core::control::{ControlTable, DynamoControl};
 use subkv_core::deleted::MAX_DATA_TOKEN_TTL_SECONDS;
 use subkv_core::runtime::aws_config;
+use subkv_core::usage::{DynamoUsage, UsageStore};
 use subkv_dynamo_kv::{DynamoKv, WatchCaps};
 use subkv_kv::token::{TokenSigner, DEFAULT_TTL_SECONDS, KEY_LABEL};
 
@@ -28,6 +29,9 @@ pub struct ConnectState {
     /// data-path request checks its token's again once that is older than
     /// `recheck` (issue 15 §2: a revoked token stops working within a minute).
     pub live_tokens: LiveTokens,
+    /// The instance's usage tally and where it is flushed (issue 15 §3).
+    pub meter: crate::usage::Meter,
+    pub usage: Arc<dyn UsageStore>,
 }
 
 /// When this instance last saw each organization token still existing.
@@ -98,8 +102,15 @@ impl ConnectState {
             .as_ref()
             .and_then(|m| m.as_ref().try_into().ok())
             .ok_or("GenerateMac returned no 32-byte MAC")?;
+        // The engine's own client asks every call for its consumed capacity,
+        // charged to the request being served (`crate::usage`).
+        let metered = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(crate::usage::CapacityMeter)
+                .build(),
+        );
         Ok(Self {
-            kv: DynamoKv::from_env(dynamo.clone(), &env)?,
+            kv: DynamoKv::from_env(metered, &env)?,
             signer: TokenSigner::new(
                 key,
                 // A deleted database's mark outlives every token (`subkv_core::deleted`).
@@ -109,7 +120,13 @@ impl ConnectState {
                     DEFAULT_TTL_SECONDS,
                 )?,
             ),
-            control: Arc::new(DynamoControl::new(dynamo, env.control_table())),
+            control: Arc::new(DynamoControl::new(dynamo.clone(), env.control_table())),
+            usage: Arc::new(DynamoUsage::new(dynamo, env.control_table())),
+            meter: crate::usage::Meter::new(std::time::Duration::from_secs(env.number_in(
+                var::USAGE_FLUSH_SECONDS,
+                1..=3600,
+                crate::usage::DEFAULT_FLUSH_SECONDS,
+            )?)),
             live_tokens: LiveTokens::new(std::time::Duration::from_secs(env.number_in(
                 var::TOKEN_RECHECK_SECONDS,
                 1..=55,

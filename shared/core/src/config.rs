@@ -45,6 +45,9 @@ pub mod var {
     /// How long a data-path function trusts that an organization token it saw
     /// still exists (seconds, 1 to 55: revocation takes effect within a minute).
     pub const TOKEN_RECHECK_SECONDS: &str = "SUBKV_TOKEN_RECHECK_SECONDS";
+    /// How often a data-plane instance flushes its usage tally (seconds, 1 to
+    /// 3,600).
+    pub const USAGE_FLUSH_SECONDS: &str = "SUBKV_USAGE_FLUSH_SECONDS";
     /// How long a run of `kv-purge-deleted` purges (seconds).
     pub const PURGE_BUDGET_SECONDS: &str = "SUBKV_PURGE_BUDGET_SECONDS";
     /// How long a deleted database stays on the purge's list (seconds).

@@ -12,6 +12,7 @@
 //! | [`deleted`] | a deleted database's mark on its head in the KV data table |
 //! | [`control`] | the control table: records, [`control::ControlTable`], its DynamoDB and in-memory implementations |
 //! | [`secrets`] | backup secrets sealed and opened with KMS |
+//! | [`usage`] | usage for billing: hourly counts per database, where they are kept |
 //! | [`validate`] | input rules shared by the API and the backup engine (names, endpoints, public addresses) |
 //!
 //! The planes build on it, one way: `subkv-api` (management), `subkv-kv` (Deno KV
@@ -29,4 +30,5 @@ pub mod metrics;
 pub mod routes;
 pub mod runtime;
 pub mod secrets;
+pub mod usage;
 pub mod validate;

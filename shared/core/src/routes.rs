@@ -67,12 +67,14 @@ routes! {
     DELETE_ORGANIZATION = "delete-organization", "DELETE", "/v1/organizations/{organizationId}", Admin;
     CREATE_TOKEN = "create-token", "POST", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;
     LIST_TOKENS = "list-tokens", "GET", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;
+    GET_ORGANIZATION_USAGE = "get-organization-usage", "GET", "/v1/organizations/{organizationId}/usage", AdminOrOrganization;
     REVOKE_TOKEN = "revoke-token", "DELETE", "/v1/organizations/{organizationId}/tokens/{tokenId}", AdminOrOrganization;
     CREATE_DATABASE = "create-database", "POST", "/v1/organizations/{organizationId}/databases", Organization;
     LIST_DATABASES = "list-databases", "GET", "/v1/organizations/{organizationId}/databases", Organization;
     GET_DATABASE = "get-database", "GET", "/v1/databases/{databaseId}", Organization;
     UPDATE_DATABASE = "update-database", "PATCH", "/v1/databases/{databaseId}", Organization;
     DELETE_DATABASE = "delete-database", "DELETE", "/v1/databases/{databaseId}", Organization;
+    GET_DATABASE_USAGE = "get-database-usage", "GET", "/v1/databases/{databaseId}/usage", Organization;
     ENABLE_BACKUP = "enable-backup", "POST", "/v1/databases/{databaseId}/database_backups", Organization;
     LIST_BACKUPS = "list-backups", "GET", "/v1/databases/{databaseId}/database_backups", Organization;
     GET_BACKUP = "get-backup", "GET", "/v1/database_backups/{databaseBackupId}", Organization;

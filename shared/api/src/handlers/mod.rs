@@ -5,6 +5,7 @@ pub mod databases;
 pub mod organizations;
 pub mod restore_from;
 pub mod tokens;
+pub mod usage;
 
 use crate::error::ApiResult;
 use crate::http::Reply;

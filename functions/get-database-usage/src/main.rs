@@ -1,0 +1,7 @@
+use subkv_api::handlers;
+use subkv_core::routes;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    subkv_api::serve(&routes::GET_DATABASE_USAGE, handlers::usage::of_database).await
+}
