@@ -19,7 +19,9 @@ write operations" and "Managing capacity for transactions"):
   ConditionCheck included, costs twice that.
 
 What the model leaves out: items a Query's FilterExpression drops (subkv's
-data path has none) and indexes (its writes touch no index on the data tables).
+data path has none) and writes to indexes (an entry with an expiry is also
+written to the data table's `expiry` index, which DynamoDB counts and this does
+not).
 """
 
 from __future__ import annotations
