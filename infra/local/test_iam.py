@@ -196,6 +196,14 @@ class TemplateRoles(unittest.TestCase):
             self.assertFalse(self.dynamo(binary, "PutItem", "subkv-control", **usage), binary)
         self.assertFalse(self.dynamo("kv-watch", "UpdateItem", "subkv-control", **usage))
 
+    def test_authentication_may_only_stamp_a_token_when_it_was_used(self):
+        by_hash = {"Key": {"pk": {"S": "TOKEN#abc"}, "sk": {"S": "TOKEN"}}}
+        database = {"Key": {"pk": {"S": "ORG#org"}, "sk": {"S": "DB#db"}}}
+        for binary in ("get-database", "list-organizations", "create-token", "kv-connect"):
+            self.assertTrue(self.dynamo(binary, "UpdateItem", "subkv-control", **by_hash), binary)
+            self.assertFalse(self.dynamo(binary, "UpdateItem", "subkv-control", **database), binary)
+        self.assertFalse(self.dynamo("kv-snapshot-read", "UpdateItem", "subkv-control", **by_hash))
+
     def test_the_backup_engine_keeps_its_ledger(self):
         for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
             self.assertTrue(self.dynamo("backup-forward", action, "subkv-control"), action)

@@ -286,6 +286,7 @@ async fn tokens_are_listed_without_secrets_paged_and_only_to_their_organization(
                 "description",
                 "expiresAt",
                 "id",
+                "lastUsedAt",
                 "organizationId"
             ],
             "{token}"
@@ -297,6 +298,13 @@ async fn tokens_are_listed_without_secrets_paged_and_only_to_their_organization(
             "{token}"
         );
     }
+    // Last used, to the hour: the token that made these requests, not the others.
+    let used = page[0]["lastUsedAt"]
+        .as_str()
+        .expect("the first token was used");
+    assert!(used.ends_with('Z') && used.len() == 24, "{used}");
+    assert_eq!(page[1]["lastUsedAt"], Value::Null);
+    assert_eq!(page[2]["lastUsedAt"], Value::Null);
     for secret in &secrets {
         assert!(!listed.text.contains(secret.as_str()), "a secret is listed");
         let hash = hex::encode(subkv_core::auth::token_sha256(secret));

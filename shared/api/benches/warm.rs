@@ -80,6 +80,7 @@ impl Fixture {
             databases: None,
             access: Default::default(),
             expires_at: None,
+            last_used_at: None,
         };
         store
             .create_organization(&organization, &record)

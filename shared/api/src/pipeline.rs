@@ -83,6 +83,7 @@ async fn authenticate(state: &ApiState, request: &Request) -> ApiResult<Caller> 
             "this token has expired: ask for a new one",
         ));
     }
+    subkv_core::control::note_token_used(state.control.as_ref(), &record).await;
     Ok(Caller::Organization {
         organization_id: record.organization_id,
         token_id: record.id,

@@ -60,6 +60,7 @@ async fn seed_org(store: &MemoryControl, name: &str) -> (Uuid, String) {
         databases: None,
         access: Default::default(),
         expires_at: None,
+        last_used_at: None,
     };
     store
         .create_organization(&org, &record)
@@ -643,6 +644,7 @@ async fn an_expired_token_is_401() {
         databases: None,
         access: Default::default(),
         expires_at: Some("2020-01-01T00:00:00.000Z".into()),
+        last_used_at: None,
     };
     assert!(f.store.put_token(&record).await.unwrap());
     let list = format!("/v1/organizations/{}/databases", f.org);
@@ -733,4 +735,36 @@ async fn an_organization_with_databases_is_deleted_only_with_force() {
         (status, reply["code"].as_str()),
         (404, Some("organizationNotFound"))
     );
+}
+
+#[tokio::test]
+async fn a_token_records_its_last_use_to_the_hour() {
+    let f = fixture(false).await;
+    let listed = |f: &Fixture| {
+        let req = request(
+            "GET",
+            &format!("/v1/organizations/{}/tokens", f.org),
+            "admin",
+            None,
+        );
+        let app = f.app.clone();
+        async move {
+            let (status, body) = json_of(
+                subkv_api::pipeline::handle(app, &routes::LIST_TOKENS, &api::tokens::list, req)
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body[0].clone()
+        }
+    };
+    // The admin's requests use no token: never used yet.
+    assert_eq!(listed(&f).await["lastUsedAt"], Value::Null);
+    create_db(&f).await;
+    let first = listed(&f).await["lastUsedAt"].clone();
+    let at = first.as_str().expect("lastUsedAt after a use");
+    assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+    // Within the hour, another use writes nothing.
+    create_db(&f).await;
+    assert_eq!(listed(&f).await["lastUsedAt"], first);
 }

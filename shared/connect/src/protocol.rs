@@ -216,6 +216,7 @@ pub async fn connect(
     if record.expired(chrono::Utc::now().timestamp_millis()) {
         return Err(KvError::Unauthorized("the access token has expired"));
     }
+    subkv_core::control::note_token_used(state.control.as_ref(), &record).await;
     // A token limited to other databases does not see this one.
     if !record.scope().allows(database) {
         return Err(KvError::NotFound(format!("database {database} not found")));

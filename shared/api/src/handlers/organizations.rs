@@ -45,6 +45,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         databases: None,
         access: Default::default(),
         expires_at: None,
+        last_used_at: None,
     };
     ctx.state.control.create_organization(&org, &record).await?;
     Reply::json(&Created {

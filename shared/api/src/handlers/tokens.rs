@@ -39,6 +39,8 @@ struct Listed {
     databases: Option<Vec<Uuid>>,
     access: TokenAccess,
     expires_at: Option<String>,
+    /// When it was last used (API or KV metadata exchange), to the hour.
+    last_used_at: Option<String>,
 }
 
 impl From<TokenRecord> for Listed {
@@ -51,6 +53,7 @@ impl From<TokenRecord> for Listed {
             databases: t.databases,
             access: t.access,
             expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
         }
     }
 }
@@ -130,6 +133,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         databases,
         access: body.access.unwrap_or_default(),
         expires_at,
+        last_used_at: None,
     };
     if !ctx.state.control.put_token(&record).await? {
         return Err(ApiError::not_found(Resource::Organization, organization_id));

@@ -106,6 +106,62 @@ pub struct DynamoControl {
 }
 
 impl DynamoControl {
+    /// The `lastUsedAt` of the tokens with these hashes (by-hash items,
+    /// `BatchGetItem` of up to 100 keys a call, unprocessed keys asked again).
+    async fn last_used(&self, hashes: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut out = HashMap::new();
+        for chunk in hashes.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|h| key(format!("TOKEN#{h}"), "TOKEN".into()))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("tokenSha256, lastUsedAt")
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Malformed(format!("BatchGetItem request: {e}")))?,
+            );
+            for _ in 0..10 {
+                let Some(request) = pending.take() else {
+                    break;
+                };
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("BatchGetItem", e))?;
+                for item in answer
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    if let (Some(hash), Some(at)) =
+                        (get_s(&item, "tokenSha256"), get_s(&item, "lastUsedAt"))
+                    {
+                        out.insert(hash.to_string(), at.to_string());
+                    }
+                }
+                pending = answer
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys.is_empty());
+            }
+            if pending.is_some() {
+                return Err(StoreError::dynamo(
+                    "BatchGetItem",
+                    crate::error::Recovery::Retry,
+                    std::io::Error::other("keys left unprocessed ten times (throttled)"),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -490,6 +546,37 @@ impl ControlTable for DynamoControl {
             .transpose()
     }
 
+    async fn touch_token(
+        &self,
+        sha256_hex: &str,
+        now: &str,
+        since: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("TOKEN#{sha256_hex}"), "TOKEN".into())))
+            .update_expression("SET lastUsedAt = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(lastUsedAt) OR lastUsedAt < :since)",
+            )
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":since", s(since))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
     async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
         let delete = |pk, sk| self.delete(pk, sk, Some("attribute_exists(pk)"));
         let items = vec![
@@ -705,11 +792,19 @@ impl ControlTable for DynamoControl {
     }
 
     async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError> {
-        self.org_items(organization_id, "TOKEN#")
+        let mut tokens: Vec<TokenRecord> = self
+            .org_items(organization_id, "TOKEN#")
             .await?
             .into_iter()
             .map(from_item)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // `lastUsedAt` lives on the by-hash items (what authentication reads).
+        let hashes: Vec<String> = tokens.iter().map(|t| t.token_sha256.clone()).collect();
+        let last_used = self.last_used(&hashes).await?;
+        for token in &mut tokens {
+            token.last_used_at = last_used.get(&token.token_sha256).cloned();
+        }
+        Ok(tokens)
     }
 
     async fn list_databases(&self, organization_id: Uuid) -> Result<Vec<KvDatabase>, StoreError> {

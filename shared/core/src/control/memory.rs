@@ -112,6 +112,20 @@ impl ControlTable for MemoryControl {
         Ok(self.lock()?.tokens.get(sha256_hex).cloned())
     }
 
+    async fn touch_token(
+        &self,
+        sha256_hex: &str,
+        now: &str,
+        since: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(token) = self.lock()?.tokens.get_mut(sha256_hex) {
+            if token.last_used_at.as_deref().is_none_or(|at| at < since) {
+                token.last_used_at = Some(now.to_string());
+            }
+        }
+        Ok(())
+    }
+
     async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
         Ok(self.lock()?.orgs.remove(&id).is_some())
     }

@@ -16,6 +16,26 @@ pub mod retired;
 mod table;
 
 pub use dynamo::{due_items, DynamoControl};
+
+/// Records a token's use if its `lastUsedAt` is older than
+/// [`records::LAST_USED_RESOLUTION_MS`] (or unset): at most about one write per
+/// token an hour. A failure is logged, never the caller's: the request goes on.
+pub async fn note_token_used(control: &dyn ControlTable, token: &TokenRecord) {
+    let now = std::time::SystemTime::now();
+    let since = now - std::time::Duration::from_millis(records::LAST_USED_RESOLUTION_MS as u64);
+    let since = humantime::format_rfc3339_millis(since).to_string();
+    if token
+        .last_used_at
+        .as_deref()
+        .is_some_and(|at| at >= since.as_str())
+    {
+        return;
+    }
+    let now = humantime::format_rfc3339_millis(now).to_string();
+    if let Err(err) = control.touch_token(&token.token_sha256, &now, &since).await {
+        tracing::warn!(token = %token.id, error = %err, "recording the token's lastUsedAt failed");
+    }
+}
 pub use memory::MemoryControl;
 pub use table::{control_table_indexes, control_table_schema, ensure_control_table, PK, SK};
 
@@ -83,6 +103,11 @@ pub trait ControlTable: Send + Sync {
     async fn put_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
     /// The token with this SHA-256, in one strongly consistent read.
     async fn token_by_hash(&self, sha256_hex: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Sets the token's `lastUsedAt` (on its by-hash item) to `now` (RFC 3339
+    /// UTC), unless it is already at or after `since`: concurrent callers write
+    /// it once. A token that no longer exists is left alone.
+    async fn touch_token(&self, sha256_hex: &str, now: &str, since: &str)
+        -> Result<(), StoreError>;
     /// Every token of the organization (its by-id items, one strongly consistent
     /// `Query`), hashes included: the caller shows none.
     async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError>;

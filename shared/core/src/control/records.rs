@@ -35,7 +35,16 @@ pub struct TokenRecord {
     /// When it stops working (RFC 3339 UTC, milliseconds); None: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// When it was last used, to the hour ([`LAST_USED_RESOLUTION_MS`]): kept
+    /// on its by-hash item, which every authentication reads; None: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
 }
+
+/// How coarse a token's `lastUsedAt` is: an authentication writes it only if
+/// the recorded one is older than this (an hour), so a token costs at most
+/// about one write an hour, never one per request.
+pub const LAST_USED_RESOLUTION_MS: i64 = 3_600_000;
 
 /// What an organization token may do with its databases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
