@@ -63,6 +63,8 @@ export SUBKV_PURGE_SETTLE_SECONDS=${SUBKV_PURGE_SETTLE_SECONDS:-5}
 # How often a data-plane instance flushes its usage tally (AWS: 60 s): a second,
 # so the usage tests see a workload's counts without waiting a minute.
 export SUBKV_USAGE_FLUSH_SECONDS=${SUBKV_USAGE_FLUSH_SECONDS:-1}
+# How long an instance trusts an organization's limits and month (AWS: 60 s).
+export SUBKV_QUOTA_CACHE_SECONDS=${SUBKV_QUOTA_CACHE_SECONDS:-1}
 # How often it runs backup-forward's scheduled catch-up.
 backup_catchup_seconds=${SUBKV_BACKUP_CATCHUP_SECONDS:-2}
 # The local stack backs up to the emulator's S3 over http on loopback.

@@ -921,3 +921,18 @@ pub async fn wait_backed_up(
     );
     status
 }
+
+/// What tests/kv/try_ops.ts saw on the database at `url` with `token`.
+pub fn try_ops(url: &str, token: &str) -> Value {
+    let output = output_within(
+        "try_ops.ts",
+        deno_script("try_ops.ts")
+            .arg(url)
+            .env("DENO_KV_ACCESS_TOKEN", token),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.status.success(), "{}", describe(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

@@ -7,7 +7,7 @@ use denokv_proto::datapath as pb;
 use prost::Message;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use subkv_e2e::backup::{deno_script, describe, kv_database, output_within, poll};
+use subkv_e2e::backup::{kv_database, poll, try_ops};
 use subkv_e2e::kv_wire::{connect, key, set, Raw, Session};
 use subkv_e2e::{create_db, delete, get, post};
 
@@ -24,21 +24,6 @@ async fn token(org: &subkv_e2e::Org, body: Value) -> (String, String) {
         created["id"].as_str().unwrap().to_string(),
         created["token"].as_str().unwrap().to_string(),
     )
-}
-
-/// What try_ops.ts saw on the database at `url` with `token`.
-fn try_ops(url: &str, token: &str) -> Value {
-    let output = output_within(
-        "try_ops.ts",
-        deno_script("try_ops.ts")
-            .arg(url)
-            .env("DENO_KV_ACCESS_TOKEN", token),
-        Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(output.status.success(), "{}", describe(&output));
-    let out = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 fn read_all() -> Vec<u8> {

@@ -69,6 +69,7 @@ impl Fixture {
             id: Uuid::new_v4(),
             name: "bench".into(),
             created_at: now.clone(),
+            limits: Default::default(),
         };
         let token = mint_token();
         let record = TokenRecord {

@@ -83,6 +83,10 @@ pub enum ApiError {
     /// data must wait (or cannot be).
     #[error("{0}")]
     DatabaseRestoring(String),
+    /// Over one of the organization's limits (docs/quotas.md): the message
+    /// names it.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("internal error")]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -112,7 +116,7 @@ impl ApiError {
             | ApiError::ResponseTooLarge(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::LimitExceeded(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BackupAlreadyEnabled { .. }
             | ApiError::BackupNotFailed { .. }
@@ -142,6 +146,7 @@ impl ApiError {
             ApiError::BackupUnreadable(_) => "backupUnreadable",
             ApiError::BucketUnavailable(_) => "bucketUnavailable",
             ApiError::DatabaseRestoring(_) => "databaseRestoring",
+            ApiError::LimitExceeded(_) => "limitExceeded",
             ApiError::Store(_) | ApiError::Internal(_) => "internalServerError",
         }
     }
@@ -213,6 +218,7 @@ mod tests {
             ),
             (ApiError::Unauthorized("x"), 401, "unauthorized"),
             (ApiError::Forbidden("x"), 403, "forbidden"),
+            (ApiError::LimitExceeded("x".into()), 403, "limitExceeded"),
             (
                 ApiError::not_found(Resource::Organization, "o"),
                 404,

@@ -49,6 +49,7 @@ async fn seed_org(store: &MemoryControl, name: &str) -> (Uuid, String) {
         id: Uuid::new_v4(),
         name: name.into(),
         created_at: now_rfc3339(),
+        limits: Default::default(),
     };
     let token = mint_token();
     let record = TokenRecord {

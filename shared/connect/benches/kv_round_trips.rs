@@ -190,6 +190,7 @@ impl Instance {
                 control: Arc::new(MemoryControl::new()),
                 live_tokens: subkv_connect::state::LiveTokens::new(Duration::from_secs(50)),
                 meter: subkv_connect::usage::Meter::new(Duration::from_secs(60)),
+                quotas: subkv_connect::quota::Quotas::new(Duration::from_secs(60)),
                 usage: Arc::new(subkv_core::usage::MemoryUsage::default()),
                 watch: WatchConfig {
                     max_seconds: 600,

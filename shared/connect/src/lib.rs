@@ -7,11 +7,13 @@
 //! | [`watch`] | `watch`, streamed with Lambda response streaming |
 //! | [`sweep`] | the scheduled expiry sweeper |
 //! | [`purge`] | the scheduled purge of deleted databases' storage |
+//! | [`quota`] | the write quota of an organization, checked before a commit |
 //! | [`usage`] | metering requests for billing: capacity units, the instance's tally, its flush |
 //! | [`state`] | what a data-plane function builds once per cold start ([`state::ConnectState`]) |
 
 pub mod protocol;
 pub mod purge;
+pub mod quota;
 pub mod state;
 pub mod sweep;
 pub mod usage;

@@ -378,6 +378,20 @@ pub async fn atomic_write(
         ));
     }
     let write: pb::AtomicWrite = decode(&request, "AtomicWrite")?;
+    // The organization's write quota, before anything is written (reads are
+    // never refused).
+    if let Some(who) = req.metered() {
+        state
+            .quotas
+            .check_write(
+                who.organization,
+                chrono::Utc::now(),
+                state.control.as_ref(),
+                state.usage.as_ref(),
+                &state.meter,
+            )
+            .await?;
+    }
     if !write.enqueues.is_empty() {
         return Err(KvError::bad(ENQUEUE_UNSUPPORTED));
     }

@@ -32,6 +32,8 @@ pub struct ConnectState {
     /// The instance's usage tally and where it is flushed (issue 15 §3).
     pub meter: crate::usage::Meter,
     pub usage: Arc<dyn UsageStore>,
+    /// The organizations' write quotas as this instance knows them (§4).
+    pub quotas: crate::quota::Quotas,
 }
 
 /// When this instance last saw each organization token still existing.
@@ -122,6 +124,11 @@ impl ConnectState {
             ),
             control: Arc::new(DynamoControl::new(dynamo.clone(), env.control_table())),
             usage: Arc::new(DynamoUsage::new(dynamo, env.control_table())),
+            quotas: crate::quota::Quotas::new(std::time::Duration::from_secs(env.number_in(
+                var::QUOTA_CACHE_SECONDS,
+                1..=300,
+                crate::quota::DEFAULT_CACHE_SECONDS,
+            )?)),
             meter: crate::usage::Meter::new(std::time::Duration::from_secs(env.number_in(
                 var::USAGE_FLUSH_SECONDS,
                 1..=3600,

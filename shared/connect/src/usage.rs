@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subkv_core::usage::{hour_start, Counts, UsageStore};
+use subkv_core::usage::{hour_start, month_start, Counts, UsageStore};
 use uuid::Uuid;
 
 /// How often an instance flushes its tally unless configured
@@ -206,14 +206,46 @@ impl Meter {
         std::mem::take(&mut state.pending).into_iter().collect()
     }
 
-    /// Writes the tally if a flush is due. What fails to be written stays in
-    /// the tally for the next flush (and is logged); the request is answered
-    /// either way.
+    /// Write units this instance counted for the organization in the month
+    /// starting `month` and has not flushed yet.
+    pub fn pending_write_units(&self, organization: Uuid, month: DateTime<Utc>) -> f64 {
+        self.state
+            .lock()
+            .map(|state| {
+                state
+                    .pending
+                    .iter()
+                    .filter(|((org, _, hour), _)| {
+                        *org == organization && month_start(*hour) == month
+                    })
+                    .map(|(_, counts)| counts.write_units)
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Writes the tally if a flush is due: the hours' rows, and each
+    /// organization's month (what its quota reads). What fails to be written
+    /// to the hours' rows stays in the tally for the next flush; a month that
+    /// fails is logged (its quota then counts less, never more). The request is
+    /// answered either way.
     pub async fn flush_if_due(&self, store: &dyn UsageStore) {
         let due = self.take_due();
         if due.is_empty() {
             return;
         }
+        let mut months: BTreeMap<(Uuid, DateTime<Utc>), Counts> = BTreeMap::new();
+        for ((org, _, hour), counts) in &due {
+            months
+                .entry((*org, month_start(*hour)))
+                .or_default()
+                .add(counts);
+        }
+        let month_writes = months.into_iter().map(|((org, month), counts)| async move {
+            if let Err(err) = store.add_month(org, month, &counts).await {
+                tracing::warn!(organization = %org, error = %err, "flushing the month's usage failed");
+            }
+        });
         let writes = due.into_iter().map(|(key, counts)| async move {
             let (org, db, hour) = key;
             match store.add(org, db, hour, &counts).await {
@@ -224,11 +256,12 @@ impl Meter {
                 }
             }
         });
-        let failed: Vec<_> = futures_util::future::join_all(writes)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let (failed, _) = futures_util::future::join(
+            futures_util::future::join_all(writes),
+            futures_util::future::join_all(month_writes),
+        )
+        .await;
+        let failed: Vec<_> = failed.into_iter().flatten().collect();
         if let Ok(mut state) = self.state.lock() {
             for (key, counts) in failed {
                 state.pending.entry(key).or_default().add(&counts);
@@ -330,6 +363,12 @@ mod tests {
             _: DateTime<Utc>,
         ) -> Result<Vec<Row>, StoreError> {
             Ok(Vec::new())
+        }
+        async fn add_month(&self, _: Uuid, _: DateTime<Utc>, _: &Counts) -> Result<(), StoreError> {
+            Err(StoreError::Malformed("down".into()))
+        }
+        async fn month(&self, _: Uuid, _: DateTime<Utc>) -> Result<Counts, StoreError> {
+            Ok(Counts::default())
         }
     }
 

@@ -48,6 +48,9 @@ pub mod var {
     /// How often a data-plane instance flushes its usage tally (seconds, 1 to
     /// 3,600).
     pub const USAGE_FLUSH_SECONDS: &str = "SUBKV_USAGE_FLUSH_SECONDS";
+    /// How long a data-plane instance trusts an organization's limits and
+    /// month of usage (seconds, 1 to 300).
+    pub const QUOTA_CACHE_SECONDS: &str = "SUBKV_QUOTA_CACHE_SECONDS";
     /// How long a run of `kv-purge-deleted` purges (seconds).
     pub const PURGE_BUDGET_SECONDS: &str = "SUBKV_PURGE_BUDGET_SECONDS";
     /// How long a deleted database stays on the purge's list (seconds).

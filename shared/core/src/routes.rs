@@ -64,6 +64,7 @@ routes! {
     CREATE_ORGANIZATION = "create-organization", "POST", "/v1/organizations", Admin;
     LIST_ORGANIZATIONS = "list-organizations", "GET", "/v1/organizations", Admin;
     GET_ORGANIZATION = "get-organization", "GET", "/v1/organizations/{organizationId}", Admin;
+    UPDATE_ORGANIZATION = "update-organization", "PATCH", "/v1/organizations/{organizationId}", Admin;
     DELETE_ORGANIZATION = "delete-organization", "DELETE", "/v1/organizations/{organizationId}", Admin;
     CREATE_TOKEN = "create-token", "POST", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;
     LIST_TOKENS = "list-tokens", "GET", "/v1/organizations/{organizationId}/tokens", AdminOrOrganization;

@@ -10,6 +10,8 @@
 //! |---|---|---|
 //! | one database's usage in one hour | `USAGE#<org>` | `<yyyy-mm-ddThh>#<db>` (UTC) |
 //!
+//! | one organization's usage in one calendar month (for its quota) | `USAGE#<org>` | `MONTH#<yyyy-mm>` |
+//!
 //! An organization's usage over a window is one `Query` of its partition
 //! between two hours; a database's, the same with its rows kept. The rows stay
 //! after the database is deleted (it is billed for what it used) and expire
@@ -69,6 +71,18 @@ pub fn parse_hour(name: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The start of the calendar month (UTC) holding `at`.
+pub fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{Datelike, TimeZone};
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(at)
+}
+
+fn month_sk(month: DateTime<Utc>) -> String {
+    format!("MONTH#{}", month.format("%Y-%m"))
+}
+
 /// One database's usage in one hour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -97,6 +111,15 @@ pub trait UsageStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Row>, StoreError>;
+    /// Adds `counts` to the organization's month (starting `month`).
+    async fn add_month(
+        &self,
+        organization: Uuid,
+        month: DateTime<Utc>,
+        counts: &Counts,
+    ) -> Result<(), StoreError>;
+    /// The organization's month so far (one strongly consistent read).
+    async fn month(&self, organization: Uuid, month: DateTime<Utc>) -> Result<Counts, StoreError>;
 }
 
 /// Usage in the control table.
@@ -112,6 +135,43 @@ impl DynamoUsage {
             table: table.into(),
         }
     }
+
+    /// `ADD`s `counts` to the organization's item `sk` (kept until `expires`),
+    /// naming its database if it is one database's.
+    async fn add_to(
+        &self,
+        organization: Uuid,
+        sk: String,
+        database: Option<Uuid>,
+        expires: DateTime<Utc>,
+        counts: &Counts,
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{PK_PREFIX}{organization}")))
+            .key("sk", s(sk))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":r", n(counts.read_units))
+            .expression_attribute_values(":w", n(counts.write_units))
+            .expression_attribute_values(":q", n(counts.requests))
+            .expression_attribute_values(":ttl", n(expires.timestamp()));
+        update = match database {
+            Some(db) => update
+                .update_expression(
+                    "ADD readUnits :r, writeUnits :w, requests :q SET databaseId = :db, #ttl = :ttl",
+                )
+                .expression_attribute_values(":db", s(db.to_string())),
+            None => update
+                .update_expression("ADD readUnits :r, writeUnits :w, requests :q SET #ttl = :ttl"),
+        };
+        update
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -123,25 +183,14 @@ impl UsageStore for DynamoUsage {
         hour: DateTime<Utc>,
         counts: &Counts,
     ) -> Result<(), StoreError> {
-        let expires = hour + Duration::days(RETENTION_DAYS);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{PK_PREFIX}{organization}")))
-            .key("sk", s(format!("{}#{database}", hour_name(hour))))
-            .update_expression(
-                "ADD readUnits :r, writeUnits :w, requests :q SET databaseId = :db, #ttl = :ttl",
-            )
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":r", n(counts.read_units))
-            .expression_attribute_values(":w", n(counts.write_units))
-            .expression_attribute_values(":q", n(counts.requests))
-            .expression_attribute_values(":db", s(database.to_string()))
-            .expression_attribute_values(":ttl", n(expires.timestamp()))
-            .send()
-            .await
-            .map_err(|e| store_error("UpdateItem", e))?;
-        Ok(())
+        self.add_to(
+            organization,
+            format!("{}#{database}", hour_name(hour)),
+            Some(database),
+            hour + Duration::days(RETENTION_DAYS),
+            counts,
+        )
+        .await
     }
 
     async fn rows(
@@ -175,6 +224,44 @@ impl UsageStore for DynamoUsage {
         }
         Ok(rows)
     }
+
+    async fn add_month(
+        &self,
+        organization: Uuid,
+        month: DateTime<Utc>,
+        counts: &Counts,
+    ) -> Result<(), StoreError> {
+        self.add_to(
+            organization,
+            month_sk(month),
+            None,
+            month + Duration::days(RETENTION_DAYS),
+            counts,
+        )
+        .await
+    }
+
+    async fn month(&self, organization: Uuid, month: DateTime<Utc>) -> Result<Counts, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{PK_PREFIX}{organization}")))
+            .key("sk", s(month_sk(month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        Ok(out.item.as_ref().map(counts).unwrap_or_default())
+    }
+}
+
+fn counts(item: &Item) -> Counts {
+    Counts {
+        read_units: get_n(item, "readUnits").unwrap_or(0.0),
+        write_units: get_n(item, "writeUnits").unwrap_or(0.0),
+        requests: get_n(item, "requests").unwrap_or(0),
+    }
 }
 
 fn row(item: &Item) -> Result<Row, StoreError> {
@@ -184,11 +271,7 @@ fn row(item: &Item) -> Result<Row, StoreError> {
     Ok(Row {
         database_id: Uuid::parse_str(database).map_err(|_| malformed())?,
         hour: parse_hour(hour).ok_or_else(malformed)?,
-        counts: Counts {
-            read_units: get_n(item, "readUnits").unwrap_or(0.0),
-            write_units: get_n(item, "writeUnits").unwrap_or(0.0),
-            requests: get_n(item, "requests").unwrap_or(0),
-        },
+        counts: counts(item),
     })
 }
 
@@ -199,6 +282,7 @@ type RowKey = (Uuid, DateTime<Utc>, Uuid);
 #[derive(Default)]
 pub struct MemoryUsage {
     rows: Mutex<BTreeMap<RowKey, Counts>>,
+    months: Mutex<BTreeMap<(Uuid, DateTime<Utc>), Counts>>,
 }
 
 #[async_trait]
@@ -239,6 +323,31 @@ impl UsageStore for MemoryUsage {
                 counts: *counts,
             })
             .collect())
+    }
+
+    async fn add_month(
+        &self,
+        organization: Uuid,
+        month: DateTime<Utc>,
+        counts: &Counts,
+    ) -> Result<(), StoreError> {
+        self.months
+            .lock()
+            .map_err(|_| StoreError::Malformed("usage lock poisoned".into()))?
+            .entry((organization, month))
+            .or_default()
+            .add(counts);
+        Ok(())
+    }
+
+    async fn month(&self, organization: Uuid, month: DateTime<Utc>) -> Result<Counts, StoreError> {
+        Ok(self
+            .months
+            .lock()
+            .map_err(|_| StoreError::Malformed("usage lock poisoned".into()))?
+            .get(&(organization, month))
+            .copied()
+            .unwrap_or_default())
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         restore: None,
     };
     let control = ctx.state.control.as_ref();
+    within_database_limit(control, organization_id).await?;
     match restore_from {
         None => control.create_database(&db).await?,
         Some(checked) => {
@@ -74,6 +75,31 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         }
     }
     Reply::json(&db)
+}
+
+/// Refuses a new database when the organization has as many as its limit
+/// allows (`limits.databases`). Counted before the write: concurrent creations
+/// can each pass, so an organization may exceed its limit by as many creations
+/// as run at once (docs/quotas.md).
+async fn within_database_limit(
+    control: &dyn subkv_core::control::ControlTable,
+    organization_id: Uuid,
+) -> ApiResult<()> {
+    let Some(limit) = control
+        .get_organization(organization_id)
+        .await?
+        .and_then(|org| org.limits.databases)
+    else {
+        return Ok(());
+    };
+    let count = control.list_databases(organization_id).await?.len() as u64;
+    if count >= limit {
+        return Err(ApiError::LimitExceeded(format!(
+            "the organization has {count} databases, its limit (limits.databases) is {limit}: \
+             delete one, or ask the operator to raise the limit"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn list(ctx: Ctx) -> ApiResult<Reply> {

@@ -1,11 +1,11 @@
-//! Organizations, admin only: create, list, get one.
+//! Organizations, admin only: create, list, get one, set its limits, delete.
 
 use crate::error::{ApiError, ApiResult, Resource};
 use crate::http::Reply;
 use crate::pipeline::Ctx;
 use serde::{Deserialize, Serialize};
 use subkv_core::auth::mint_token;
-use subkv_core::control::records::{now_rfc3339, Organization, TokenRecord};
+use subkv_core::control::records::{now_rfc3339, Limits, Organization, TokenRecord};
 use subkv_core::validate;
 use uuid::Uuid;
 
@@ -34,6 +34,7 @@ pub async fn create(ctx: Ctx) -> ApiResult<Reply> {
         id: Uuid::new_v4(),
         name: body.name,
         created_at: now.clone(),
+        limits: Default::default(),
     };
     let token = mint_token();
     let record = TokenRecord {
@@ -82,6 +83,63 @@ pub async fn get(ctx: Ctx) -> ApiResult<Reply> {
         .await?
         .ok_or_else(|| ApiError::not_found(Resource::Organization, id))?;
     Reply::json(&org)
+}
+
+/// `PATCH /v1/organizations/{organizationId}` (admin, issue 15 §4):
+/// `{"limits": {...}}` sets the limits named (a number, or `null` for none) and
+/// keeps the others. The organization as it now is.
+pub async fn update(ctx: Ctx) -> ApiResult<Reply> {
+    let id = ctx.id("organizationId")?;
+    let body: serde_json::Value = ctx.json(false)?;
+    let control = &ctx.state.control;
+    let org = control
+        .get_organization(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Resource::Organization, id))?;
+    let limits = changed_limits(org.limits, &body).map_err(ApiError::InvalidRequestBody)?;
+    let updated = control
+        .set_organization_limits(id, &limits)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Resource::Organization, id))?;
+    Reply::json(&updated)
+}
+
+/// `limits` with the changes of a PATCH body applied, or why the body is wrong.
+pub fn changed_limits(mut limits: Limits, body: &serde_json::Value) -> Result<Limits, String> {
+    let body = body.as_object().ok_or("the body must be a JSON object")?;
+    if let Some(other) = body.keys().find(|k| *k != "limits") {
+        return Err(format!(
+            "unknown field {other:?}: only \"limits\" can be changed"
+        ));
+    }
+    let Some(changes) = body.get("limits") else {
+        return Ok(limits);
+    };
+    let changes = changes.as_object().ok_or("limits must be an object")?;
+    for (name, value) in changes {
+        let value = match value {
+            serde_json::Value::Null => None,
+            v => Some(v.as_u64().ok_or_else(|| {
+                format!("limits.{name} must be a whole number of at least 0, or null for none")
+            })?),
+        };
+        match name.as_str() {
+            "databases" => limits.databases = value,
+            "writeUnitsPerMonth" => limits.write_units_per_month = value,
+            "storageBytes" | "watches" => {
+                return Err(format!(
+                    "limits.{name} is not enforced yet (docs/quotas.md): only databases and \
+                     writeUnitsPerMonth can be set"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown limit {other:?}: the limits are databases and writeUnitsPerMonth"
+                ))
+            }
+        }
+    }
+    Ok(limits)
 }
 
 /// `DELETE /v1/organizations/{organizationId}` (admin, issue 15): refused with
@@ -138,4 +196,41 @@ pub async fn delete(ctx: Ctx) -> ApiResult<Reply> {
         return Err(ApiError::not_found(Resource::Organization, id));
     }
     Ok(Reply::empty_object())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_patch_sets_the_limits_it_names_and_keeps_the_others() {
+        let start = Limits {
+            databases: Some(3),
+            write_units_per_month: Some(1000),
+        };
+        let changed = changed_limits(start, &json!({"limits": {"databases": 10}})).unwrap();
+        assert_eq!(changed.databases, Some(10));
+        assert_eq!(changed.write_units_per_month, Some(1000));
+        let cleared =
+            changed_limits(start, &json!({"limits": {"writeUnitsPerMonth": null}})).unwrap();
+        assert_eq!(cleared.write_units_per_month, None);
+        assert_eq!(changed_limits(start, &json!({})).unwrap(), start);
+    }
+
+    #[test]
+    fn a_bad_patch_says_what_is_wrong() {
+        for (body, says) in [
+            (json!([]), "JSON object"),
+            (json!({"name": "x"}), "only \"limits\""),
+            (json!({"limits": 3}), "must be an object"),
+            (json!({"limits": {"databases": -1}}), "whole number"),
+            (json!({"limits": {"databases": 1.5}}), "whole number"),
+            (json!({"limits": {"storageBytes": 10}}), "not enforced yet"),
+            (json!({"limits": {"keys": 10}}), "unknown limit"),
+        ] {
+            let err = changed_limits(Limits::default(), &body).unwrap_err();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+    }
 }

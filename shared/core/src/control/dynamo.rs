@@ -546,6 +546,40 @@ impl ControlTable for DynamoControl {
             .transpose()
     }
 
+    async fn set_organization_limits(
+        &self,
+        id: Uuid,
+        limits: &super::records::Limits,
+    ) -> Result<Option<Organization>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(id), "ORG".into())))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#limits", "limits")
+            .return_values(ReturnValue::AllNew);
+        let update = if limits.is_unlimited() {
+            update.update_expression("REMOVE #limits")
+        } else {
+            let value = serde_dynamo::to_attribute_value(limits)
+                .map_err(|e| StoreError::Malformed(format!("encoding limits: {e}")))?;
+            update
+                .update_expression("SET #limits = :l")
+                .expression_attribute_values(":l", value)
+        };
+        match update.send().await {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
     async fn touch_token(
         &self,
         sha256_hex: &str,

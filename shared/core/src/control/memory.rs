@@ -112,6 +112,18 @@ impl ControlTable for MemoryControl {
         Ok(self.lock()?.tokens.get(sha256_hex).cloned())
     }
 
+    async fn set_organization_limits(
+        &self,
+        id: Uuid,
+        limits: &super::records::Limits,
+    ) -> Result<Option<Organization>, StoreError> {
+        let mut s = self.lock()?;
+        Ok(s.orgs.get_mut(&id).map(|org| {
+            org.limits = *limits;
+            org.clone()
+        }))
+    }
+
     async fn touch_token(
         &self,
         sha256_hex: &str,

@@ -94,6 +94,13 @@ pub trait ControlTable: Send + Sync {
     /// Every organization (the directory `ORGS`, one strongly consistent `Query`).
     async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError>;
     async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
+    /// Replaces an organization's limits; the organization as it now is, or
+    /// None if there is no such organization.
+    async fn set_organization_limits(
+        &self,
+        id: Uuid,
+        limits: &records::Limits,
+    ) -> Result<Option<Organization>, StoreError>;
     /// Deletes an organization's own items (the organization and its directory
     /// entry, together); false if there is none. Its tokens and databases are
     /// the caller's to delete first.

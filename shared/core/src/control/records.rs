@@ -15,6 +15,28 @@ pub struct Organization {
     pub id: Uuid,
     pub name: String,
     pub created_at: String,
+    /// What the operator allows it (issue 15 §4); none: no limit.
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
+}
+
+/// An organization's quotas (docs/quotas.md). Each absent: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Databases it may have at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<u64>,
+    /// DynamoDB write units its KV Connect writes may use in a calendar month
+    /// (UTC), as its usage counts them (docs/usage.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_units_per_month: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 /// A stored organization token: only its SHA-256 is kept.

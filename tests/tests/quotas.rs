@@ -1,0 +1,146 @@
+//! An organization's limits (issue 15 §4, docs/quotas.md), end to end: the
+//! admin sets them with `PATCH /v1/organizations/{id}`; a database past
+//! `limits.databases` is refused; KV writes past `limits.writeUnitsPerMonth` are
+//! refused with a 4xx Deno shows as an error, reads go on, and writes come back
+//! once the limit is raised.
+
+use denokv_proto::datapath as pb;
+use serde_json::{json, Value};
+use std::time::Duration;
+use subkv_e2e::backup::{kv_database, poll, try_ops};
+use subkv_e2e::kv_wire::{key, set, Session};
+use subkv_e2e::{admin_token, create_org, get, patch, post};
+
+fn limits_path(org: &str) -> String {
+    format!("/v1/organizations/{org}")
+}
+
+#[tokio::test]
+async fn the_admin_limits_the_databases_an_organization_may_have() {
+    let org = create_org("quota-databases").await;
+    let path = limits_path(&org.id);
+    // Only the admin sets limits; only enforced limits are accepted.
+    patch(&path, &org.token, json!({"limits": {"databases": 1}}))
+        .await
+        .assert_error(403, "forbidden");
+    patch(
+        &path,
+        &admin_token(),
+        json!({"limits": {"storageBytes": 1}}),
+    )
+    .await
+    .assert_error(400, "invalidRequestBody");
+    let set = patch(&path, &admin_token(), json!({"limits": {"databases": 1}})).await;
+    assert_eq!(set.assert_ok()["limits"], json!({"databases": 1}));
+    assert_eq!(
+        get(&path, &admin_token()).await.assert_ok()["limits"],
+        json!({"databases": 1})
+    );
+
+    let databases = format!("/v1/organizations/{}/databases", org.id);
+    post(&databases, &org.token, json!({"description": "first"}))
+        .await
+        .assert_ok();
+    let refused = post(&databases, &org.token, json!({"description": "second"})).await;
+    refused.assert_error(403, "limitExceeded");
+    let message = refused.json["message"].as_str().unwrap_or_default();
+    assert!(message.contains("limits.databases"), "{message}");
+    let listed = get(&databases, &org.token).await;
+    assert_eq!(listed.assert_ok().as_array().unwrap().len(), 1);
+
+    // No limit again: the second database is made.
+    let cleared = patch(
+        &path,
+        &admin_token(),
+        json!({"limits": {"databases": null}}),
+    )
+    .await;
+    assert_eq!(cleared.assert_ok().get("limits"), None);
+    post(&databases, &org.token, json!({"description": "second"}))
+        .await
+        .assert_ok();
+}
+
+/// A commit of one key with a 3,000-byte value: 16 write units (docs/usage.md).
+fn write_of(name: &str) -> pb::AtomicWrite {
+    pb::AtomicWrite {
+        mutations: vec![set(&key(name), &[b'v'; 3000], 0)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
+    let db = kv_database("quota-writes").await;
+    let path = limits_path(&db.org.id);
+    patch(
+        &path,
+        &admin_token(),
+        json!({"limits": {"writeUnitsPerMonth": 100}}),
+    )
+    .await
+    .assert_ok();
+
+    // Commits of 16 units until one is refused: the seventh (96 used) goes
+    // through, the eighth at the latest is refused (the instances flush every
+    // second and read the month every second on the local stack; one may not
+    // yet see another's writes, so a few more may pass: docs/quotas.md).
+    let session = Session::of(&db.id, &db.org.token).await;
+    let mut accepted = 0;
+    let refusal = loop {
+        let reply = session
+            .call(
+                "atomic_write",
+                prost::Message::encode_to_vec(&write_of(&format!("k{accepted}"))),
+            )
+            .await;
+        if reply.status != 200 {
+            break reply;
+        }
+        accepted += 1;
+        assert!(
+            accepted <= 12,
+            "{accepted} commits of 16 units passed a limit of 100"
+        );
+    };
+    assert!(accepted >= 7, "refused after {accepted} commits");
+    assert_eq!(refusal.status, 403, "{}", refusal.text());
+    assert!(
+        refusal.text().contains("limits.writeUnitsPerMonth"),
+        "{}",
+        refusal.text()
+    );
+
+    // Deno: the read works, the write is an error (a 4xx: not retried).
+    let seen: Value = try_ops(&db.url, &db.org.token);
+    assert_eq!(seen["get"]["ok"], Value::Null, "{seen}");
+    let error = seen["set"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("writeUnitsPerMonth"), "{seen}");
+
+    // Raised: writes go through again (within the instances' cache of a second).
+    patch(
+        &path,
+        &admin_token(),
+        json!({"limits": {"writeUnitsPerMonth": 1000000}}),
+    )
+    .await
+    .assert_ok();
+    poll(
+        "a write after the limit was raised",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let reply = session
+                .call(
+                    "atomic_write",
+                    prost::Message::encode_to_vec(&write_of("after")),
+                )
+                .await;
+            match reply.status.as_u16() {
+                200 => Ok(()),
+                _ => Err(reply.text()),
+            }
+        },
+    )
+    .await;
+}
