@@ -81,10 +81,11 @@ async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
     .await
     .assert_ok();
 
-    // Commits of 16 units until one is refused: the seventh (96 used) goes
-    // through, the eighth at the latest is refused (the instances flush every
-    // second and read the month every second on the local stack; one may not
-    // yet see another's writes, so a few more may pass: docs/quotas.md).
+    // Commits of 16 units until one is refused: through one instance the
+    // seventh (96 used) goes through and the eighth is refused. Up to four
+    // instances of kv-atomic-write serve them on the local stack, each seeing
+    // the others' writes only once flushed (every second) and read (every
+    // second): a few more may pass, the overshoot docs/quotas.md bounds.
     let session = Session::of(&db.id, &db.org.token).await;
     let mut accepted = 0;
     let refusal = loop {
@@ -99,11 +100,12 @@ async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
         }
         accepted += 1;
         assert!(
-            accepted <= 12,
+            accepted <= 30,
             "{accepted} commits of 16 units passed a limit of 100"
         );
     };
     assert!(accepted >= 7, "refused after {accepted} commits");
+    eprintln!("{accepted} commits of 16 write units passed a limit of 100");
     assert_eq!(refusal.status, 403, "{}", refusal.text());
     assert!(
         refusal.text().contains("limits.writeUnitsPerMonth"),

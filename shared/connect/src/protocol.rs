@@ -485,7 +485,11 @@ pub async fn handle(
                 requests: 1,
             },
         );
-        state.meter.flush_if_due(state.usage.as_ref()).await;
+        for (organization, month, counts) in state.meter.flush_if_due(state.usage.as_ref()).await {
+            state
+                .quotas
+                .note_flushed(organization, month, counts.write_units);
+        }
     }
     finish(route, started, result)
 }

@@ -105,6 +105,18 @@ impl Quotas {
         Ok((limits, written))
     }
 
+    /// Adds what this instance just flushed to the organization's month as last
+    /// read, so its own writes count from their flush until the next read.
+    pub fn note_flushed(&self, organization: Uuid, month: DateTime<Utc>, write_units: f64) {
+        if let Ok(mut known) = self.known.lock() {
+            if let Some(k) = known.get_mut(&organization) {
+                if k.month == month {
+                    k.written += write_units;
+                }
+            }
+        }
+    }
+
     /// Whether the organization may write now: a 403 naming the limit if its
     /// write units this month have reached `limits.writeUnitsPerMonth`.
     pub async fn check_write(
@@ -250,6 +262,33 @@ mod tests {
         let fresh = Quotas::new(Duration::from_secs(3600));
         assert!(fresh
             .check_write(unlimited, now, &control, &usage, &meter)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_instance_counts_its_own_flushed_writes_before_it_reads_again() {
+        let (control, usage) = (MemoryControl::new(), MemoryUsage::default());
+        let meter = Meter::new(Duration::ZERO);
+        let quotas = Quotas::new(Duration::from_secs(3600));
+        let now = chrono::Utc::now();
+        let id = org(&control, Some(100)).await;
+        quotas
+            .check_write(id, now, &control, &usage, &meter)
+            .await
+            .unwrap();
+        meter.record(id, Uuid::new_v4(), now, writes(100.0));
+        assert!(quotas
+            .check_write(id, now, &control, &usage, &meter)
+            .await
+            .is_err());
+        // Flushed: no longer pending, not read again yet, still counted.
+        for (org, month, counts) in meter.flush_if_due(&usage).await {
+            quotas.note_flushed(org, month, counts.write_units);
+        }
+        assert_eq!(meter.pending_write_units(id, month_start(now)), 0.0);
+        assert!(quotas
+            .check_write(id, now, &control, &usage, &meter)
             .await
             .is_err());
     }

@@ -228,11 +228,12 @@ impl Meter {
     /// organization's month (what its quota reads). What fails to be written
     /// to the hours' rows stays in the tally for the next flush; a month that
     /// fails is logged (its quota then counts less, never more). The request is
-    /// answered either way.
-    pub async fn flush_if_due(&self, store: &dyn UsageStore) {
+    /// answered either way. The months written, with their counts (what the
+    /// write quota adds to what it last read: [`crate::quota`]).
+    pub async fn flush_if_due(&self, store: &dyn UsageStore) -> Vec<(Uuid, DateTime<Utc>, Counts)> {
         let due = self.take_due();
         if due.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut months: BTreeMap<(Uuid, DateTime<Utc>), Counts> = BTreeMap::new();
         for ((org, _, hour), counts) in &due {
@@ -242,8 +243,12 @@ impl Meter {
                 .add(counts);
         }
         let month_writes = months.into_iter().map(|((org, month), counts)| async move {
-            if let Err(err) = store.add_month(org, month, &counts).await {
-                tracing::warn!(organization = %org, error = %err, "flushing the month's usage failed");
+            match store.add_month(org, month, &counts).await {
+                Ok(()) => Some((org, month, counts)),
+                Err(err) => {
+                    tracing::warn!(organization = %org, error = %err, "flushing the month's usage failed");
+                    None
+                }
             }
         });
         let writes = due.into_iter().map(|(key, counts)| async move {
@@ -256,7 +261,7 @@ impl Meter {
                 }
             }
         });
-        let (failed, _) = futures_util::future::join(
+        let (failed, months) = futures_util::future::join(
             futures_util::future::join_all(writes),
             futures_util::future::join_all(month_writes),
         )
@@ -267,6 +272,7 @@ impl Meter {
                 state.pending.entry(key).or_default().add(&counts);
             }
         }
+        months.into_iter().flatten().collect()
     }
 }
 
