@@ -36,9 +36,12 @@ use super::records::{
 };
 use super::retired::{now_ms, retired_item, retirement, WrittenSoFar, RETIRED_SK_PREFIX};
 use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome};
-use crate::dynamo::{cancellation_codes, get_s, s, store_error, Item};
+use crate::dynamo::{cancellation_codes, get_s, is_condition_failure, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
 use super::table::{PK, SK};
 use aws_sdk_dynamodb::types::{
@@ -55,6 +58,18 @@ pub const ORGS_PK: &str = "ORGS";
 
 fn org_pk(org: Uuid) -> String {
     format!("ORG#{org}")
+}
+
+/// An `UpdateItem`'s outcome: its output, or `None` when its condition did not
+/// hold; any other failure is the store's error.
+fn unless_condition_failed<O>(
+    result: Result<O, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<Option<O>, StoreError> {
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if is_condition_failure(&e) => Ok(None),
+        Err(e) => Err(store_error("UpdateItem", e)),
+    }
 }
 
 fn key(pk: String, sk: String) -> Item {
@@ -568,15 +583,9 @@ impl ControlTable for DynamoControl {
                 .update_expression("SET #limits = :l")
                 .expression_attribute_values(":l", value)
         };
-        match update.send().await {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
+        match unless_condition_failed(update.send().await)? {
+            Some(out) => out.attributes.map(from_item).transpose(),
+            None => Ok(None),
         }
     }
 
@@ -599,16 +608,9 @@ impl ControlTable for DynamoControl {
             .expression_attribute_values(":since", s(since))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
-        }
+        // A condition that did not hold: stamped already, or no such token.
+        unless_condition_failed(result)?;
+        Ok(())
     }
 
     async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
@@ -868,18 +870,12 @@ impl ControlTable for DynamoControl {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => out
+        match unless_condition_failed(result)? {
+            Some(out) => out
                 .attributes
                 .map(|item| from_item::<DatabaseFields>(item).map(|f| f.db))
                 .transpose(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
+            None => Ok(None),
         }
     }
 
@@ -903,16 +899,7 @@ impl ControlTable for DynamoControl {
             .expression_attribute_values(":r", value)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
-        }
+        Ok(unless_condition_failed(result)?.is_some())
     }
 
     async fn enable_backup(&self, backup: &BackupRecord) -> Result<EnableOutcome, StoreError> {
@@ -1040,17 +1027,11 @@ impl ControlTable for DynamoControl {
                 .return_values(ReturnValue::AllNew)
                 .send()
                 .await;
-            match result {
-                Ok(out) => {
-                    let item = out.attributes.ok_or_else(|| {
-                        StoreError::Malformed("UpdateItem returned no attributes".into())
-                    })?;
-                    return Ok(RetryOutcome::Retried(Box::new(from_item(item)?)));
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(store_error("UpdateItem", e)),
+            if let Some(out) = unless_condition_failed(result)? {
+                let item = out.attributes.ok_or_else(|| {
+                    StoreError::Malformed("UpdateItem returned no attributes".into())
+                })?;
+                return Ok(RetryOutcome::Retried(Box::new(from_item(item)?)));
             }
         }
         match self.get_backup(organization_id, id).await? {
