@@ -173,3 +173,71 @@ mod tests {
         }
     }
 }
+
+/// An item's size as DynamoDB counts it for capacity and storage (developer
+/// guide, "Item sizes and formats"): per attribute, its name's UTF-8 length plus
+/// its value's size (a string's UTF-8 length, a binary's bytes, a number's
+/// significant digits / 2 + 1, 1 for a boolean or null, a list or map 3 bytes
+/// plus 1 per element plus the elements, a set the sum of its elements).
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn number_size(text: &str) -> usize {
+    let mantissa = text
+        .trim_start_matches(['+', '-'])
+        .split(['e', 'E'])
+        .next()
+        .unwrap_or_default();
+    let digits = mantissa.replace('.', "");
+    let significant = digits.trim_matches('0').len();
+    significant.div_ceil(2) + 1
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::N(text) => number_size(text),
+        AttributeValue::B(bytes) => bytes.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(items) => items.iter().map(String::len).sum(),
+        AttributeValue::Ns(items) => items.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(items) => items.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(items) => 3 + items.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::M(map) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn item_sizes_follow_dynamodb_rules() {
+        // The same cases as infra/local/capacity.py's tests.
+        let item = Item::from([
+            ("pk".to_string(), s("abc")),
+            ("n".to_string(), n("12345")),
+            ("b".to_string(), b(vec![0u8; 10])),
+            ("t".to_string(), AttributeValue::Bool(true)),
+        ]);
+        assert_eq!(item_size(&item), (2 + 3) + (1 + 4) + (1 + 10) + (1 + 1));
+        assert_eq!(number_size("-0.00120"), 2);
+        assert_eq!(number_size("1e10"), 2);
+        assert_eq!(number_size("1234567"), 5);
+        let nested = Item::from([(
+            "m".to_string(),
+            AttributeValue::M(HashMap::from([("k".to_string(), s("vv"))])),
+        )]);
+        assert_eq!(item_size(&nested), 1 + 3 + (1 + 1 + 2));
+        assert_eq!(item_size(&Item::new()), 0);
+    }
+}

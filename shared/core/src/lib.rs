@@ -30,5 +30,6 @@ pub mod metrics;
 pub mod routes;
 pub mod runtime;
 pub mod secrets;
+pub mod storage;
 pub mod usage;
 pub mod validate;

@@ -163,6 +163,17 @@ pub(crate) fn slot_from_item(item: &Item) -> KvResult<Slot> {
     Ok(slot)
 }
 
+/// What one item of the data table stores for its database, as the storage
+/// meter counts it (`subkv_connect::storage`): the database, and how many keys
+/// the item holds (a single entry: 1; a bucket: its entries). None for an item
+/// that holds no keys: a head (`<db>#head`), a tombstone of an earlier build, or
+/// anything unreadable.
+pub fn stored_keys(item: &Item) -> Option<(Uuid, usize)> {
+    let database = Uuid::parse_str(subkv_core::dynamo::get_s(item, PK)?).ok()?;
+    let slot = slot_from_item(item).ok()?;
+    (!slot.entries.is_empty()).then_some((database, slot.entries.len()))
+}
+
 fn expiry_shard(database: Uuid, sk: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::new()

@@ -40,6 +40,7 @@ mod watches;
 
 pub use change_log::{whole_commits, CommitAssembly, LogPart};
 pub use expiry::ShardCursor;
+pub use items::stored_keys;
 pub use purge::{deleted, Purged};
 pub use restore::{head_after, RestoreWrite};
 pub use tables::ensure_kv_tables;

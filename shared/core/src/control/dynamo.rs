@@ -35,7 +35,7 @@ use super::records::{
     TokenRecord,
 };
 use super::retired::{now_ms, retired_item, retirement, WrittenSoFar, RETIRED_SK_PREFIX};
-use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome};
+use super::{ControlTable, DeleteOutcome, EnableOutcome, Purge, RetryOutcome, GONE_OWNER_DAYS};
 use crate::dynamo::{cancellation_codes, get_s, is_condition_failure, s, store_error, Item};
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -367,6 +367,9 @@ fn purge_sk(deleted_at_ms: i64) -> String {
 /// Reads of a backup before its delete gives up with a conflict (the engine
 /// moved its progress in between each time).
 const DELETE_ATTEMPTS: usize = 5;
+/// A purged database's record of its organization (`DB#<db>`), kept
+/// [`GONE_OWNER_DAYS`].
+const GONE_SK: &str = "GONE";
 
 /// What one attempt at deleting a backup came to.
 enum Retire {
@@ -733,11 +736,16 @@ impl ControlTable for DynamoControl {
             let deleted_at_ms = get_s(&item, SK)
                 .and_then(|sk| sk.strip_prefix(PURGE_SK_PREFIX))
                 .and_then(|ms| ms.parse().ok());
-            match (database_id, deleted_at_ms) {
-                (Some(database_id), Some(deleted_at_ms)) => out.push(Purge {
-                    database_id,
-                    deleted_at_ms,
-                }),
+            let organization_id =
+                get_s(&item, "organizationId").and_then(|id| Uuid::parse_str(id).ok());
+            match (database_id, deleted_at_ms, organization_id) {
+                (Some(database_id), Some(deleted_at_ms), Some(organization_id)) => {
+                    out.push(Purge {
+                        database_id,
+                        organization_id,
+                        deleted_at_ms,
+                    })
+                }
                 _ => {
                     return Err(StoreError::Malformed(format!(
                         "purge item {:?} / {:?}",
@@ -814,6 +822,24 @@ impl ControlTable for DynamoControl {
     }
 
     async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError> {
+        // First the record of its organization, then the purge item: the
+        // organization stays findable throughout.
+        let mut gone = key(format!("DB#{}", purge.database_id), GONE_SK.into());
+        gone.insert(
+            "organizationId".into(),
+            s(purge.organization_id.to_string()),
+        );
+        gone.insert(
+            "ttl".into(),
+            crate::dynamo::n(now_ms() / 1000 + GONE_OWNER_DAYS * 24 * 3600),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(gone))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem", e))?;
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -825,6 +851,31 @@ impl ControlTable for DynamoControl {
             .await
             .map_err(|e| store_error("DeleteItem", e))?;
         Ok(())
+    }
+
+    async fn database_organization(&self, database_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        // The owner item (`DB`), a purge item (`PURGE#...`) or, once purged,
+        // the `GONE` item: each names the organization.
+        // They sort first in the partition (`BACKUP`, `DB`, `GONE`, `PURGE#...`),
+        // before any `RESTORE` or `RETIRED#...`.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("DB#{database_id}")))
+            .projection_expression("organizationId")
+            .consistent_read(true)
+            .limit(4)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| get_s(item, "organizationId"))
+            .find_map(|id| Uuid::parse_str(id).ok()))
     }
 
     async fn list_tokens(&self, organization_id: Uuid) -> Result<Vec<TokenRecord>, StoreError> {

@@ -28,6 +28,8 @@ struct State {
     restores: HashMap<Uuid, RestoreRequest>,
     /// The purge's work list.
     purges: Vec<Purge>,
+    /// Purged databases' organizations.
+    gone: HashMap<Uuid, Uuid>,
 }
 
 #[derive(Default)]
@@ -307,6 +309,7 @@ impl ControlTable for MemoryControl {
         s.restores.remove(&id);
         s.purges.push(Purge {
             database_id: id,
+            organization_id,
             deleted_at_ms,
         });
         Ok(DeleteOutcome::Deleted)
@@ -322,8 +325,24 @@ impl ControlTable for MemoryControl {
     }
 
     async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError> {
-        self.lock()?.purges.retain(|p| p != purge);
+        let mut s = self.lock()?;
+        s.purges.retain(|p| p != purge);
+        s.gone.insert(purge.database_id, purge.organization_id);
         Ok(())
+    }
+
+    async fn database_organization(&self, database_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let s = self.lock()?;
+        Ok(s.databases
+            .get(&database_id)
+            .map(|(db, _)| db.organization_id)
+            .or_else(|| {
+                s.purges
+                    .iter()
+                    .find(|p| p.database_id == database_id)
+                    .map(|p| p.organization_id)
+            })
+            .or_else(|| s.gone.get(&database_id).copied()))
     }
 
     async fn delete_backup(&self, organization_id: Uuid, id: Uuid) -> Result<bool, StoreError> {

@@ -75,10 +75,16 @@ pub enum DeleteOutcome {
     NotFound,
 }
 
+/// How long a purged database's organization stays known: longer than a
+/// DynamoDB stream keeps a record (24 h), so every deletion the purge made is
+/// counted by the storage meter before it goes.
+pub const GONE_OWNER_DAYS: i64 = 7;
+
 /// A deleted database whose storage the purge function still removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purge {
     pub database_id: Uuid,
+    pub organization_id: Uuid,
     /// When the database was deleted (ms since the Unix epoch).
     pub deleted_at_ms: i64,
 }
@@ -174,8 +180,13 @@ pub trait ControlTable: Send + Sync {
     /// ledger items a step; how many items it removed (0: nothing left). The
     /// tenant's bucket is not touched.
     async fn purge_leftovers(&self, database_id: Uuid, max: usize) -> Result<usize, StoreError>;
-    /// Takes a purge off the list (its storage is gone).
+    /// Takes a purge off the list (its storage is gone), leaving a record of the
+    /// database's organization for [`GONE_OWNER_DAYS`] (what the storage meter
+    /// needs for the deletions it has yet to count: `subkv_connect::storage`).
     async fn finish_purge(&self, purge: &Purge) -> Result<(), StoreError>;
+    /// The organization of a database: a live one's, a deleted one's while it
+    /// is purged and for [`GONE_OWNER_DAYS`] after; None if unknown.
+    async fn database_organization(&self, database_id: Uuid) -> Result<Option<Uuid>, StoreError>;
 
     /// Records how a database's restore stands (the restore function, as it goes);
     /// false if there is no such database. Only a database made from a backup has
