@@ -363,6 +363,27 @@ fn check_before_conversion(write: &pb::AtomicWrite) -> KvResult<()> {
     Ok(())
 }
 
+/// About how many bytes a commit adds to its database's storage, for the
+/// storage quota: every key it writes a value to, with the value and an item's
+/// overhead (its other attributes and DynamoDB's 100 bytes). The values it
+/// replaces are not read (no round trip for the check), so an overwrite counts
+/// as new bytes; deletions add nothing.
+pub fn adds_bytes(write: &pb::AtomicWrite) -> u64 {
+    write
+        .mutations
+        .iter()
+        .filter(|m| m.mutation_type != pb::MutationType::MDelete as i32)
+        .map(|m| {
+            let value = m.value.as_ref().map_or(0, |v| v.data.len());
+            (m.key.len() + value) as u64 + ITEM_OVERHEAD_ESTIMATE
+        })
+        .sum()
+}
+
+/// An entry item's bytes besides its key and value, about: its attribute names,
+/// database id, version and encoding (~60) and DynamoDB's 100 per item.
+const ITEM_OVERHEAD_ESTIMATE: u64 = 160;
+
 /// `POST /databases/{databaseId}/atomic_write`.
 pub async fn atomic_write(
     state: &ConnectState,
@@ -381,14 +402,19 @@ pub async fn atomic_write(
     // The organization's write quota, before anything is written (reads are
     // never refused).
     if let Some(who) = req.metered() {
+        let sources = crate::quota::Sources {
+            control: state.control.as_ref(),
+            usage: state.usage.as_ref(),
+            storage: state.storage.as_ref(),
+        };
         state
             .quotas
             .check_write(
                 who.organization,
                 chrono::Utc::now(),
-                state.control.as_ref(),
-                state.usage.as_ref(),
+                &sources,
                 &state.meter,
+                adds_bytes(&write),
             )
             .await?;
     }

@@ -12,6 +12,14 @@
 //! flush and since the cache was filled are not seen: the organization may go
 //! over by what it writes in about two minutes (the flush period plus the
 //! cache's), never more.
+//!
+//! `limits.storageBytes` is checked the same way: the organization's stored
+//! bytes (the sum of its databases' `STORAGE#` items, which `kv-storage-usage`
+//! keeps from the data table's stream: [`crate::storage`]), read with the
+//! limits, plus what this instance's commits added since. A commit that adds
+//! bytes is refused if they would take the organization past its limit; a
+//! commit that only deletes is never refused, so a tenant over its limit can
+//! always make room.
 
 use crate::usage::Meter;
 use chrono::{DateTime, Utc};
@@ -20,6 +28,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subkv_core::control::records::Limits;
 use subkv_core::control::ControlTable;
+use subkv_core::storage::{organization_total, StorageStore};
 use subkv_core::usage::{month_start, UsageStore};
 use subkv_kv::error::{KvError, KvResult};
 use uuid::Uuid;
@@ -36,7 +45,16 @@ struct Known {
     month: DateTime<Utc>,
     /// Write units flushed for the month when read.
     written: f64,
+    /// Stored bytes when read, plus what this instance's commits added since.
+    stored: i64,
     read_at: Instant,
+}
+
+/// Where the quotas' figures are read.
+pub struct Sources<'a> {
+    pub control: &'a dyn ControlTable,
+    pub usage: &'a dyn UsageStore,
+    pub storage: &'a dyn StorageStore,
 }
 
 /// An instance's view of its organizations' quotas.
@@ -53,26 +71,27 @@ impl Quotas {
         }
     }
 
-    /// The organization's limits and flushed month, from the cache or read.
+    /// The organization's limits, flushed month and stored bytes, from the
+    /// cache or read.
     async fn known(
         &self,
         organization: Uuid,
         now: DateTime<Utc>,
-        control: &dyn ControlTable,
-        usage: &dyn UsageStore,
-    ) -> KvResult<(Limits, f64)> {
+        sources: &Sources<'_>,
+    ) -> KvResult<(Limits, f64, i64)> {
         let month = month_start(now);
         if let Ok(known) = self.known.lock() {
             if let Some(k) = known.get(&organization) {
                 if k.read_at.elapsed() < self.ttl && k.month == month {
-                    return Ok((k.limits, k.written));
+                    return Ok((k.limits, k.written, k.stored));
                 }
             }
         }
         let unavailable = |e: subkv_core::error::StoreError| {
             KvError::Unavailable(format!("reading the organization's limits: {e}"))
         };
-        let limits = control
+        let limits = sources
+            .control
             .get_organization(organization)
             .await
             .map_err(unavailable)?
@@ -80,13 +99,23 @@ impl Quotas {
             .unwrap_or_default();
         let written = match limits.write_units_per_month {
             Some(_) => {
-                usage
+                sources
+                    .usage
                     .month(organization, month)
                     .await
                     .map_err(unavailable)?
                     .write_units
             }
             None => 0.0,
+        };
+        let stored = match limits.storage_bytes {
+            Some(_) => {
+                organization_total(sources.storage, organization)
+                    .await
+                    .map_err(unavailable)?
+                    .stored_bytes
+            }
+            None => 0,
         };
         if let Ok(mut known) = self.known.lock() {
             if known.len() >= MAX_CACHED {
@@ -98,11 +127,12 @@ impl Quotas {
                     limits,
                     month,
                     written,
+                    stored,
                     read_at: Instant::now(),
                 },
             );
         }
-        Ok((limits, written))
+        Ok((limits, written, stored))
     }
 
     /// Adds what this instance just flushed to the organization's month as last
@@ -117,27 +147,44 @@ impl Quotas {
         }
     }
 
-    /// Whether the organization may write now: a 403 naming the limit if its
-    /// write units this month have reached `limits.writeUnitsPerMonth`.
+    /// Whether the organization may make a commit that adds `adds_bytes` now: a
+    /// 403 naming the limit if its write units this month have reached
+    /// `limits.writeUnitsPerMonth`, or if the commit adds bytes that would take
+    /// it past `limits.storageBytes`.
     pub async fn check_write(
         &self,
         organization: Uuid,
         now: DateTime<Utc>,
-        control: &dyn ControlTable,
-        usage: &dyn UsageStore,
+        sources: &Sources<'_>,
         meter: &Meter,
+        adds_bytes: u64,
     ) -> KvResult<()> {
-        let (limits, written) = self.known(organization, now, control, usage).await?;
-        let Some(limit) = limits.write_units_per_month else {
-            return Ok(());
-        };
-        let used = written + meter.pending_write_units(organization, month_start(now));
-        if used >= limit as f64 {
-            return Err(KvError::Forbidden(format!(
-                "write refused: the organization has used {used} of its {limit} write units this \
-                 month (limits.writeUnitsPerMonth); reads still work, and writes again once the \
-                 operator raises the limit or the month ends"
-            )));
+        let (limits, written, stored) = self.known(organization, now, sources).await?;
+        if let Some(limit) = limits.write_units_per_month {
+            let used = written + meter.pending_write_units(organization, month_start(now));
+            if used >= limit as f64 {
+                return Err(KvError::Forbidden(format!(
+                    "write refused: the organization has used {used} of its {limit} write units \
+                     this month (limits.writeUnitsPerMonth); reads still work, and writes again \
+                     once the operator raises the limit or the month ends"
+                )));
+            }
+        }
+        if let Some(limit) = limits.storage_bytes {
+            let after = stored.saturating_add(adds_bytes as i64);
+            if adds_bytes > 0 && after > limit as i64 {
+                return Err(KvError::Forbidden(format!(
+                    "write refused: the organization stores {stored} bytes and this commit adds \
+                     about {adds_bytes}, past its {limit} (limits.storageBytes); reads and \
+                     deletions still work, and writes again once data is deleted or the operator \
+                     raises the limit"
+                )));
+            }
+            if let Ok(mut known) = self.known.lock() {
+                if let Some(k) = known.get_mut(&organization) {
+                    k.stored = k.stored.saturating_add(adds_bytes as i64);
+                }
+            }
         }
         Ok(())
     }
@@ -148,6 +195,7 @@ mod tests {
     use super::*;
     use subkv_core::control::records::{Organization, TokenRecord};
     use subkv_core::control::MemoryControl;
+    use subkv_core::storage::MemoryStorage;
     use subkv_core::usage::{Counts, MemoryUsage};
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -164,6 +212,7 @@ mod tests {
             limits: Limits {
                 databases: None,
                 write_units_per_month: limit,
+                storage_bytes: None,
             },
         };
         let token = TokenRecord {
@@ -181,6 +230,17 @@ mod tests {
         org.id
     }
 
+    fn sources<'a>(control: &'a MemoryControl, usage: &'a MemoryUsage) -> Sources<'a> {
+        Sources {
+            control,
+            usage,
+            storage: &*NO_STORAGE,
+        }
+    }
+
+    static NO_STORAGE: std::sync::LazyLock<MemoryStorage> =
+        std::sync::LazyLock::new(MemoryStorage::default);
+
     fn writes(units: f64) -> Counts {
         Counts {
             read_units: 0.0,
@@ -197,7 +257,7 @@ mod tests {
         let now = at("2026-12-03T10:00:00Z");
         let id = org(&control, Some(100)).await;
         quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap();
         // 60 flushed this month (and 500 last month, which does not count) ...
@@ -210,13 +270,13 @@ mod tests {
             .await
             .unwrap();
         quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap();
         // ... and 40 this instance has not flushed: the limit is reached.
         meter.record(id, Uuid::new_v4(), now, writes(40.0));
         let err = quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap_err();
         assert_eq!(err.status().as_u16(), 403);
@@ -226,7 +286,13 @@ mod tests {
         );
         // A new month starts from nothing.
         quotas
-            .check_write(id, at("2027-01-01T00:00:00Z"), &control, &usage, &meter)
+            .check_write(
+                id,
+                at("2027-01-01T00:00:00Z"),
+                &sources(&control, &usage),
+                &meter,
+                0,
+            )
             .await
             .unwrap();
     }
@@ -240,7 +306,7 @@ mod tests {
         meter.record(unlimited, Uuid::new_v4(), now, writes(1e9));
         let quotas = Quotas::new(Duration::from_secs(3600));
         quotas
-            .check_write(unlimited, now, &control, &usage, &meter)
+            .check_write(unlimited, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap();
         // A limit set after the instance read the organization applies once
@@ -251,17 +317,18 @@ mod tests {
                 &Limits {
                     databases: None,
                     write_units_per_month: Some(1),
+                    storage_bytes: None,
                 },
             )
             .await
             .unwrap();
         quotas
-            .check_write(unlimited, now, &control, &usage, &meter)
+            .check_write(unlimited, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap();
         let fresh = Quotas::new(Duration::from_secs(3600));
         assert!(fresh
-            .check_write(unlimited, now, &control, &usage, &meter)
+            .check_write(unlimited, now, &sources(&control, &usage), &meter, 0)
             .await
             .is_err());
     }
@@ -274,12 +341,12 @@ mod tests {
         let now = chrono::Utc::now();
         let id = org(&control, Some(100)).await;
         quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .unwrap();
         meter.record(id, Uuid::new_v4(), now, writes(100.0));
         assert!(quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .is_err());
         // Flushed: no longer pending, not read again yet, still counted.
@@ -288,8 +355,75 @@ mod tests {
         }
         assert_eq!(meter.pending_write_units(id, month_start(now)), 0.0);
         assert!(quotas
-            .check_write(id, now, &control, &usage, &meter)
+            .check_write(id, now, &sources(&control, &usage), &meter, 0)
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_adds_bytes_past_the_storage_limit_is_refused_deletions_are_not() {
+        use subkv_core::storage::{StorageChange, Stored};
+        let (control, usage, storage) = (
+            MemoryControl::new(),
+            MemoryUsage::default(),
+            MemoryStorage::default(),
+        );
+        let meter = Meter::new(Duration::from_secs(3600));
+        let now = chrono::Utc::now();
+        let id = org(&control, None).await;
+        control
+            .set_organization_limits(
+                id,
+                &Limits {
+                    storage_bytes: Some(10_000),
+                    ..Limits::default()
+                },
+            )
+            .await
+            .unwrap();
+        let stored = |bytes: i64, seq: &str| StorageChange {
+            delta: Stored {
+                stored_bytes: bytes,
+                keys: 1,
+            },
+            first_seq: seq.into(),
+            last_seq: seq.into(),
+            at: now,
+        };
+        storage
+            .apply(id, Uuid::new_v4(), &stored(6_000, "1"))
+            .await
+            .unwrap();
+        let sources = Sources {
+            control: &control,
+            usage: &usage,
+            storage: &storage,
+        };
+        let quotas = Quotas::new(Duration::from_secs(3600));
+        // 6,000 stored: 3,000 more fit; the instance remembers them ...
+        quotas
+            .check_write(id, now, &sources, &meter, 3_000)
+            .await
+            .unwrap();
+        // ... so another 3,000 (9,000 + 3,000 > 10,000) is refused, naming the limit.
+        let err = quotas
+            .check_write(id, now, &sources, &meter, 3_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 403);
+        assert!(err.to_string().contains("limits.storageBytes"), "{err}");
+        // A commit that only deletes is never refused.
+        quotas
+            .check_write(id, now, &sources, &meter, 0)
+            .await
+            .unwrap();
+        // Deletions counted and read again: room for it.
+        let db = storage.current(id).await.unwrap()[0].0;
+        storage.apply(id, db, &stored(-5_000, "2")).await.unwrap();
+        let fresh = Quotas::new(Duration::from_secs(3600));
+        fresh
+            .check_write(id, now, &sources, &meter, 3_000)
+            .await
+            .unwrap();
     }
 }

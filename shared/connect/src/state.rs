@@ -32,6 +32,9 @@ pub struct ConnectState {
     /// The instance's usage tally and where it is flushed (issue 15 §3).
     pub meter: crate::usage::Meter,
     pub usage: Arc<dyn UsageStore>,
+    /// Stored bytes per database (`kv-storage-usage` keeps them), for the
+    /// storage quota.
+    pub storage: Arc<dyn subkv_core::storage::StorageStore>,
     /// The organizations' write quotas as this instance knows them (§4).
     pub quotas: crate::quota::Quotas,
 }
@@ -123,7 +126,11 @@ impl ConnectState {
                 )?,
             ),
             control: Arc::new(DynamoControl::new(dynamo.clone(), env.control_table())),
-            usage: Arc::new(DynamoUsage::new(dynamo, env.control_table())),
+            usage: Arc::new(DynamoUsage::new(dynamo.clone(), env.control_table())),
+            storage: Arc::new(subkv_core::storage::DynamoStorage::new(
+                dynamo,
+                env.control_table(),
+            )),
             quotas: crate::quota::Quotas::new(std::time::Duration::from_secs(env.number_in(
                 var::QUOTA_CACHE_SECONDS,
                 1..=300,

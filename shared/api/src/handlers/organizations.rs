@@ -126,15 +126,17 @@ pub fn changed_limits(mut limits: Limits, body: &serde_json::Value) -> Result<Li
         match name.as_str() {
             "databases" => limits.databases = value,
             "writeUnitsPerMonth" => limits.write_units_per_month = value,
-            "storageBytes" | "watches" => {
+            "storageBytes" => limits.storage_bytes = value,
+            "watches" => {
                 return Err(format!(
-                    "limits.{name} is not enforced yet (docs/quotas.md): only databases and \
-                     writeUnitsPerMonth can be set"
+                    "limits.{name} is not enforced yet (docs/quotas.md): only databases, \
+                     writeUnitsPerMonth and storageBytes can be set"
                 ))
             }
             other => {
                 return Err(format!(
-                    "unknown limit {other:?}: the limits are databases and writeUnitsPerMonth"
+                    "unknown limit {other:?}: the limits are databases, writeUnitsPerMonth and \
+                     storageBytes"
                 ))
             }
         }
@@ -208,10 +210,13 @@ mod tests {
         let start = Limits {
             databases: Some(3),
             write_units_per_month: Some(1000),
+            storage_bytes: None,
         };
         let changed = changed_limits(start, &json!({"limits": {"databases": 10}})).unwrap();
         assert_eq!(changed.databases, Some(10));
         assert_eq!(changed.write_units_per_month, Some(1000));
+        let stored = changed_limits(start, &json!({"limits": {"storageBytes": 5000}})).unwrap();
+        assert_eq!(stored.storage_bytes, Some(5000));
         let cleared =
             changed_limits(start, &json!({"limits": {"writeUnitsPerMonth": null}})).unwrap();
         assert_eq!(cleared.write_units_per_month, None);
@@ -226,7 +231,7 @@ mod tests {
             (json!({"limits": 3}), "must be an object"),
             (json!({"limits": {"databases": -1}}), "whole number"),
             (json!({"limits": {"databases": 1.5}}), "whole number"),
-            (json!({"limits": {"storageBytes": 10}}), "not enforced yet"),
+            (json!({"limits": {"watches": 10}}), "not enforced yet"),
             (json!({"limits": {"keys": 10}}), "unknown limit"),
         ] {
             let err = changed_limits(Limits::default(), &body).unwrap_err();

@@ -31,6 +31,10 @@ pub struct Limits {
     /// (UTC), as its usage counts them (docs/usage.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_units_per_month: Option<u64>,
+    /// Bytes its databases may store together, as their usage counts them
+    /// (`storedBytes`: items' sizes plus DynamoDB's 100 bytes each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<u64>,
 }
 
 impl Limits {
