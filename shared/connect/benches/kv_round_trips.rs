@@ -192,6 +192,7 @@ impl Instance {
                 meter: subkv_connect::usage::Meter::new(Duration::from_secs(60)),
                 quotas: subkv_connect::quota::Quotas::new(Duration::from_secs(60)),
                 usage: Arc::new(subkv_core::usage::MemoryUsage::default()),
+                storage: Arc::new(subkv_core::storage::MemoryStorage::default()),
                 watch: WatchConfig {
                     max_seconds: 600,
                     poll_ms: 250,
