@@ -6,6 +6,7 @@ use subkv_core::control::{ControlTable, DynamoControl};
 use subkv_core::deleted::{DeletedMarks, DynamoMarks, NoMarks};
 use subkv_core::runtime::aws_config;
 use subkv_core::secrets::{KmsSealer, NoSealer, SecretSealer};
+use subkv_core::storage::{DynamoStorage, MemoryStorage, StorageStore};
 use subkv_core::usage::{DynamoUsage, MemoryUsage, UsageStore};
 
 /// Configuration and clients, shared by every request of an instance.
@@ -17,6 +18,8 @@ pub struct ApiState {
     pub marks: Arc<dyn DeletedMarks>,
     /// Usage for billing (the data plane's hourly counts).
     pub usage: Arc<dyn UsageStore>,
+    /// Stored bytes and keys (what `kv-storage-usage` keeps).
+    pub storage: Arc<dyn StorageStore>,
 }
 
 impl ApiState {
@@ -31,6 +34,7 @@ impl ApiState {
             sealer,
             marks: Arc::new(NoMarks),
             usage: Arc::new(MemoryUsage::default()),
+            storage: Arc::new(MemoryStorage::default()),
         }
     }
 
@@ -47,6 +51,10 @@ impl ApiState {
             dynamo.clone(),
             config.control_table.clone(),
         ));
+        let storage = Arc::new(DynamoStorage::new(
+            dynamo.clone(),
+            config.control_table.clone(),
+        ));
         let marks = Arc::new(DynamoMarks {
             client: dynamo,
             data_table: config.kv_data_table.clone(),
@@ -58,6 +66,7 @@ impl ApiState {
         Ok(Self {
             marks,
             usage,
+            storage,
             ..Self::new(config, control, sealer)
         })
     }

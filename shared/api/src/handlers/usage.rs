@@ -9,6 +9,7 @@ use crate::pipeline::Ctx;
 use chrono::{DateTime, Duration, DurationRound, SecondsFormat, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use subkv_core::storage::Stored;
 use subkv_core::usage::{Counts, Row};
 use uuid::Uuid;
 
@@ -127,6 +128,19 @@ struct Period {
     start: String,
     #[serde(flatten)]
     counts: Counts,
+    /// Stored bytes and keys at the end of the period.
+    #[serde(flatten)]
+    stored: Stored,
+}
+
+/// The window's counts, and what was stored at its end.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Total {
+    #[serde(flatten)]
+    counts: Counts,
+    #[serde(flatten)]
+    stored: Stored,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,7 +148,7 @@ struct Period {
 struct OfDatabase {
     database_id: Uuid,
     #[serde(flatten)]
-    counts: Counts,
+    total: Total,
 }
 
 #[derive(Debug, Serialize)]
@@ -147,7 +161,7 @@ struct Usage {
     from: String,
     to: String,
     granularity: &'static str,
-    total: Counts,
+    total: Total,
     /// Every period of the window, oldest first (zero where nothing was used).
     periods: Vec<Period>,
     /// Per database (the organization's usage): every database with usage in
@@ -156,44 +170,104 @@ struct Usage {
     databases: Option<Vec<OfDatabase>>,
 }
 
-/// The answer for `rows` (already only the database's, for a database).
-fn summarize(window: &Window, rows: &[Row]) -> (Counts, Vec<Period>, Vec<OfDatabase>) {
-    let mut total = Counts::default();
-    let mut periods: BTreeMap<DateTime<Utc>, Counts> = BTreeMap::new();
+/// Each database's stored bytes and keys as recorded at the end of hours in
+/// which they changed, oldest first, from the last such hour before the window
+/// (`StorageStore::hours`).
+type StorageHours = BTreeMap<Uuid, Vec<(DateTime<Utc>, Stored)>>;
+
+/// What a database stored at the end of each period: its value after the last
+/// change before the period's end (nothing before its first).
+fn stored_by_period(window: &Window, hours: &[(DateTime<Utc>, Stored)]) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let (mut start, mut next, mut value) = (window.from, 0, Stored::default());
+    while start < window.to {
+        let end = start + window.granularity.step();
+        while let Some((_, stored)) = hours.get(next).filter(|(hour, _)| *hour < end) {
+            value = *stored;
+            next += 1;
+        }
+        out.push(value);
+        start = end;
+    }
+    out
+}
+
+/// The answer for `rows` and `storage` (already only the database's, for a
+/// database).
+fn summarize(
+    window: &Window,
+    rows: &[Row],
+    storage: &StorageHours,
+) -> (Total, Vec<Period>, Vec<OfDatabase>) {
+    let mut total = Total::default();
+    let mut periods: BTreeMap<DateTime<Utc>, Period> = BTreeMap::new();
     let mut start = window.from;
     while start < window.to {
-        periods.insert(start, Counts::default());
+        periods.insert(
+            start,
+            Period {
+                start: time(start),
+                counts: Counts::default(),
+                stored: Stored::default(),
+            },
+        );
         start += window.granularity.step();
     }
-    let mut databases: BTreeMap<Uuid, Counts> = BTreeMap::new();
+    let mut databases: BTreeMap<Uuid, Total> = BTreeMap::new();
     for row in rows {
-        total.add(&row.counts);
-        periods
-            .entry(window.granularity.floor(row.hour))
-            .or_default()
-            .add(&row.counts);
+        total.counts.add(&row.counts);
+        if let Some(period) = periods.get_mut(&window.granularity.floor(row.hour)) {
+            period.counts.add(&row.counts);
+        }
         databases
             .entry(row.database_id)
             .or_default()
+            .counts
             .add(&row.counts);
+    }
+    for (database, hours) in storage {
+        let series = stored_by_period(window, hours);
+        for (period, stored) in periods.values_mut().zip(&series) {
+            period.stored.add(stored);
+        }
+        if let Some(last) = series.last() {
+            total.stored.add(last);
+            databases.entry(*database).or_default().stored = *last;
+        }
     }
     (
         total,
-        periods
-            .into_iter()
-            .map(|(start, counts)| Period {
-                start: time(start),
-                counts,
-            })
-            .collect(),
+        periods.into_values().collect(),
         databases
             .into_iter()
-            .map(|(database_id, counts)| OfDatabase {
-                database_id,
-                counts,
-            })
+            .map(|(database_id, total)| OfDatabase { database_id, total })
             .collect(),
     )
+}
+
+/// The storage hours of `databases` over the window, a few queries at a time.
+async fn storage_hours(
+    ctx: &Ctx,
+    organization_id: Uuid,
+    databases: Vec<Uuid>,
+    window: &Window,
+) -> ApiResult<StorageHours> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let storage = ctx.state.storage.clone();
+    let found: Vec<(Uuid, Vec<(DateTime<Utc>, Stored)>)> =
+        futures_util::stream::iter(databases.into_iter().map(|database| {
+            let storage = storage.clone();
+            async move {
+                storage
+                    .hours(organization_id, database, window.from, window.to)
+                    .await
+                    .map(|hours| (database, hours))
+            }
+        }))
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().collect())
 }
 
 /// `GET /v1/databases/{databaseId}/usage`.
@@ -212,7 +286,8 @@ pub async fn of_database(ctx: Ctx) -> ApiResult<Reply> {
         .rows(organization_id, window.from, window.to)
         .await?;
     rows.retain(|r| r.database_id == id);
-    let (total, periods, _) = summarize(&window, &rows);
+    let storage = storage_hours(&ctx, organization_id, vec![id], &window).await?;
+    let (total, periods, _) = summarize(&window, &rows, &storage);
     Reply::json(&Usage {
         organization_id: None,
         database_id: Some(id),
@@ -240,7 +315,17 @@ pub async fn of_organization(ctx: Ctx) -> ApiResult<Reply> {
         .usage
         .rows(organization_id, window.from, window.to)
         .await?;
-    let (total, periods, databases) = summarize(&window, &rows);
+    // Every database with stored data counted, deleted ones until purged.
+    let stored: Vec<Uuid> = ctx
+        .state
+        .storage
+        .current(organization_id)
+        .await?
+        .into_iter()
+        .map(|(database, _)| database)
+        .collect();
+    let storage = storage_hours(&ctx, organization_id, stored, &window).await?;
+    let (total, periods, databases) = summarize(&window, &rows, &storage);
     Reply::json(&Usage {
         organization_id: Some(organization_id),
         database_id: None,
@@ -335,15 +420,15 @@ mod tests {
             at("2026-12-03T11:00:00Z"),
         )
         .unwrap();
-        let (total, periods, databases) = summarize(&w, &rows);
-        assert_eq!(total, counts(2.5, 6.0, 6));
+        let (total, periods, databases) = summarize(&w, &rows, &StorageHours::new());
+        assert_eq!(total.counts, counts(2.5, 6.0, 6));
         assert_eq!(periods.len(), 2);
         assert_eq!(periods[0].start, "2026-12-01T00:00:00Z");
         assert_eq!(periods[0].counts, counts(1.0, 2.0, 3));
         assert_eq!(periods[1].counts, counts(1.5, 4.0, 3));
         assert_eq!(databases.len(), 2);
         let of_a = databases.iter().find(|d| d.database_id == a).unwrap();
-        assert_eq!(of_a.counts, counts(2.0, 6.0, 5));
+        assert_eq!(of_a.total.counts, counts(2.0, 6.0, 5));
         // Hourly: every hour of the window, zeros included.
         let w = window(
             &q(&[
@@ -353,7 +438,7 @@ mod tests {
             at("2026-12-03T11:00:00Z"),
         )
         .unwrap();
-        let (_, periods, _) = summarize(&w, &rows[..2]);
+        let (_, periods, _) = summarize(&w, &rows[..2], &StorageHours::new());
         let starts: Vec<_> = periods.iter().map(|p| p.start.as_str()).collect();
         assert_eq!(
             starts,
@@ -364,5 +449,57 @@ mod tests {
             ]
         );
         assert_eq!(periods[0].counts, Counts::default());
+    }
+
+    #[test]
+    fn stored_bytes_carry_forward_to_the_end_of_each_period_and_add_up() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let stored = |bytes: i64, keys: i64| Stored {
+            stored_bytes: bytes,
+            keys,
+        };
+        let w = window(
+            &q(&[
+                ("from", "2026-12-02T00:00:00Z"),
+                ("to", "2026-12-02T04:00:00Z"),
+            ]),
+            at("2026-12-03T11:00:00Z"),
+        )
+        .unwrap();
+        let storage = StorageHours::from([
+            // a: 100 before the window, 300 in its second hour, 50 in its last.
+            (
+                a,
+                vec![
+                    (at("2026-12-01T08:00:00Z"), stored(100, 1)),
+                    (at("2026-12-02T01:00:00Z"), stored(250, 2)),
+                    (at("2026-12-02T01:00:00Z"), stored(300, 3)),
+                    (at("2026-12-02T03:00:00Z"), stored(50, 1)),
+                ],
+            ),
+            // b: first written in the window's third hour.
+            (b, vec![(at("2026-12-02T02:00:00Z"), stored(10, 1))]),
+        ]);
+        let (total, periods, databases) = summarize(&w, &[], &storage);
+        let bytes: Vec<i64> = periods.iter().map(|p| p.stored.stored_bytes).collect();
+        assert_eq!(bytes, [100, 300, 310, 60]);
+        assert_eq!(periods[2].stored.keys, 4);
+        assert_eq!(total.stored, stored(60, 2));
+        let of_b = databases.iter().find(|d| d.database_id == b).unwrap();
+        assert_eq!(of_b.total.stored, stored(10, 1));
+        assert_eq!(of_b.total.counts, Counts::default());
+        // By day: the value at the day's end.
+        let days = window(
+            &q(&[
+                ("from", "2026-12-01T00:00:00Z"),
+                ("to", "2026-12-03T00:00:00Z"),
+                ("granularity", "day"),
+            ]),
+            at("2026-12-03T11:00:00Z"),
+        )
+        .unwrap();
+        let (_, periods, _) = summarize(&days, &[], &storage);
+        let bytes: Vec<i64> = periods.iter().map(|p| p.stored.stored_bytes).collect();
+        assert_eq!(bytes, [100, 60]);
     }
 }
