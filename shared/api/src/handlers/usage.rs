@@ -254,20 +254,19 @@ async fn storage_hours(
 ) -> ApiResult<StorageHours> {
     use futures_util::{StreamExt, TryStreamExt};
     let storage = ctx.state.storage.clone();
-    let found: Vec<(Uuid, Vec<(DateTime<Utc>, Stored)>)> =
-        futures_util::stream::iter(databases.into_iter().map(|database| {
-            let storage = storage.clone();
-            async move {
-                storage
-                    .hours(organization_id, database, window.from, window.to)
-                    .await
-                    .map(|hours| (database, hours))
-            }
-        }))
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    Ok(found.into_iter().collect())
+    futures_util::stream::iter(databases.into_iter().map(|database| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .hours(organization_id, database, window.from, window.to)
+                .await
+                .map(|hours| (database, hours))
+        }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<StorageHours>()
+    .await
+    .map_err(ApiError::from)
 }
 
 /// `GET /v1/databases/{databaseId}/usage`.
