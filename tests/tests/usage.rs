@@ -145,6 +145,73 @@ async fn a_scripted_workload_is_counted_for_its_database_and_organization() {
     // Days: the same total.
     let daily = get(&format!("{path}?granularity=day"), &org.token).await;
     assert_eq!(daily.assert_ok()["total"]["requests"], requests);
+
+    // Stored bytes and keys, from the data table's stream (kv-storage-usage):
+    // WRITES keys, each item its VALUE_BYTES value, its key and attributes
+    // (~70 bytes) and DynamoDB's 100 bytes of overhead.
+    let stored = |keys: i64| {
+        let path = path.clone();
+        let token = org.token.clone();
+        async move {
+            poll(
+                "the stored keys counted",
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                || async {
+                    let usage = get(&path, &token).await.assert_ok().clone();
+                    match usage["total"]["keys"].as_i64() {
+                        Some(n) if n == keys => Ok(usage),
+                        _ => Err(usage.to_string()),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let full = stored(WRITES as i64).await;
+    let full_bytes = full["total"]["storedBytes"].as_i64().expect("storedBytes");
+    let per_key = (VALUE_BYTES + 100) as i64;
+    assert!(
+        full_bytes >= WRITES as i64 * (per_key + 40)
+            && full_bytes <= WRITES as i64 * (per_key + 150),
+        "{full}"
+    );
+    // The hour's period ends with the same value as the window.
+    let last = full["periods"].as_array().and_then(|p| p.last()).cloned();
+    assert_eq!(
+        last.map(|p| p["storedBytes"].clone()),
+        Some(full["total"]["storedBytes"].clone())
+    );
+    // Half the keys deleted: half the bytes (the items differ by a digit at most).
+    session
+        .write(pb::AtomicWrite {
+            mutations: (0..WRITES / 2)
+                .map(|i| pb::Mutation {
+                    key: key(&format!("k{i:02}")),
+                    mutation_type: pb::MutationType::MDelete as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await;
+    let half = stored((WRITES / 2) as i64).await;
+    let half_bytes = half["total"]["storedBytes"].as_i64().expect("storedBytes");
+    assert!(
+        (half_bytes * 2 - full_bytes).abs() <= WRITES as i64,
+        "{full_bytes} then {half}"
+    );
+    // The organization's line for the database says the same.
+    let org_usage = get(&format!("/v1/organizations/{}/usage", org.id), &org.token).await;
+    let org_usage = org_usage.assert_ok();
+    let line = org_usage["databases"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["databaseId"] == db.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(line["storedBytes"], half_bytes, "{org_usage}");
+    assert_eq!(line["keys"], (WRITES / 2) as i64, "{org_usage}");
+    eprintln!("stored: {full_bytes} bytes for {WRITES} keys, {half_bytes} for half");
 }
 
 #[tokio::test]
