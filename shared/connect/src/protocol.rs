@@ -501,21 +501,17 @@ pub async fn handle(
     // Every request that got as far as naming its organization and database
     // counts, refused or not: what it read or wrote was billed by DynamoDB.
     if let Some(who) = who {
-        state.meter.record(
-            who.organization,
-            who.database,
-            chrono::Utc::now(),
-            subkv_core::usage::Counts {
-                read_units: units.read,
-                write_units: units.write,
-                requests: 1,
-            },
-        );
-        for (organization, month, counts) in state.meter.flush_if_due(state.usage.as_ref()).await {
-            state
-                .quotas
-                .note_flushed(organization, month, counts.write_units);
-        }
+        state
+            .count(
+                who,
+                subkv_core::usage::Counts {
+                    read_units: units.read,
+                    write_units: units.write,
+                    requests: 1,
+                    watch_seconds: 0.0,
+                },
+            )
+            .await;
     }
     finish(route, started, result)
 }

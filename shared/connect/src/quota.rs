@@ -135,6 +135,17 @@ impl Quotas {
         Ok((limits, written, stored))
     }
 
+    /// The organization's `limits.watches` (from the cache or read), for
+    /// kv-watch, which counts the organization's open watches itself.
+    pub async fn watch_limit(
+        &self,
+        organization: Uuid,
+        now: DateTime<Utc>,
+        sources: &Sources<'_>,
+    ) -> KvResult<Option<u64>> {
+        Ok(self.known(organization, now, sources).await?.0.watches)
+    }
+
     /// Adds what this instance just flushed to the organization's month as last
     /// read, so its own writes count from their flush until the next read.
     pub fn note_flushed(&self, organization: Uuid, month: DateTime<Utc>, write_units: f64) {
@@ -213,6 +224,7 @@ mod tests {
                 databases: None,
                 write_units_per_month: limit,
                 storage_bytes: None,
+                watches: None,
             },
         };
         let token = TokenRecord {
@@ -246,6 +258,7 @@ mod tests {
             read_units: 0.0,
             write_units: units,
             requests: 1,
+            watch_seconds: 0.0,
         }
     }
 
@@ -318,6 +331,7 @@ mod tests {
                     databases: None,
                     write_units_per_month: Some(1),
                     storage_bytes: None,
+                    watches: None,
                 },
             )
             .await

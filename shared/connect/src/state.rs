@@ -82,6 +82,17 @@ impl LiveTokens {
 }
 
 impl ConnectState {
+    /// Adds what a request (or a stretch of a watch) used to the instance's
+    /// tally, and flushes the tally if a flush is due (docs/usage.md).
+    pub async fn count(&self, who: crate::protocol::Metered, counts: subkv_core::usage::Counts) {
+        self.meter
+            .record(who.organization, who.database, chrono::Utc::now(), counts);
+        for (organization, month, counts) in self.meter.flush_if_due(self.usage.as_ref()).await {
+            self.quotas
+                .note_flushed(organization, month, counts.write_units);
+        }
+    }
+
     /// Reads the environment, builds the clients and derives the data-path token
     /// key from the KMS HMAC key (one `GenerateMac` per cold start).
     pub async fn from_env() -> Result<Self, lambda_http::Error> {

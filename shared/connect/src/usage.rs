@@ -49,10 +49,28 @@ tokio::task_local! {
 /// Runs `request`, adding up the capacity units its DynamoDB calls (through a
 /// client with [`CapacityMeter`]) report.
 pub async fn metered<F: Future>(request: F) -> (F::Output, Units) {
-    let tally = Arc::new(Mutex::new(Units::default()));
-    let out = UNITS.scope(tally.clone(), request).await;
-    let units = tally.lock().map(|u| *u).unwrap_or_default();
-    (out, units)
+    let charges = Charges::default();
+    let out = charges.scope(request).await;
+    (out, charges.take())
+}
+
+/// The capacity units of a long task (a streaming watch), taken as it goes.
+#[derive(Debug, Clone, Default)]
+pub struct Charges(Arc<Mutex<Units>>);
+
+impl Charges {
+    /// Runs `task`, charging its DynamoDB calls here.
+    pub async fn scope<F: Future>(&self, task: F) -> F::Output {
+        UNITS.scope(self.0.clone(), task).await
+    }
+
+    /// The units charged since the last take.
+    pub fn take(&self) -> Units {
+        self.0
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default()
+    }
 }
 
 fn charge(read: bool, capacity: Option<&ConsumedCapacity>) {
@@ -183,6 +201,11 @@ impl Meter {
         }
     }
 
+    /// How often the tally is flushed (and a watch reports what it used).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     /// Adds one request's counts to its organization, database and hour.
     pub fn record(&self, organization: Uuid, database: Uuid, at: DateTime<Utc>, counts: Counts) {
         if let Ok(mut state) = self.state.lock() {
@@ -293,6 +316,7 @@ mod tests {
             read_units: read,
             write_units: write,
             requests: 1,
+            watch_seconds: 0.0,
         }
     }
 
@@ -336,6 +360,7 @@ mod tests {
                     read_units: 1.5,
                     write_units: 2.0,
                     requests: 2,
+                    watch_seconds: 0.0,
                 },
             ),
             row(a, "11", request(1.0, 4.0)),
@@ -395,7 +420,8 @@ mod tests {
             Counts {
                 read_units: 2.0,
                 write_units: 2.0,
-                requests: 2
+                requests: 2,
+                watch_seconds: 0.0,
             }
         );
     }

@@ -13,10 +13,18 @@
 //! Each open watch holds a lease (`subkv_dynamo_kv::watches`): a database holds
 //! at most `SUBKV_WATCH_MAX_PER_DATABASE` (50) and the deployment
 //! `SUBKV_WATCH_MAX_PER_DEPLOYMENT` (500); over either, the watch is refused
-//! with a 429 naming the limit, which Deno raises to the caller.
+//! with a 429 naming the limit, which Deno raises to the caller. An
+//! organization with `limits.watches` (docs/quotas.md) holds at most that many:
+//! over it, a 403 naming the limit.
+//!
+//! Usage (docs/usage.md): a watch counts as one request, its open time as
+//! `watchSeconds`, and the capacity units of its reads and its lease; it reports
+//! them to the instance's tally every flush period while it runs, and when it
+//! ends.
 
-use crate::protocol::{authorize, log_request, pb_entry, refused_error};
+use crate::protocol::{authorize, log_request, pb_entry, refused_error, Metered};
 use crate::state::ConnectState;
+use crate::usage::Charges;
 use bytes::Bytes;
 use denokv_proto::datapath as pb;
 use http_body::Frame;
@@ -30,7 +38,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkv_core::routes::Route;
 use subkv_core::runtime;
-use subkv_dynamo_kv::now_ms;
+use subkv_core::usage::Counts;
+use subkv_dynamo_kv::{now_ms, OrganizationWatches};
 use subkv_kv::error::{KvError, KvResult};
 use subkv_kv::model::Entry;
 use tokio::sync::mpsc;
@@ -89,12 +98,43 @@ pub fn update(
     )
 }
 
+/// What a watch used, reported to the instance's usage tally as it goes.
+struct WatchUsage {
+    who: Option<Metered>,
+    charges: Charges,
+    since: Instant,
+}
+
+impl WatchUsage {
+    /// Reports the units and open seconds since the last report (and the
+    /// watch's one request, at its end).
+    async fn report(&mut self, state: &ConnectState, ended: bool) {
+        let units = self.charges.take();
+        let seconds = self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+        if let Some(who) = self.who {
+            let counts = Counts {
+                read_units: units.read,
+                write_units: units.write,
+                requests: u64::from(ended),
+                watch_seconds: seconds,
+            };
+            state.count(who, counts).await;
+        }
+    }
+
+    fn due(&self, state: &ConnectState) -> bool {
+        self.since.elapsed() >= state.meter.period()
+    }
+}
+
 async fn run(
     state: Arc<ConnectState>,
     database: Uuid,
     holder: Option<(Uuid, Uuid)>,
     keys: Vec<Vec<u8>>,
     tx: mpsc::Sender<Bytes>,
+    usage: &mut WatchUsage,
 ) -> KvResult<()> {
     let config = state.watch.clone();
     let deadline = Instant::now() + Duration::from_secs(config.max_seconds);
@@ -138,6 +178,9 @@ async fn run(
                     return Ok(());
                 }
                 last_sent = Instant::now();
+            }
+            if usage.due(&state) {
+                usage.report(&state, false).await;
             }
             if next_expiry.is_some_and(|at| at <= now_ms()) {
                 break;
@@ -183,34 +226,69 @@ pub async fn watch(
         if keys.iter().any(Vec::is_empty) {
             return Err(KvError::bad("key cannot be empty"));
         }
-        Ok((req.database, req.holder, keys))
+        Ok((req.database, req.holder, keys, req.metered()))
     }
     .await;
-    let (database, holder, keys) = match prepared {
+    let (database, holder, keys, who) = match prepared {
         Ok(ok) => ok,
         Err(err) => {
             log_request(route, started, Some(&err));
             return error_body(err);
         }
     };
-    // A lease counts the watch against its database's and the deployment's
-    // caps until it ends (or, if this function dies, until it lapses).
+    // A lease counts the watch against its database's, its organization's and
+    // the deployment's caps until it ends (or, if this function dies, until it
+    // lapses).
+    let mut usage = WatchUsage {
+        who,
+        charges: Charges::default(),
+        since: Instant::now(),
+    };
     let lease = Uuid::new_v4();
     let lapses = now_ms() + (state.watch.max_seconds as i64 + 60) * 1000;
-    if let Err(err) = state
-        .kv
-        .open_watch(database, lease, lapses, state.watch.caps)
-        .await
-    {
+    let opened = usage
+        .charges
+        .scope(async {
+            let organization = match who {
+                Some(who) => {
+                    let sources = crate::quota::Sources {
+                        control: state.control.as_ref(),
+                        usage: state.usage.as_ref(),
+                        storage: state.storage.as_ref(),
+                    };
+                    let limit = state
+                        .quotas
+                        .watch_limit(who.organization, chrono::Utc::now(), &sources)
+                        .await?;
+                    Some(OrganizationWatches {
+                        organization: who.organization,
+                        limit,
+                    })
+                }
+                None => None,
+            };
+            state
+                .kv
+                .open_watch(database, lease, lapses, state.watch.caps, organization)
+                .await
+        })
+        .await;
+    if let Err(err) = opened {
+        usage.report(&state, true).await;
         log_request(route, started, Some(&err));
         return error_body(err);
     }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let result = run(state.clone(), database, holder, keys, tx).await;
-        if let Err(err) = state.kv.close_watch(database, lease).await {
+        let charges = usage.charges.clone();
+        let result = charges
+            .scope(run(state.clone(), database, holder, keys, tx, &mut usage))
+            .await;
+        let closed = charges.scope(state.kv.close_watch(database, lease)).await;
+        if let Err(err) = closed {
             tracing::warn!(%database, error = %err.detail(), "a watch's lease was not given back; it lapses");
         }
+        usage.report(&state, true).await;
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(()) => tracing::info!(

@@ -94,6 +94,7 @@ pub const BACKGROUND_FUNCTIONS: &[&str] = &[
     "kv-purge-deleted",
     "backup-forward",
     "restore-database",
+    "kv-storage-usage",
 ];
 
 impl Route {

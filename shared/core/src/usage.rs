@@ -40,6 +40,9 @@ pub struct Counts {
     pub read_units: f64,
     pub write_units: f64,
     pub requests: u64,
+    /// Seconds KV watches were open (kv-watch).
+    #[serde(default)]
+    pub watch_seconds: f64,
 }
 
 impl Counts {
@@ -47,6 +50,7 @@ impl Counts {
         self.read_units += other.read_units;
         self.write_units += other.write_units;
         self.requests += other.requests;
+        self.watch_seconds += other.watch_seconds;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,15 +160,18 @@ impl DynamoUsage {
             .expression_attribute_values(":r", n(counts.read_units))
             .expression_attribute_values(":w", n(counts.write_units))
             .expression_attribute_values(":q", n(counts.requests))
+            .expression_attribute_values(":s", n(counts.watch_seconds))
             .expression_attribute_values(":ttl", n(expires.timestamp()));
         update = match database {
             Some(db) => update
                 .update_expression(
-                    "ADD readUnits :r, writeUnits :w, requests :q SET databaseId = :db, #ttl = :ttl",
+                    "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s \
+                     SET databaseId = :db, #ttl = :ttl",
                 )
                 .expression_attribute_values(":db", s(db.to_string())),
-            None => update
-                .update_expression("ADD readUnits :r, writeUnits :w, requests :q SET #ttl = :ttl"),
+            None => update.update_expression(
+                "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s SET #ttl = :ttl",
+            ),
         };
         update
             .send()
@@ -261,6 +268,7 @@ fn counts(item: &Item) -> Counts {
         read_units: get_n(item, "readUnits").unwrap_or(0.0),
         write_units: get_n(item, "writeUnits").unwrap_or(0.0),
         requests: get_n(item, "requests").unwrap_or(0),
+        watch_seconds: get_n(item, "watchSeconds").unwrap_or(0.0),
     }
 }
 
@@ -374,18 +382,21 @@ mod tests {
             read_units: 0.5,
             write_units: 4.0,
             requests: 1,
+            watch_seconds: 2.5,
         });
         c.add(&Counts {
             read_units: 1.0,
             write_units: 0.0,
             requests: 2,
+            watch_seconds: 0.5,
         });
         assert_eq!(
             c,
             Counts {
                 read_units: 1.5,
                 write_units: 4.0,
-                requests: 3
+                requests: 3,
+                watch_seconds: 3.0,
             }
         );
     }

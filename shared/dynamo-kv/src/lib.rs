@@ -44,7 +44,7 @@ pub use items::stored_keys;
 pub use purge::{deleted, Purged};
 pub use restore::{head_after, RestoreWrite};
 pub use tables::ensure_kv_tables;
-pub use watches::WatchCaps;
+pub use watches::{OrganizationWatches, WatchCaps};
 
 use aws_sdk_dynamodb::Client;
 use denokv_proto::backup::BackupReplicationLogEntry;

@@ -31,6 +31,10 @@ pub async fn ensure_kv_tables(
             .build()
             .map_err(|e| e.to_string())
     };
+    // Both tables have a stream, as in infra/template.yaml: the data table's
+    // carries each item before and after a change (NEW_AND_OLD_IMAGES: the sizes
+    // kv-storage-usage counts), the change log's only the keys (KEYS_ONLY: the
+    // backup engine reads the log itself).
     for (table, data) in [(data_table, true), (log_table, false)] {
         if client
             .describe_table()
@@ -49,6 +53,18 @@ pub async fn ensure_kv_tables(
             .attribute_definitions(attr(SK, ScalarAttributeType::B)?)
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?);
+        let view = if data {
+            StreamViewType::NewAndOldImages
+        } else {
+            StreamViewType::KeysOnly
+        };
+        create = create.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
         if data {
             create = create
                 .attribute_definitions(attr(SHARD, ScalarAttributeType::S)?)
@@ -66,14 +82,6 @@ pub async fn ensure_kv_tables(
                         .build()
                         .map_err(|e| e.to_string())?,
                 );
-        } else {
-            create = create.stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::KeysOnly)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
         }
         create
             .send()

@@ -19,6 +19,16 @@ use uuid::Uuid;
 /// no database's head, `<id>#head`, can be it).
 const WATCHES: &str = "#watches";
 const UNTIL: &str = "until";
+/// The organization whose watch it is (leases taken by versions before issue 15
+/// §4, or with a data-path token of the first format, have none).
+const ORGANIZATION: &str = "org";
+
+/// An organization's own cap on its open watches (`limits.watches`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrganizationWatches {
+    pub organization: Uuid,
+    pub limit: Option<u64>,
+}
 
 /// How many watches may be open at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +42,14 @@ fn lease_key(database: Uuid, watch: Uuid) -> Vec<u8> {
 }
 
 impl DynamoKv {
-    /// Live leases of one database (or of the deployment), counted consistently.
-    async fn live_leases(&self, database: Option<Uuid>, now: i64) -> KvResult<usize> {
+    /// Live leases of one database, of one organization, or of the deployment,
+    /// counted consistently.
+    async fn live_leases(
+        &self,
+        database: Option<Uuid>,
+        organization: Option<Uuid>,
+        now: i64,
+    ) -> KvResult<usize> {
         let mut count = 0;
         let mut start = None;
         loop {
@@ -42,7 +58,6 @@ impl DynamoKv {
                 .query()
                 .table_name(&self.data_table)
                 .expression_attribute_values(":pk", AttributeValue::S(WATCHES.into()))
-                .filter_expression("#until > :now")
                 .expression_attribute_names("#until", UNTIL)
                 .expression_attribute_values(":now", n(now))
                 .select(Select::Count)
@@ -54,6 +69,16 @@ impl DynamoKv {
                     .expression_attribute_values(":db", b(database.as_bytes().to_vec())),
                 None => query.key_condition_expression("pk = :pk"),
             };
+            query = match organization {
+                Some(organization) => query
+                    .filter_expression("#until > :now AND #org = :org")
+                    .expression_attribute_names("#org", ORGANIZATION)
+                    .expression_attribute_values(
+                        ":org",
+                        AttributeValue::S(organization.to_string()),
+                    ),
+                None => query.filter_expression("#until > :now"),
+            };
             let page = query.send().await.map_err(|e| dynamo("Query", e))?;
             count += page.count as usize;
             match page.last_evaluated_key {
@@ -64,22 +89,42 @@ impl DynamoKv {
     }
 
     /// Takes a lease for watch `watch` of `database` until `until_ms`, if the
-    /// database and the deployment hold fewer live leases than `caps`; else a
-    /// 429 naming the cap. Concurrent opens may each see room for one: the caps
-    /// can be passed by the number of watches opened at the same moment.
+    /// database and the deployment hold fewer live leases than `caps` (else a
+    /// 429 naming the cap) and the organization fewer than its own limit (else
+    /// a 403 naming `limits.watches`). Concurrent opens may each see room for
+    /// one: the caps can be passed by the number of watches opened at the same
+    /// moment.
     pub async fn open_watch(
         &self,
         database: Uuid,
         watch: Uuid,
         until_ms: i64,
         caps: WatchCaps,
+        organization: Option<OrganizationWatches>,
     ) -> KvResult<()> {
         let now = now_ms();
-        let (of_database, of_deployment) = futures_util::future::try_join(
-            self.live_leases(Some(database), now),
-            self.live_leases(None, now),
+        let limited = organization.and_then(|o| o.limit.map(|limit| (o.organization, limit)));
+        let of_organization = async {
+            match limited {
+                Some((organization, _)) => self.live_leases(None, Some(organization), now).await,
+                None => Ok(0),
+            }
+        };
+        let (of_database, of_deployment, of_organization) = futures_util::future::try_join3(
+            self.live_leases(Some(database), None, now),
+            self.live_leases(None, None, now),
+            of_organization,
         )
         .await?;
+        if let Some((_, limit)) = limited {
+            if of_organization as u64 >= limit {
+                return Err(KvError::Forbidden(format!(
+                    "too many open watches for this organization: {of_organization} are open and \
+                     its limit is {limit} (limits.watches); close one, or watch more keys in one \
+                     watch"
+                )));
+            }
+        }
         if of_database >= caps.per_database {
             return Err(KvError::TooManyRequests(format!(
                 "too many open watches on this database (the limit is {} per database); \
@@ -93,16 +138,18 @@ impl DynamoKv {
                 caps.per_deployment
             )));
         }
-        self.client
+        let mut lease = self
+            .client
             .put_item()
             .table_name(&self.data_table)
             .item(PK, AttributeValue::S(WATCHES.into()))
             .item(SK, b(lease_key(database, watch)))
             .item(UNTIL, n(until_ms))
-            .item(TTL, n(until_ms / 1000 + 1))
-            .send()
-            .await
-            .map_err(|e| dynamo("PutItem", e))?;
+            .item(TTL, n(until_ms / 1000 + 1));
+        if let Some(o) = organization {
+            lease = lease.item(ORGANIZATION, AttributeValue::S(o.organization.to_string()));
+        }
+        lease.send().await.map_err(|e| dynamo("PutItem", e))?;
         Ok(())
     }
 
@@ -121,7 +168,7 @@ impl DynamoKv {
 
     /// Live leases of one database's watches (for tests and operators).
     pub async fn open_watches(&self, database: Uuid) -> KvResult<usize> {
-        self.live_leases(Some(database), now_ms()).await
+        self.live_leases(Some(database), None, now_ms()).await
     }
 }
 

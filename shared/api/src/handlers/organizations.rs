@@ -127,16 +127,11 @@ pub fn changed_limits(mut limits: Limits, body: &serde_json::Value) -> Result<Li
             "databases" => limits.databases = value,
             "writeUnitsPerMonth" => limits.write_units_per_month = value,
             "storageBytes" => limits.storage_bytes = value,
-            "watches" => {
-                return Err(format!(
-                    "limits.{name} is not enforced yet (docs/quotas.md): only databases, \
-                     writeUnitsPerMonth and storageBytes can be set"
-                ))
-            }
+            "watches" => limits.watches = value,
             other => {
                 return Err(format!(
-                    "unknown limit {other:?}: the limits are databases, writeUnitsPerMonth and \
-                     storageBytes"
+                    "unknown limit {other:?}: the limits are databases, writeUnitsPerMonth, \
+                     storageBytes and watches"
                 ))
             }
         }
@@ -211,6 +206,7 @@ mod tests {
             databases: Some(3),
             write_units_per_month: Some(1000),
             storage_bytes: None,
+            watches: None,
         };
         let changed = changed_limits(start, &json!({"limits": {"databases": 10}})).unwrap();
         assert_eq!(changed.databases, Some(10));
@@ -231,7 +227,6 @@ mod tests {
             (json!({"limits": 3}), "must be an object"),
             (json!({"limits": {"databases": -1}}), "whole number"),
             (json!({"limits": {"databases": 1.5}}), "whole number"),
-            (json!({"limits": {"watches": 10}}), "not enforced yet"),
             (json!({"limits": {"keys": 10}}), "unknown limit"),
         ] {
             let err = changed_limits(Limits::default(), &body).unwrap_err();

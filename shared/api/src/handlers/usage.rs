@@ -399,6 +399,7 @@ mod tests {
             read_units: r,
             write_units: w,
             requests: q,
+            watch_seconds: 0.0,
         };
         let row = |database_id, hour: &str, c| Row {
             database_id,

@@ -35,6 +35,9 @@ pub struct Limits {
     /// (`storedBytes`: items' sizes plus DynamoDB's 100 bytes each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<u64>,
+    /// KV watches its databases may have open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watches: Option<u64>,
 }
 
 impl Limits {
