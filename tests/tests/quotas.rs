@@ -7,7 +7,7 @@
 use denokv_proto::datapath as pb;
 use serde_json::{json, Value};
 use std::time::Duration;
-use subkv_e2e::backup::{kv_database, poll, try_ops};
+use subkv_e2e::backup::{deno_script, describe, kv_database, output_within, poll, try_ops};
 use subkv_e2e::kv_wire::{key, set, Session};
 use subkv_e2e::{admin_token, create_org, get, patch, post};
 
@@ -252,4 +252,58 @@ async fn a_storage_limit_refuses_the_write_that_would_cross_it_until_deletes_mak
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_organization_holds_at_most_its_limit_of_watches_and_their_time_is_counted() {
+    let db = kv_database("quota-watches").await;
+    patch(
+        &limits_path(&db.org.id),
+        &admin_token(),
+        json!({"limits": {"watches": 2}}),
+    )
+    .await
+    .assert_ok();
+
+    // Deno opens watches until one is refused: two open, the third is a 403
+    // naming the limit, which Deno raises to the caller.
+    let started = std::time::Instant::now();
+    let output = output_within(
+        "watch_limit.ts",
+        deno_script("watch_limit.ts")
+            .args([db.url.as_str(), "4"])
+            .env("DENO_KV_ACCESS_TOKEN", &db.org.token),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed().as_secs_f64();
+    assert!(output.status.success(), "{}", describe(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(seen["opened"], 2, "{seen}");
+    let refused = seen["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("limits.watches"), "{seen}");
+
+    // The two watches were open for part of the script's run: their seconds are
+    // counted (flushed as each ended), no more than the script's time each.
+    let path = format!("/v1/databases/{}/usage", db.id);
+    let usage = poll(
+        "the watches' seconds counted",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let usage = get(&path, &db.org.token).await.assert_ok().clone();
+            match usage["total"]["watchSeconds"].as_f64() {
+                Some(s) if s > 0.0 => Ok(usage),
+                _ => Err(usage.to_string()),
+            }
+        },
+    )
+    .await;
+    let seconds = usage["total"]["watchSeconds"].as_f64().unwrap_or_default();
+    assert!(
+        seconds <= 2.0 * took,
+        "{seconds} s of watches in {took} s: {usage}"
+    );
+    eprintln!("2 watches counted {seconds} s of watching in a run of {took} s");
 }

@@ -510,6 +510,7 @@ pub async fn handle(
                     requests: 1,
                     watch_seconds: 0.0,
                 },
+                false,
             )
             .await;
     }

@@ -83,11 +83,22 @@ impl LiveTokens {
 
 impl ConnectState {
     /// Adds what a request (or a stretch of a watch) used to the instance's
-    /// tally, and flushes the tally if a flush is due (docs/usage.md).
-    pub async fn count(&self, who: crate::protocol::Metered, counts: subkv_core::usage::Counts) {
+    /// tally, and flushes the tally if a flush is due, or at once if `now`
+    /// (docs/usage.md).
+    pub async fn count(
+        &self,
+        who: crate::protocol::Metered,
+        counts: subkv_core::usage::Counts,
+        now: bool,
+    ) {
         self.meter
             .record(who.organization, who.database, chrono::Utc::now(), counts);
-        for (organization, month, counts) in self.meter.flush_if_due(self.usage.as_ref()).await {
+        let flushed = if now {
+            self.meter.flush_now(self.usage.as_ref()).await
+        } else {
+            self.meter.flush_if_due(self.usage.as_ref()).await
+        };
+        for (organization, month, counts) in flushed {
             self.quotas
                 .note_flushed(organization, month, counts.write_units);
         }

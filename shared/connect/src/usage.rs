@@ -217,12 +217,13 @@ impl Meter {
         }
     }
 
-    /// Takes the tally if a flush is due (a flush period since the last).
-    fn take_due(&self) -> Vec<(Slot, Counts)> {
+    /// Takes the tally if a flush is due (a flush period since the last), or
+    /// whatever it holds if `now`.
+    fn take_due(&self, now: bool) -> Vec<(Slot, Counts)> {
         let Ok(mut state) = self.state.lock() else {
             return Vec::new();
         };
-        if state.pending.is_empty() || state.last_flush.elapsed() < self.period {
+        if state.pending.is_empty() || (!now && state.last_flush.elapsed() < self.period) {
             return Vec::new();
         }
         state.last_flush = Instant::now();
@@ -254,7 +255,17 @@ impl Meter {
     /// answered either way. The months written, with their counts (what the
     /// write quota adds to what it last read: [`crate::quota`]).
     pub async fn flush_if_due(&self, store: &dyn UsageStore) -> Vec<(Uuid, DateTime<Utc>, Counts)> {
-        let due = self.take_due();
+        self.flush(store, false).await
+    }
+
+    /// Writes the tally now, due or not (a watch that was open ends: it
+    /// happens at most once per watch, and a watch lives for minutes).
+    pub async fn flush_now(&self, store: &dyn UsageStore) -> Vec<(Uuid, DateTime<Utc>, Counts)> {
+        self.flush(store, true).await
+    }
+
+    async fn flush(&self, store: &dyn UsageStore, now: bool) -> Vec<(Uuid, DateTime<Utc>, Counts)> {
+        let due = self.take_due(now);
         if due.is_empty() {
             return Vec::new();
         }

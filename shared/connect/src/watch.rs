@@ -107,8 +107,10 @@ struct WatchUsage {
 
 impl WatchUsage {
     /// Reports the units and open seconds since the last report (and the
-    /// watch's one request, at its end).
-    async fn report(&mut self, state: &ConnectState, ended: bool) {
+    /// watch's one request, at its end). A watch that was open and ends flushes
+    /// the tally at once (`flush`): its instance may serve no other request
+    /// for a while.
+    async fn report(&mut self, state: &ConnectState, ended: bool, flush: bool) {
         let units = self.charges.take();
         let seconds = self.since.elapsed().as_secs_f64();
         self.since = Instant::now();
@@ -119,7 +121,7 @@ impl WatchUsage {
                 requests: u64::from(ended),
                 watch_seconds: seconds,
             };
-            state.count(who, counts).await;
+            state.count(who, counts, flush).await;
         }
     }
 
@@ -180,7 +182,7 @@ async fn run(
                 last_sent = Instant::now();
             }
             if usage.due(&state) {
-                usage.report(&state, false).await;
+                usage.report(&state, false, false).await;
             }
             if next_expiry.is_some_and(|at| at <= now_ms()) {
                 break;
@@ -274,7 +276,7 @@ pub async fn watch(
         })
         .await;
     if let Err(err) = opened {
-        usage.report(&state, true).await;
+        usage.report(&state, true, false).await;
         log_request(route, started, Some(&err));
         return error_body(err);
     }
@@ -288,7 +290,7 @@ pub async fn watch(
         if let Err(err) = closed {
             tracing::warn!(%database, error = %err.detail(), "a watch's lease was not given back; it lapses");
         }
-        usage.report(&state, true).await;
+        usage.report(&state, true, true).await;
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(()) => tracing::info!(
