@@ -204,6 +204,15 @@ start_in_session stream-pump "$state_dir/stream-pump.log" \
   backup-forward subkv-kv-log --failure-file "$state_dir/stream-failures.jsonl" \
   --stream-access-key-id local-role-backup-forward
 
+# The data table's stream to kv-storage-usage (its mapping, KvStorageUsageStream):
+# every record is a count, so a failing batch is retried forever, as the mapping's
+# MaximumRetryAttempts -1 does.
+start_in_session storage-pump "$state_dir/storage-pump.log" \
+  "$venv/bin/python" "$root/infra/local/stream_pump.py" "http://127.0.0.1:$api_port" \
+  kv-storage-usage subkv-kv-data --max-retries -1 \
+  --failure-file "$state_dir/storage-stream-failures.jsonl" \
+  --stream-access-key-id local-role-kv-storage-usage
+
 export SUBKV_API_URL="http://127.0.0.1:$api_port"
 export SUBKV_STACK_LOG_DIR="$state_dir"
 case "$mode" in
@@ -217,6 +226,8 @@ subkv is running.
   logs:           $state_dir/
   backups:        stream pump: subkv-kv-log's stream -> backup-forward (stream-pump.log,
                   discarded batches in stream-failures.jsonl); catch-up every ${backup_catchup_seconds} s (scheduler.log)
+  storage usage:  stream pump: subkv-kv-data's stream -> kv-storage-usage (storage-pump.log,
+                  retried forever; storage-stream-failures.jsonl stays empty)
 Create an organization:
   curl -s -X POST $SUBKV_API_URL/v1/organizations -H "Authorization: Bearer $SUBKV_ADMIN_TOKEN" -d '{"name":"acme"}'
 Ctrl-C stops everything.

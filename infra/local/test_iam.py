@@ -190,11 +190,11 @@ class TemplateRoles(unittest.TestCase):
     def test_the_data_path_writes_only_its_usage_to_the_control_table(self):
         usage = {"Key": {"pk": {"S": "USAGE#org"}, "sk": {"S": "2026-12-03T10#db"}}}
         token = {"Key": {"pk": {"S": "ORG#org"}, "sk": {"S": "TOKEN#t"}}}
-        for binary in ("kv-connect", "kv-snapshot-read", "kv-atomic-write"):
+        for binary in ("kv-connect", "kv-snapshot-read", "kv-atomic-write", "kv-watch"):
             self.assertTrue(self.dynamo(binary, "UpdateItem", "subkv-control", **usage), binary)
             self.assertFalse(self.dynamo(binary, "UpdateItem", "subkv-control", **token), binary)
             self.assertFalse(self.dynamo(binary, "PutItem", "subkv-control", **usage), binary)
-        self.assertFalse(self.dynamo("kv-watch", "UpdateItem", "subkv-control", **usage))
+        self.assertFalse(self.dynamo("kv-sweep-expired", "UpdateItem", "subkv-control", **usage))
 
     def test_authentication_may_only_stamp_a_token_when_it_was_used(self):
         by_hash = {"Key": {"pk": {"S": "TOKEN#abc"}, "sk": {"S": "TOKEN"}}}
@@ -208,6 +208,62 @@ class TemplateRoles(unittest.TestCase):
         for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
             self.assertTrue(self.dynamo("backup-forward", action, "subkv-control"), action)
         self.assertTrue(self.dynamo("backup-forward", "Query", "subkv-control", IndexName="due"))
+
+    def streams(self, binary, action, table):
+        arn = f"{TABLE}{table}/stream/2026-01-01T00:00:00.000"
+        return self.allowed(binary, iam.streams_calls(action, {"StreamArn": arn}))
+
+    def test_storage_usage_counts_into_usage_items_and_finds_owners(self):
+        storage = {"Key": {"pk": {"S": "USAGE#org"}, "sk": {"S": "STORAGE#db"}}}
+        organization = {"Key": {"pk": {"S": "ORG#org"}, "sk": {"S": "ORG"}}}
+        owner = {"Key": {"pk": {"S": "DB#db"}, "sk": {"S": "DB"}}}
+        for action in ("UpdateItem", "GetItem"):
+            self.assertTrue(self.dynamo("kv-storage-usage", action, "subkv-control", **storage), action)
+            self.assertFalse(self.dynamo("kv-storage-usage", action, "subkv-control", **organization), action)
+            self.assertFalse(self.dynamo("kv-storage-usage", action, "subkv-control", **owner), action)
+        self.assertFalse(self.dynamo("kv-storage-usage", "PutItem", "subkv-control", **storage))
+        self.assertFalse(self.dynamo("kv-storage-usage", "DeleteItem", "subkv-control", **storage))
+
+        def query(pk):
+            return {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": pk}}}
+
+        self.assertTrue(self.dynamo("kv-storage-usage", "Query", "subkv-control", **query("DB#db")))
+        self.assertFalse(self.dynamo("kv-storage-usage", "Query", "subkv-control", **query("USAGE#org")))
+        self.assertFalse(self.dynamo("kv-storage-usage", "Query", "subkv-control", **query("ORG#org")))
+        self.assertFalse(self.dynamo("kv-storage-usage", "Query", "subkv-control", IndexName="due"))
+        # Nothing of the KV tables but the data table's stream.
+        self.assertFalse(self.dynamo("kv-storage-usage", "GetItem", "subkv-kv-data"))
+        self.assertFalse(self.dynamo("kv-storage-usage", "Query", "subkv-kv-log"))
+
+    def test_each_stream_is_read_by_its_consumer(self):
+        for action in ("DescribeStream", "GetShardIterator", "GetRecords"):
+            self.assertTrue(self.streams("kv-storage-usage", action, "subkv-kv-data"), action)
+            self.assertFalse(self.streams("kv-storage-usage", action, "subkv-kv-log"), action)
+            self.assertTrue(self.streams("backup-forward", action, "subkv-kv-log"), action)
+            self.assertFalse(self.streams("backup-forward", action, "subkv-kv-data"), action)
+            self.assertFalse(self.streams("kv-atomic-write", action, "subkv-kv-data"), action)
+
+    def test_the_purge_leaves_only_the_owner_of_a_purged_database(self):
+        gone = {"Item": {"pk": {"S": "DB#db"}, "sk": {"S": "GONE"}, "organizationId": {"S": "org"}}}
+        usage = {"Item": {"pk": {"S": "USAGE#org"}, "sk": {"S": "STORAGE#db"}}}
+        self.assertTrue(self.dynamo("kv-purge-deleted", "PutItem", "subkv-control", **gone))
+        self.assertFalse(self.dynamo("kv-purge-deleted", "PutItem", "subkv-control", **usage))
+
+    def test_the_write_path_reads_its_organizations_stored_bytes(self):
+        stored = {"KeyConditionExpression": "pk = :p AND begins_with(sk, :s)", "ExpressionAttributeValues": {
+            ":p": {"S": "USAGE#org"}, ":s": {"S": "STORAGE#"}}}
+        self.assertTrue(self.dynamo("kv-atomic-write", "Query", "subkv-control", **stored))
+        other = {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "ORG#org"}}}
+        self.assertFalse(self.dynamo("kv-atomic-write", "Query", "subkv-control", **other))
+
+    def test_a_watch_reads_its_quotas_and_flushes_its_usage(self):
+        stored = {"KeyConditionExpression": "pk = :p AND begins_with(sk, :s)", "ExpressionAttributeValues": {
+            ":p": {"S": "USAGE#org"}, ":s": {"S": "STORAGE#"}}}
+        self.assertTrue(self.dynamo("kv-watch", "Query", "subkv-control", **stored))
+        hour = {"Key": {"pk": {"S": "USAGE#org"}, "sk": {"S": "2026-12-03T10#db"}}}
+        self.assertTrue(self.dynamo("kv-watch", "UpdateItem", "subkv-control", **hour))
+        token = {"Key": {"pk": {"S": "ORG#org"}, "sk": {"S": "ORG"}}}
+        self.assertFalse(self.dynamo("kv-watch", "UpdateItem", "subkv-control", **token))
 
     def test_only_enable_backup_seals_and_only_the_engine_opens_backup_secrets(self):
         context = {"subkv:backupId": "b", "subkv:databaseId": "d"}

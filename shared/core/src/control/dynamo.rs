@@ -736,8 +736,12 @@ impl ControlTable for DynamoControl {
             let deleted_at_ms = get_s(&item, SK)
                 .and_then(|sk| sk.strip_prefix(PURGE_SK_PREFIX))
                 .and_then(|ms| ms.parse().ok());
-            let organization_id =
-                get_s(&item, "organizationId").and_then(|id| Uuid::parse_str(id).ok());
+            // The `due` index does not carry the organization (its items only
+            // say what is due); the purge item in the table does.
+            let organization_id = match database_id {
+                Some(db) => self.database_organization(db).await?,
+                None => None,
+            };
             match (database_id, deleted_at_ms, organization_id) {
                 (Some(database_id), Some(deleted_at_ms), Some(organization_id)) => {
                     out.push(Purge {
