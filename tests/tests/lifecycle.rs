@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use subkv_e2e::backup::{
-    deno_script, enable_backup, fresh_bucket, get_backup, kv_database, list_keys, poll,
+    deno_script, enable_backup, fresh_bucket, get_backup, get_object, kv_database, list_keys, poll,
     wait_backed_up,
 };
 use subkv_e2e::kv_wire::{connect, key, set, Session};
@@ -124,6 +124,29 @@ async fn a_deleted_database_is_gone_at_once_and_its_storage_purged_in_steps() {
     wait_backed_up(&db.org.token, &backup, &last, Duration::from_secs(120)).await;
     let objects = list_keys(&bucket, "tenant/").await;
     assert!(!objects.is_empty(), "the backup wrote nothing");
+    // Every byte the backup put in the bucket is in the database's usage
+    // (`backupBytes`, counted as each pass ends; a rewritten object counts again).
+    let mut in_bucket = 0;
+    for object in &objects {
+        in_bucket += get_object(&bucket, object)
+            .await
+            .map_or(0, |b| b.len() as u64);
+    }
+    let usage_path = format!("/v1/databases/{}/usage", db.id);
+    let counted = poll(
+        "the backup's bytes counted",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            let usage = get(&usage_path, &db.org.token).await.assert_ok().clone();
+            match usage["total"]["backupBytes"].as_u64() {
+                Some(bytes) if bytes >= in_bucket => Ok(bytes),
+                _ => Err(format!("{in_bucket} bytes in the bucket; {usage}")),
+            }
+        },
+    )
+    .await;
+    eprintln!("backupBytes {counted} for {in_bucket} bytes in the bucket");
     let (data, log, _) = remaining(&db.id).await;
     assert!(
         data >= 2581 && log >= 4,

@@ -62,6 +62,10 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
         "it names the KMS key of backup secrets",
     )?;
     let kv = DynamoKv::from_env(dynamo.clone(), &env)?;
+    let usage = Arc::new(subkv_core::usage::DynamoUsage::new(
+        dynamo.clone(),
+        env.control_table(),
+    ));
     let progress = DynamoProgress::new(dynamo, env.control_table());
     let opener = Arc::new(KmsOpener::new(aws_sdk_kms::Client::new(&sdk), key_id));
     let defaults = EngineConfig::default();
@@ -79,12 +83,7 @@ pub async fn engine_from_env() -> Result<Engine, lambda_runtime::Error> {
         ..defaults
     };
     let buckets = TenantBuckets::new(opener, Connector::from_env(&env)?);
-    Ok(Engine::new(
-        Arc::new(kv),
-        Arc::new(progress),
-        Arc::new(buckets),
-        config,
-    ))
+    Ok(Engine::new(Arc::new(kv), Arc::new(progress), Arc::new(buckets), config).with_usage(usage))
 }
 
 /// The databases of a stream batch, each with the sequence number of its first

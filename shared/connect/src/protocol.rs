@@ -509,6 +509,7 @@ pub async fn handle(
                     write_units: units.write,
                     requests: 1,
                     watch_seconds: 0.0,
+                    backup_bytes: 0,
                 },
                 false,
             )

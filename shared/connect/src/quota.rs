@@ -259,6 +259,7 @@ mod tests {
             write_units: units,
             requests: 1,
             watch_seconds: 0.0,
+            backup_bytes: 0,
         }
     }
 

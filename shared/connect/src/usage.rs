@@ -328,6 +328,7 @@ mod tests {
             write_units: write,
             requests: 1,
             watch_seconds: 0.0,
+            backup_bytes: 0,
         }
     }
 
@@ -372,6 +373,7 @@ mod tests {
                     write_units: 2.0,
                     requests: 2,
                     watch_seconds: 0.0,
+                    backup_bytes: 0,
                 },
             ),
             row(a, "11", request(1.0, 4.0)),
@@ -433,6 +435,7 @@ mod tests {
                 write_units: 2.0,
                 requests: 2,
                 watch_seconds: 0.0,
+                backup_bytes: 0,
             }
         );
     }

@@ -120,6 +120,7 @@ impl WatchUsage {
                 write_units: units.write,
                 requests: u64::from(ended),
                 watch_seconds: seconds,
+                backup_bytes: 0,
             };
             state.count(who, counts, flush).await;
         }

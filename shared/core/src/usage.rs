@@ -43,6 +43,9 @@ pub struct Counts {
     /// Seconds KV watches were open (kv-watch).
     #[serde(default)]
     pub watch_seconds: f64,
+    /// Bytes the backup engine wrote to the tenant's bucket (backup-forward).
+    #[serde(default)]
+    pub backup_bytes: u64,
 }
 
 impl Counts {
@@ -51,6 +54,7 @@ impl Counts {
         self.write_units += other.write_units;
         self.requests += other.requests;
         self.watch_seconds += other.watch_seconds;
+        self.backup_bytes += other.backup_bytes;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -66,6 +70,11 @@ pub fn hour_name(at: DateTime<Utc>) -> String {
 /// The start of the hour holding `at`.
 pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(Duration::hours(1)).unwrap_or(at)
+}
+
+/// The start of the current hour.
+pub fn this_hour() -> DateTime<Utc> {
+    hour_start(Utc::now())
 }
 
 /// The start of an hour named by [`hour_name`].
@@ -161,16 +170,17 @@ impl DynamoUsage {
             .expression_attribute_values(":w", n(counts.write_units))
             .expression_attribute_values(":q", n(counts.requests))
             .expression_attribute_values(":s", n(counts.watch_seconds))
+            .expression_attribute_values(":b", n(counts.backup_bytes))
             .expression_attribute_values(":ttl", n(expires.timestamp()));
         update = match database {
             Some(db) => update
                 .update_expression(
-                    "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s \
+                    "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s, backupBytes :b \
                      SET databaseId = :db, #ttl = :ttl",
                 )
                 .expression_attribute_values(":db", s(db.to_string())),
             None => update.update_expression(
-                "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s SET #ttl = :ttl",
+                "ADD readUnits :r, writeUnits :w, requests :q, watchSeconds :s, backupBytes :b SET #ttl = :ttl",
             ),
         };
         update
@@ -269,6 +279,7 @@ fn counts(item: &Item) -> Counts {
         write_units: get_n(item, "writeUnits").unwrap_or(0.0),
         requests: get_n(item, "requests").unwrap_or(0),
         watch_seconds: get_n(item, "watchSeconds").unwrap_or(0.0),
+        backup_bytes: get_n(item, "backupBytes").unwrap_or(0),
     }
 }
 
@@ -383,12 +394,14 @@ mod tests {
             write_units: 4.0,
             requests: 1,
             watch_seconds: 2.5,
+            backup_bytes: 0,
         });
         c.add(&Counts {
             read_units: 1.0,
             write_units: 0.0,
             requests: 2,
             watch_seconds: 0.5,
+            backup_bytes: 0,
         });
         assert_eq!(
             c,
@@ -397,6 +410,7 @@ mod tests {
                 write_units: 4.0,
                 requests: 3,
                 watch_seconds: 3.0,
+                backup_bytes: 0,
             }
         );
     }

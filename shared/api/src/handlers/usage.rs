@@ -400,6 +400,7 @@ mod tests {
             write_units: w,
             requests: q,
             watch_seconds: 0.0,
+            backup_bytes: 0,
         };
         let row = |database_id, hour: &str, c| Row {
             database_id,

@@ -73,6 +73,36 @@ impl ObjectSink for StreamPut<'_> {
     }
 }
 
+/// A sink that counts the bytes of the puts that succeeded.
+pub(super) struct Counted<'a> {
+    sink: &'a dyn ObjectSink,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Counted<'a> {
+    pub(super) fn new(sink: &'a dyn ObjectSink) -> Self {
+        Self {
+            sink,
+            bytes: Default::default(),
+        }
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ObjectSink for Counted<'_> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketFault> {
+        let len = body.len() as u64;
+        self.sink.put(key, body).await?;
+        self.bytes
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// The fleet-wide metric of a parked error: one Embedded Metric Format line with
 /// no dimension (the backup is a property of the line, for Logs Insights).
 fn emit_parked(at: &Locator, kind: &str, failed: bool) {

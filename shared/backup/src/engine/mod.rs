@@ -63,6 +63,7 @@ use std::time::{Duration, Instant};
 use subkv_core::control::locator::Locator;
 use subkv_core::control::records::{now_rfc3339, BackupStatus};
 use subkv_core::error::{Recovery, StoreError};
+use subkv_core::usage::{this_hour, Counts, UsageStore};
 use subkv_dynamo_kv::{now_ms, LoggedCommit};
 use subkv_kv::backup_format::{self as format, FormatError};
 use subkv_kv::error::KvError;
@@ -184,6 +185,9 @@ pub struct Report {
     pub records_forwarded: u64,
     pub objects_written: u64,
     pub snapshot_chunks: u64,
+    /// Bytes of every object the pass put in the tenant's bucket (issue 15 §3:
+    /// the database's `backupBytes`).
+    pub bytes_written: u64,
     /// Milliseconds from the newest forwarded commit to its object being written.
     pub lag_ms: Option<u64>,
     /// The backup is now `active` (this pass wrote the differential).
@@ -229,6 +233,8 @@ pub struct Engine {
     owner: String,
     /// Databases found without a backup, and when (see [`EngineConfig::absent_ttl`]).
     absent: Mutex<HashMap<Uuid, Instant>>,
+    /// Where each pass's bytes written are counted, if anywhere.
+    usage: Option<Arc<dyn UsageStore>>,
 }
 
 /// Most databases the negative cache remembers (about 5 MB): past it, it starts
@@ -270,6 +276,7 @@ impl Engine {
             config,
             owner: Uuid::new_v4().to_string(),
             absent: Mutex::new(HashMap::new()),
+            usage: None,
         }
     }
 
@@ -280,6 +287,36 @@ impl Engine {
 
     /// A stream delivery's pass ([`Trigger::Stream`]) over the backup of
     /// `database`, if it has one, until `deadline`.
+    /// Counts the bytes each pass writes in the database's usage.
+    pub fn with_usage(mut self, usage: Arc<dyn UsageStore>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Adds a pass's bytes to its database's usage of this hour: one
+    /// `UpdateItem`, beside the pass's own ledger and cursor writes. A failed
+    /// write is logged and its bytes are not counted (the pass is not redone
+    /// for it).
+    async fn count_bytes(&self, at: &Locator, report: &Report) {
+        let Some(usage) = &self.usage else {
+            return;
+        };
+        if report.bytes_written == 0 {
+            return;
+        }
+        let counts = Counts {
+            backup_bytes: report.bytes_written,
+            ..Counts::default()
+        };
+        let hour = this_hour();
+        if let Err(error) = usage
+            .add(at.organization_id, at.database_id, hour, &counts)
+            .await
+        {
+            tracing::warn!(backup = %at.backup_id, %error, bytes = report.bytes_written, "counting backup bytes failed");
+        }
+    }
+
     pub async fn sync_database(
         &self,
         database: Uuid,
@@ -339,7 +376,9 @@ impl Engine {
         trigger: Trigger,
     ) -> Result<Report, EngineError> {
         let mut report = Report::default();
-        if let Err(error) = self.passes(at, deadline, trigger, &mut report).await {
+        let passed = self.passes(at, deadline, trigger, &mut report).await;
+        self.count_bytes(at, &report).await;
+        if let Err(error) = passed {
             self.park(at, error, &mut report).await?;
         }
         Ok(report)
@@ -464,14 +503,15 @@ impl Engine {
                 }
             };
             let limited = faults::StreamPut::new(opened.as_ref(), &self.config);
-            let sink: &dyn ObjectSink = match trigger {
+            let sink = faults::Counted::new(match trigger {
                 Trigger::Stream => &limited,
                 Trigger::CatchUp => opened.as_ref(),
-            };
-            match self
-                .step(at, state, sink, deadline, report, forwarding)
-                .await?
-            {
+            });
+            let stepped = self
+                .step(at, state, &sink, deadline, report, forwarding)
+                .await;
+            report.bytes_written += sink.bytes();
+            match stepped? {
                 Step::Again => continue,
                 Step::Done => break,
                 Step::Idle => {

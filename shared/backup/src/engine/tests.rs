@@ -1406,3 +1406,38 @@ async fn emptying_a_deleted_backups_objects_is_resumed_over_passes_within_their_
     assert!(w.progress.retired_roots(w.db).is_empty());
     assert!(w.progress.ledger_of(w.at.backup_id).is_empty());
 }
+
+#[tokio::test]
+async fn a_pass_counts_the_bytes_it_wrote_in_the_databases_usage() {
+    use subkv_core::usage::{MemoryUsage, UsageStore};
+    let usage = Arc::new(MemoryUsage::default());
+    let mut w = world();
+    w.engine = Engine::new(
+        w.kv.clone(),
+        w.progress.clone(),
+        Arc::new(w.bucket.clone()),
+        EngineConfig {
+            snapshot_items_per_chunk: 2,
+            hot_pass: Duration::from_millis(200),
+            ..EngineConfig::default()
+        },
+    )
+    .with_usage(usage.clone());
+    w.active(&[("a", Some("0"))]).await;
+    let before: u64 = w.bucket.objects().values().map(|b| b.len() as u64).sum();
+    w.commit(&[("a", Some("1")), ("b", Some("2"))]);
+    let report = w.pass().await;
+    let after: u64 = w.bucket.objects().values().map(|b| b.len() as u64).sum();
+    assert_eq!(report.objects_written, 1);
+    assert_eq!(report.bytes_written, after - before);
+    assert!(report.bytes_written > 0);
+    // Every pass's bytes, the activation's included, are in the database's usage.
+    let hour = subkv_core::usage::this_hour();
+    let rows = usage
+        .rows(w.at.organization_id, hour, hour + Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let counted: u64 = rows.iter().map(|r| r.counts.backup_bytes).sum();
+    assert_eq!(counted, after);
+    assert!(rows.iter().all(|r| r.database_id == w.db));
+}
