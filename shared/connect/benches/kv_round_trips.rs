@@ -189,7 +189,7 @@ impl Instance {
                 signer: TokenSigner::new([7; 32], 3600),
                 control: Arc::new(MemoryControl::new()),
                 live_tokens: subkv_connect::state::LiveTokens::new(Duration::from_secs(50)),
-                meter: subkv_connect::usage::Meter::new(Duration::from_secs(60)),
+                meter: Arc::new(subkv_connect::usage::Meter::new(Duration::from_secs(60))),
                 quotas: subkv_connect::quota::Quotas::new(Duration::from_secs(60)),
                 usage: Arc::new(subkv_core::usage::MemoryUsage::default()),
                 storage: Arc::new(subkv_core::storage::MemoryStorage::default()),

@@ -542,10 +542,10 @@ pub async fn serve(route: &'static Route, op: Op) -> Result<(), lambda_http::Err
         handle(&state, route, op, request).await
     };
     if route.access == Access::KvStream {
-        runtime::serve_http_streaming(route.function, ConnectState::from_env(), handler, refusal)
+        runtime::serve_http_streaming(route.function, ConnectState::serving(), handler, refusal)
             .await
     } else {
-        runtime::serve_http(route.function, ConnectState::from_env(), handler, refusal).await
+        runtime::serve_http(route.function, ConnectState::serving(), handler, refusal).await
     }
 }
 

@@ -30,7 +30,7 @@ pub struct ConnectState {
     /// `recheck` (issue 15 §2: a revoked token stops working within a minute).
     pub live_tokens: LiveTokens,
     /// The instance's usage tally and where it is flushed (issue 15 §3).
-    pub meter: crate::usage::Meter,
+    pub meter: Arc<crate::usage::Meter>,
     pub usage: Arc<dyn UsageStore>,
     /// Stored bytes per database (`kv-storage-usage` keeps them), for the
     /// storage quota.
@@ -82,6 +82,21 @@ impl LiveTokens {
 }
 
 impl ConnectState {
+    /// [`Self::from_env`] for a data-plane function that meters its requests:
+    /// what it holds unflushed is written when Lambda shuts the instance down
+    /// (SIGTERM, which Lambda sends to a function with a registered extension:
+    /// `lambda_runtime`'s graceful-shutdown helper registers a no-op one; the
+    /// write has Lambda's 500 ms of shutdown).
+    pub async fn serving() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let state = Self::from_env().await?;
+        let (meter, usage) = (state.meter.clone(), state.usage.clone());
+        lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+            let flushed = meter.flush_now(usage.as_ref()).await;
+            tracing::info!(months = flushed.len(), "usage flushed at shutdown");
+        })
+        .await;
+        Ok(state)
+    }
     /// Adds what a request (or a stretch of a watch) used to the instance's
     /// tally, and flushes the tally if a flush is due, or at once if `now`
     /// (docs/usage.md).
@@ -158,11 +173,13 @@ impl ConnectState {
                 1..=300,
                 crate::quota::DEFAULT_CACHE_SECONDS,
             )?)),
-            meter: crate::usage::Meter::new(std::time::Duration::from_secs(env.number_in(
-                var::USAGE_FLUSH_SECONDS,
-                1..=3600,
-                crate::usage::DEFAULT_FLUSH_SECONDS,
-            )?)),
+            meter: Arc::new(crate::usage::Meter::new(std::time::Duration::from_secs(
+                env.number_in(
+                    var::USAGE_FLUSH_SECONDS,
+                    1..=3600,
+                    crate::usage::DEFAULT_FLUSH_SECONDS,
+                )?,
+            ))),
             live_tokens: LiveTokens::new(std::time::Duration::from_secs(env.number_in(
                 var::TOKEN_RECHECK_SECONDS,
                 1..=55,

@@ -318,7 +318,7 @@ pub async fn watch(
 pub async fn serve(route: &'static Route) -> Result<(), lambda_http::Error> {
     runtime::serve_http_streaming(
         route.function,
-        ConnectState::from_env(),
+        ConnectState::serving(),
         move |state, request| watch(state, route, request),
         |refused| error_body(refused_error(refused)),
     )
