@@ -68,6 +68,51 @@ fn write_of(name: &str) -> pb::AtomicWrite {
     }
 }
 
+/// Commits of [`write_of`] (keys `<prefix><n>`) until one is refused, at most
+/// `most`; how many passed, and the refusal, which must be a 403 naming `limit`.
+async fn commits_until_refused(session: &Session, prefix: &str, most: usize, limit: &str) -> usize {
+    let mut accepted = 0;
+    let refusal = loop {
+        let reply = session
+            .call(
+                "atomic_write",
+                prost::Message::encode_to_vec(&write_of(&format!("{prefix}{accepted}"))),
+            )
+            .await;
+        if reply.status != 200 {
+            break reply;
+        }
+        accepted += 1;
+        assert!(accepted <= most, "{accepted} commits passed {limit}");
+    };
+    assert_eq!(refusal.status, 403, "{}", refusal.text());
+    assert!(refusal.text().contains(limit), "{}", refusal.text());
+    accepted
+}
+
+/// Commits until one goes through (after a limit was raised, or room made:
+/// within the instances' cache of a second).
+async fn a_commit_passes_again(session: &Session, what: &str) {
+    poll(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let reply = session
+                .call(
+                    "atomic_write",
+                    prost::Message::encode_to_vec(&write_of("after")),
+                )
+                .await;
+            match reply.status.as_u16() {
+                200 => Ok(()),
+                _ => Err(reply.text()),
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
     let db = kv_database("quota-writes").await;
@@ -86,31 +131,9 @@ async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
     // the others' writes only once flushed (every second) and read (every
     // second): a few more may pass, the overshoot docs/quotas.md bounds.
     let session = Session::of(&db.id, &db.org.token).await;
-    let mut accepted = 0;
-    let refusal = loop {
-        let reply = session
-            .call(
-                "atomic_write",
-                prost::Message::encode_to_vec(&write_of(&format!("k{accepted}"))),
-            )
-            .await;
-        if reply.status != 200 {
-            break reply;
-        }
-        accepted += 1;
-        assert!(
-            accepted <= 30,
-            "{accepted} commits of 16 units passed a limit of 100"
-        );
-    };
+    let accepted = commits_until_refused(&session, "k", 30, "limits.writeUnitsPerMonth").await;
     assert!(accepted >= 7, "refused after {accepted} commits");
     eprintln!("{accepted} commits of 16 write units passed a limit of 100");
-    assert_eq!(refusal.status, 403, "{}", refusal.text());
-    assert!(
-        refusal.text().contains("limits.writeUnitsPerMonth"),
-        "{}",
-        refusal.text()
-    );
 
     // Deno: the read works, the write is an error (a 4xx: not retried).
     let seen: Value = try_ops(&db.url, &db.org.token);
@@ -126,24 +149,7 @@ async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
     )
     .await
     .assert_ok();
-    poll(
-        "a write after the limit was raised",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            let reply = session
-                .call(
-                    "atomic_write",
-                    prost::Message::encode_to_vec(&write_of("after")),
-                )
-                .await;
-            match reply.status.as_u16() {
-                200 => Ok(()),
-                _ => Err(reply.text()),
-            }
-        },
-    )
-    .await;
+    a_commit_passes_again(&session, "a write after the limit was raised").await;
 }
 
 #[tokio::test]
@@ -165,31 +171,9 @@ async fn a_storage_limit_refuses_the_write_that_would_cross_it_until_deletes_mak
     // has counted them and the cache (a second) is read again: a few more may
     // pass, the overshoot docs/quotas.md bounds.
     let session = Session::of(&db.id, &db.org.token).await;
-    let mut accepted = 0;
-    let refusal = loop {
-        let reply = session
-            .call(
-                "atomic_write",
-                prost::Message::encode_to_vec(&write_of(&format!("s{accepted}"))),
-            )
-            .await;
-        if reply.status != 200 {
-            break reply;
-        }
-        accepted += 1;
-        assert!(
-            accepted <= 14,
-            "{accepted} commits of 3,000 bytes passed a limit of 20,000"
-        );
-    };
+    let accepted = commits_until_refused(&session, "s", 14, "limits.storageBytes").await;
     assert!(accepted >= 6, "refused after {accepted} commits");
     eprintln!("{accepted} commits of 3,000 bytes passed a storage limit of 20,000");
-    assert_eq!(refusal.status, 403, "{}", refusal.text());
-    assert!(
-        refusal.text().contains("limits.storageBytes"),
-        "{}",
-        refusal.text()
-    );
 
     // Deno: with the limit lowered below what is stored, even its small write
     // is refused (an error, not retried) while its read works.
@@ -237,24 +221,7 @@ async fn a_storage_limit_refuses_the_write_that_would_cross_it_until_deletes_mak
         .call("atomic_write", prost::Message::encode_to_vec(&deletes))
         .await;
     assert_eq!(deleted.status, 200, "{}", deleted.text());
-    poll(
-        "a write after the deletions",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            let reply = session
-                .call(
-                    "atomic_write",
-                    prost::Message::encode_to_vec(&write_of("after")),
-                )
-                .await;
-            match reply.status.as_u16() {
-                200 => Ok(()),
-                _ => Err(reply.text()),
-            }
-        },
-    )
-    .await;
+    a_commit_passes_again(&session, "a write after the deletions").await;
 }
 
 #[tokio::test]

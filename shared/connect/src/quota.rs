@@ -204,7 +204,6 @@ impl Quotas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use subkv_core::control::records::{Organization, TokenRecord};
     use subkv_core::control::MemoryControl;
     use subkv_core::storage::MemoryStorage;
     use subkv_core::usage::{Counts, MemoryUsage};
@@ -216,30 +215,11 @@ mod tests {
     }
 
     async fn org(control: &MemoryControl, limit: Option<u64>) -> Uuid {
-        let org = Organization {
-            id: Uuid::new_v4(),
-            name: "q".into(),
-            created_at: String::new(),
-            limits: Limits {
-                databases: None,
-                write_units_per_month: limit,
-                storage_bytes: None,
-                watches: None,
-            },
+        let limits = Limits {
+            write_units_per_month: limit,
+            ..Limits::default()
         };
-        let token = TokenRecord {
-            id: Uuid::new_v4(),
-            organization_id: org.id,
-            token_sha256: Uuid::new_v4().to_string(),
-            description: String::new(),
-            created_at: String::new(),
-            databases: None,
-            access: Default::default(),
-            expires_at: None,
-            last_used_at: None,
-        };
-        control.create_organization(&org, &token).await.unwrap();
-        org.id
+        control.add_organization(limits, false).await.unwrap().0
     }
 
     fn sources<'a>(control: &'a MemoryControl, usage: &'a MemoryUsage) -> Sources<'a> {

@@ -242,7 +242,6 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use subkv_core::control::records::{KvDatabase, Organization, TokenRecord};
     use subkv_core::control::MemoryControl;
     use subkv_core::storage::MemoryStorage;
 
@@ -291,34 +290,11 @@ mod tests {
     }
 
     async fn database(control: &MemoryControl) -> (Uuid, Uuid) {
-        let org = Organization {
-            id: Uuid::new_v4(),
-            name: "s".into(),
-            created_at: String::new(),
-            limits: Default::default(),
-        };
-        let token = TokenRecord {
-            id: Uuid::new_v4(),
-            organization_id: org.id,
-            token_sha256: Uuid::new_v4().to_string(),
-            description: String::new(),
-            created_at: String::new(),
-            databases: None,
-            access: Default::default(),
-            expires_at: None,
-            last_used_at: None,
-        };
-        control.create_organization(&org, &token).await.unwrap();
-        let db = KvDatabase {
-            id: Uuid::new_v4(),
-            organization_id: org.id,
-            description: String::new(),
-            created_at: String::new(),
-            updated_at: String::new(),
-            restore: None,
-        };
-        control.create_database(&db).await.unwrap();
-        (org.id, db.id)
+        let (org, db) = control
+            .add_organization(Default::default(), true)
+            .await
+            .unwrap();
+        (org, db.unwrap())
     }
 
     #[tokio::test]

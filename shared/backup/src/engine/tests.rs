@@ -190,6 +190,9 @@ async fn a_pending_backup_goes_snapshot_chunks_then_differential_then_active() {
         Report {
             snapshot_chunks: 3,
             activated: true,
+            // The pass wrote everything the bucket holds: the snapshot's
+            // chunks, its marker and the differential.
+            bytes_written: w.bucket.objects().values().map(|b| b.len() as u64).sum(),
             ..Report::default()
         }
     );

@@ -42,6 +42,46 @@ impl MemoryControl {
         Self::default()
     }
 
+    /// Creates an organization with `limits` and one token, and a database of
+    /// it if `with_database` (for tests): their ids.
+    pub async fn add_organization(
+        &self,
+        limits: super::records::Limits,
+        with_database: bool,
+    ) -> Result<(Uuid, Option<Uuid>), StoreError> {
+        let org = Organization {
+            id: Uuid::new_v4(),
+            name: "test".into(),
+            created_at: String::new(),
+            limits,
+        };
+        let token = TokenRecord {
+            id: Uuid::new_v4(),
+            organization_id: org.id,
+            token_sha256: Uuid::new_v4().to_string(),
+            description: String::new(),
+            created_at: String::new(),
+            databases: None,
+            access: Default::default(),
+            expires_at: None,
+            last_used_at: None,
+        };
+        self.create_organization(&org, &token).await?;
+        if !with_database {
+            return Ok((org.id, None));
+        }
+        let db = KvDatabase {
+            id: Uuid::new_v4(),
+            organization_id: org.id,
+            description: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            restore: None,
+        };
+        self.create_database(&db).await?;
+        Ok((org.id, Some(db.id)))
+    }
+
     /// The restore request stored for a database (for tests).
     pub fn restore_request(&self, database_id: Uuid) -> Option<RestoreRequest> {
         self.lock().ok()?.restores.get(&database_id).cloned()
