@@ -71,8 +71,19 @@ fn write_of(name: &str) -> pb::AtomicWrite {
 }
 
 /// Commits of [`write_of`] (keys `<prefix><n>`) until one is refused, at most
-/// `most`; how many passed, and the refusal, which must be a 403 naming `limit`.
-async fn commits_until_refused(session: &Session, prefix: &str, most: usize, limit: &str) -> usize {
+/// `most`, awaiting `after(n)` once `n` have passed; how many passed. The
+/// refusal must be a 403 naming `limit`.
+async fn commits_until_refused<F, Fut>(
+    session: &Session,
+    prefix: &str,
+    most: usize,
+    limit: &str,
+    after: F,
+) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut accepted = 0;
     let refusal = loop {
         let reply = session
@@ -86,6 +97,7 @@ async fn commits_until_refused(session: &Session, prefix: &str, most: usize, lim
         }
         accepted += 1;
         assert!(accepted <= most, "{accepted} commits passed {limit}");
+        after(accepted).await;
     };
     assert_eq!(refusal.status, 403, "{}", refusal.text());
     assert!(refusal.text().contains(limit), "{}", refusal.text());
@@ -97,7 +109,7 @@ async fn commits_until_refused(session: &Session, prefix: &str, most: usize, lim
 async fn a_commit_passes_again(session: &Session, what: &str) {
     poll(
         what,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
             let reply = session
@@ -152,7 +164,8 @@ async fn writes_stop_at_the_monthly_write_units_and_reads_go_on() {
     // the others' writes only once flushed (every second) and read (every
     // second): a few more may pass, the overshoot docs/quotas.md bounds.
     let session = Session::of(&db.id, &db.org.token).await;
-    let accepted = commits_until_refused(&session, "k", 30, "limits.writeUnitsPerMonth").await;
+    let accepted =
+        commits_until_refused(&session, "k", 30, "limits.writeUnitsPerMonth", |_| async {}).await;
     assert!(accepted >= 7, "refused after {accepted} commits");
     eprintln!("{accepted} commits of 16 write units passed a limit of 100");
 
@@ -185,13 +198,34 @@ async fn a_storage_limit_refuses_the_write_that_would_cross_it_until_deletes_mak
     .assert_ok();
 
     // Commits of one 3,000-byte value (~3,170 stored bytes, counted ~3,165 by
-    // the check) until one is refused: through one instance the sixth (about
-    // 19,000 bytes) goes through and the seventh would cross 20,000. The local
-    // stack's four instances each see the others' bytes only once the stream
-    // has counted them and the cache (a second) is read again: a few more may
-    // pass, the overshoot docs/quotas.md bounds.
+    // the check) until one is refused: the sixth (about 19,000 bytes) goes
+    // through and the seventh would cross 20,000. Each commit waits until the
+    // stream has counted it (kv-storage-usage): an instance sees the others'
+    // bytes only once counted and read again (its cache: a second), so without
+    // the wait the overshoot grows with the stream's delay, which a loaded
+    // machine stretches to seconds (docs/quotas.md). With it, an instance whose
+    // cache predates the last count may pass one more.
     let session = Session::of(&db.id, &db.org.token).await;
-    let accepted = commits_until_refused(&session, "s", 14, "limits.storageBytes").await;
+    let usage_path = format!("/v1/databases/{}/usage", db.id);
+    let counted = |keys: usize| {
+        let (path, token) = (usage_path.clone(), db.org.token.clone());
+        async move {
+            poll(
+                "the commit's bytes counted",
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                || async {
+                    let usage = get(&path, &token).await.assert_ok().clone();
+                    match usage["total"]["keys"].as_u64() {
+                        Some(n) if n as usize >= keys => Ok(()),
+                        _ => Err(usage.to_string()),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let accepted = commits_until_refused(&session, "s", 8, "limits.storageBytes", counted).await;
     assert!(accepted >= 6, "refused after {accepted} commits");
     eprintln!("{accepted} commits of 3,000 bytes passed a storage limit of 20,000");
 
