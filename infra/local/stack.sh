@@ -209,7 +209,7 @@ start_in_session stream-pump "$state_dir/stream-pump.log" \
 # MaximumRetryAttempts -1 does.
 start_in_session storage-pump "$state_dir/storage-pump.log" \
   "$venv/bin/python" "$root/infra/local/stream_pump.py" "http://127.0.0.1:$api_port" \
-  kv-storage-usage subkv-kv-data --max-retries -1 \
+  kv-storage-usage subkv-kv-data --max-retries -1 --batch-size 1000 \
   --failure-file "$state_dir/storage-stream-failures.jsonl" \
   --stream-access-key-id local-role-kv-storage-usage
 

@@ -229,7 +229,7 @@ async fn a_deleted_database_is_gone_at_once_and_its_storage_purged_in_steps() {
     let usage_path = format!("/v1/organizations/{}/usage", db.org.id);
     poll(
         "the purged database's stored bytes counted down to 0",
-        Duration::from_secs(60),
+        Duration::from_secs(240),
         Duration::from_millis(250),
         || async {
             let usage = get(&usage_path, &db.org.token).await.assert_ok().clone();

@@ -109,7 +109,7 @@ where
 async fn a_commit_passes_again(session: &Session, what: &str) {
     poll(
         what,
-        Duration::from_secs(60),
+        Duration::from_secs(240),
         Duration::from_millis(500),
         || async {
             let reply = session
@@ -212,7 +212,7 @@ async fn a_storage_limit_refuses_the_write_that_would_cross_it_until_deletes_mak
         async move {
             poll(
                 "the commit's bytes counted",
-                Duration::from_secs(60),
+                Duration::from_secs(240),
                 Duration::from_millis(100),
                 || async {
                     let usage = get(&path, &token).await.assert_ok().clone();

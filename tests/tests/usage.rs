@@ -155,7 +155,7 @@ async fn a_scripted_workload_is_counted_for_its_database_and_organization() {
         async move {
             poll(
                 "the stored keys counted",
-                Duration::from_secs(60),
+                Duration::from_secs(240),
                 Duration::from_millis(250),
                 || async {
                     let usage = get(&path, &token).await.assert_ok().clone();
